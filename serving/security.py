@@ -1,0 +1,66 @@
+"""API keys with roles.
+
+Keys are configured outside the code (``RXT_API_KEYS`` JSON or ``RXT_API_KEYS_FILE``), sent as
+``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, compared in constant time and never
+logged.  No key -> 401; a key whose role is not allowed -> 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request, status
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    key_id: str  # a short, non-secret fingerprint of the key, safe to log and audit
+
+
+def _fingerprint(key: str) -> str:
+    import hashlib
+
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def authenticate(presented: str | None, keys: dict[str, str]) -> Principal | None:
+    """Constant-time lookup: every configured key is compared, whatever matches first."""
+    if not presented:
+        return None
+    found: str | None = None
+    for key, role in keys.items():
+        if hmac.compare_digest(key.encode(), presented.encode()):
+            found = role
+    return Principal(found, _fingerprint(presented)) if found else None
+
+
+def presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+def require_roles(*roles: str):
+    """FastAPI dependency factory: the caller must hold one of ``roles``."""
+
+    def dependency(request: Request) -> Principal:
+        keys = request.app.state.api_keys
+        principal = authenticate(presented_key(request), keys)
+        if principal is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                detail="missing or unknown API key (send 'Authorization: Bearer <key>')",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if principal.role not in roles:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"role {principal.role!r} may not do this; allowed: {', '.join(roles)}",
+            )
+        request.state.principal = principal
+        return principal
+
+    return dependency

@@ -1,0 +1,101 @@
+"""The project's one configuration object.
+
+Every setting comes from an environment variable with the prefix ``RXT_`` (for example
+``RXT_DATA_DIR``, ``RXT_DATABASE_URL``) or from a ``.env`` file in the working directory.
+The defaults are the embedded set-up: everything lives under ``var/`` in the project root
+(SQLite MLflow store, SQLite review database, downloaded data).  See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Role = Literal["chat", "prescriber", "pharmacist", "admin", "ml"]
+ROLES: tuple[str, ...] = ("chat", "prescriber", "pharmacist", "admin", "ml")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RXT_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    # --- data -----------------------------------------------------------------------------
+    data_dir: Path | None = Field(
+        default=None,
+        description="Folder holding the public datasets (layout of ../shared/datasets). "
+        "Unset: ../shared/datasets beside the checkout.",
+    )
+    allow_download: bool = Field(
+        default=False,
+        description="Fetch a missing source file from its upstream URL (needs internet).",
+    )
+    work_dir: Path = Field(default=PROJECT_ROOT / "var", description="Where runtime state lives.")
+
+    # --- MLflow -----------------------------------------------------------------------------
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="Unset: sqlite:///<work_dir>/mlflow.db"
+    )
+    mlflow_artifact_root: str | None = Field(
+        default=None, description="Unset: <work_dir>/mlartifacts (used when creating experiments)"
+    )
+    triage_model_uri: str = "models:/triage-classifier@champion"
+    ddi_model_uri: str = "models:/ddi-severity@champion"
+
+    # --- service ----------------------------------------------------------------------------
+    database_url: str | None = Field(default=None, description="Unset: sqlite:///<work_dir>/rxtriage.db")
+    api_keys: dict[str, Role] = Field(
+        default_factory=dict,
+        description='JSON object {"<key>": "<role>"}; roles: chat, prescriber, pharmacist, admin, ml',
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="A JSON file with the same shape as RXT_API_KEYS."
+    )
+    max_text_chars: int = Field(default=2000, ge=1, description="Longest accepted complaint text.")
+    batch_max_size: int = Field(default=32, ge=1)
+    batch_max_wait_ms: float = Field(default=3.0, ge=0)
+    log_patient_text: bool = False
+    model_poll_seconds: float = Field(
+        default=0.0, ge=0, description="Poll the registry for a new champion; 0 disables."
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value):
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        return value
+
+    # --- derived ----------------------------------------------------------------------------
+    def resolved_data_dir(self) -> Path:
+        return (self.data_dir or PROJECT_ROOT.parent / "shared" / "datasets").resolve()
+
+    def resolved_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.work_dir / 'mlflow.db').resolve()}"
+
+    def resolved_artifact_root(self) -> str:
+        return self.mlflow_artifact_root or (self.work_dir / "mlartifacts").resolve().as_uri()
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.work_dir / 'rxtriage.db').resolve()}"
+
+    def resolved_api_keys(self) -> dict[str, str]:
+        keys = dict(self.api_keys)
+        if self.api_keys_file is not None:
+            keys.update(json.loads(Path(self.api_keys_file).read_text()))
+        bad = {role for role in keys.values() if role not in ROLES}
+        if bad:
+            raise ValueError(f"unknown role(s) in API keys: {sorted(bad)}; allowed: {ROLES}")
+        return keys
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,118 @@
+"""Thin helpers over the MLflow tracking store and model registry, shared by every model.
+
+A registered model version's artifact is a plain folder (ONNX files, tokenizer, label map,
+``meta.json``) so that serving needs neither torch nor MLflow's flavours to load it.
+Aliases (``champion``, ``challenger``) are used; deprecated stages are not.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from training.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+class ModelNotFoundError(LookupError):
+    """A registry URI, alias or local model path does not exist."""
+
+
+def configure(settings: Settings | None = None) -> str:
+    """Point MLflow at the configured tracking store; returns the URI."""
+    import mlflow
+
+    settings = settings or get_settings()
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    uri = settings.resolved_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def experiment_id(name: str, settings: Settings | None = None) -> str:
+    """Create the experiment on first use, with its artifacts under the configured root."""
+    import mlflow
+
+    settings = settings or get_settings()
+    configure(settings)
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    root = settings.resolved_artifact_root().rstrip("/")
+    return mlflow.create_experiment(name, artifact_location=f"{root}/{name}")
+
+
+def register_run_artifact(model_name: str, run_id: str, artifact_path: str, tags: dict | None = None) -> str:
+    """Register ``<run artifacts>/<artifact_path>`` as a new version of ``model_name``."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException:
+        client.create_registered_model(model_name)
+    run = client.get_run(run_id)
+    source = f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}"
+    version = client.create_model_version(
+        model_name, source=source, run_id=run_id, tags={k: str(v) for k, v in (tags or {}).items()}
+    )
+    return str(version.version)
+
+
+def get_alias_version(model_name: str, alias: str) -> str | None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(MlflowClient().get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def set_alias(model_name: str, alias: str, version: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias(model_name, alias, str(version))
+
+
+def resolve_model_dir(uri: str, settings: Settings | None = None) -> tuple[Path, str | None]:
+    """Local folder of a model given ``models:/name@alias``, ``models:/name/3`` or a path.
+
+    Returns (folder, registry version or None for a plain path).  Raises ModelNotFoundError
+    naming what is missing.
+    """
+    settings = settings or get_settings()
+    if not uri.startswith("models:/"):
+        path = Path(uri)
+        if not path.is_dir():
+            raise ModelNotFoundError(f"model folder not found: {path}")
+        return path, None
+
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    configure(settings)
+    spec = uri[len("models:/") :]
+    client = MlflowClient()
+    try:
+        if "@" in spec:
+            name, alias = spec.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            name, version = spec.rsplit("/", 1)
+            mv = client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"registry has no {uri}: {exc.message}") from exc
+    dest = settings.work_dir / "model-cache" / name / str(mv.version)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dest))
+    except Exception as exc:  # noqa: BLE001 - any storage failure means the artifact is unusable
+        raise ModelNotFoundError(f"artifacts of {uri} (version {mv.version}) cannot be fetched: {exc}") from exc
+    return Path(local), str(mv.version)
