@@ -66,6 +66,25 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="Poll the registry for a new champion; 0 disables."
     )
 
+    # --- prescription review --------------------------------------------------------------
+    kb_path: Path | None = Field(
+        default=None, description="Built knowledge-base artefact. Unset: <work_dir>/kb/kb.json (built on demand)."
+    )
+    ddi_review_threshold: float = Field(
+        default=0.5, ge=0, le=1,
+        description="A predicted (not documented) major interaction with at least this probability sends the "
+        "prescription to review.",
+    )
+    verdict_block_severities: list[str] = Field(
+        default_factory=lambda: ["contraindicated"], description="Severities whose findings block the prescription."
+    )
+    verdict_review_severities: list[str] = Field(
+        default_factory=lambda: ["major", "moderate"], description="Severities whose findings send it to review."
+    )
+    queue_min_severity: str = Field(
+        default="moderate", description="Least severe finding that puts a prescription in the pharmacist queue."
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_keys(cls, value):
@@ -85,6 +104,9 @@ class Settings(BaseSettings):
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.work_dir / 'rxtriage.db').resolve()}"
+
+    def resolved_kb_path(self) -> Path:
+        return self.kb_path or self.work_dir / "kb" / "kb.json"
 
     def resolved_api_keys(self) -> dict[str, str]:
         keys = dict(self.api_keys)
