@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.plugins.services",
     "tests.plugins.triage_model",
     "tests.plugins.db",
+    "tests.plugins.ddi_model",
 ]
 
 
