@@ -15,6 +15,7 @@ from training.config import Settings, get_settings
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+_current_settings: Settings | None = None  # the settings of the last configure() call
 CHALLENGER = "challenger"
 
 
@@ -26,7 +27,9 @@ def configure(settings: Settings | None = None) -> str:
     """Point MLflow at the configured tracking store; returns the URI."""
     import mlflow
 
+    global _current_settings
     settings = settings or get_settings()
+    _current_settings = settings
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     uri = settings.resolved_tracking_uri()
     mlflow.set_tracking_uri(uri)
@@ -62,6 +65,12 @@ def register_run_artifact(model_name: str, run_id: str, artifact_path: str, tags
     version = client.create_model_version(
         model_name, source=source, run_id=run_id, tags={k: str(v) for k, v in (tags or {}).items()}
     )
+    try:  # every registered version gets its model card, generated from the run and logged with it
+        from training.model_card import model_card
+
+        model_card(model_name, str(version.version), log=True, settings=None if _current_settings is None else _current_settings)
+    except Exception as exc:  # noqa: BLE001 - a card failure must not lose the registered model
+        log.warning("model card for %s v%s not written: %s", model_name, version.version, exc)
     return str(version.version)
 
 
