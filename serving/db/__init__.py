@@ -1,0 +1,24 @@
+"""Review-queue storage: ORM models, engines/sessions and Alembic migrations (see docs/review-queue.md)."""
+
+from serving.db.models import (
+    AuditChainHead,
+    AuditEntryRow,
+    Base,
+    IdempotencyKey,
+    Review,
+    ReviewFinding,
+)
+from serving.db.session import Database, DatabaseUnavailable, make_engine, upgrade
+
+__all__ = [
+    "AuditChainHead",
+    "AuditEntryRow",
+    "Base",
+    "Database",
+    "DatabaseUnavailable",
+    "IdempotencyKey",
+    "Review",
+    "ReviewFinding",
+    "make_engine",
+    "upgrade",
+]

@@ -1,0 +1,150 @@
+"""ORM models of the review queue and the audit log (SQLAlchemy 2, typed declarative).
+
+Portable between SQLite (embedded default) and PostgreSQL: plain strings with CHECK constraints instead
+of native enums, ``JSON`` columns for documents, and timestamps stored timezone-aware (UTC).
+
+Tables
+- ``reviews``: one flagged prescription check waiting for (or decided by) a pharmacist. ``version`` is the
+  optimistic-locking counter: a decision is ``UPDATE ... WHERE id = :id AND version = :v AND status =
+  'pending'``, so of two concurrent deciders exactly one changes the row.
+- ``review_findings``: one row per finding of a review (rule id, category, severity), so that override
+  statistics per rule are a SQL aggregate.
+- ``idempotency_keys``: the first answer given to a decision request carrying an ``Idempotency-Key``.
+- ``audit_log`` + ``audit_chain_head``: the append-only, hash-chained audit trail (see ``serving.audit``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SEVERITIES: tuple[str, ...] = ("contraindicated", "major", "moderate", "minor", "info")
+SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}  # 0 = most severe
+STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "changes_requested")
+DECISIONS: tuple[str, ...] = ("approve", "reject", "request_change")
+DECISION_STATUS: dict[str, str] = {
+    "approve": "approved",
+    "reject": "rejected",
+    "request_change": "changes_requested",
+}
+GENESIS_HASH = "0" * 64
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Review(Base):
+    __tablename__ = "reviews"
+    __table_args__ = (
+        CheckConstraint(_in("status", STATUSES), name="ck_reviews_status"),
+        CheckConstraint(_in("verdict", ("pass", "review", "block")), name="ck_reviews_verdict"),
+        CheckConstraint(_in("max_severity", SEVERITIES), name="ck_reviews_max_severity"),
+        CheckConstraint(f"decision IS NULL OR {_in('decision', DECISIONS)}", name="ck_reviews_decision"),
+        Index("ix_reviews_queue", "status", "severity_rank", "created_at", "id"),
+        Index("ix_reviews_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    submitted_by: Mapped[str] = mapped_column(String(200))  # "<role>:<key fingerprint>"
+    prescription_ref: Mapped[str | None] = mapped_column(String(200))  # the caller's prescription id
+    prescriber_id: Mapped[str | None] = mapped_column(String(200))
+    prescription: Mapped[dict[str, Any]] = mapped_column(JSON)  # the prescription as submitted (items)
+    patient: Mapped[dict[str, Any]] = mapped_column(JSON)  # patient context as submitted
+    findings: Mapped[list[Any]] = mapped_column(JSON)  # the checker's findings, most severe first
+    normalized_items: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    verdict: Mapped[str] = mapped_column(String(16))
+    max_severity: Mapped[str] = mapped_column(String(16))
+    severity_rank: Mapped[int] = mapped_column(Integer)  # SEVERITY_RANK[max_severity], for ordering
+    kb_version: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str | None] = mapped_column(String(100))
+    model_status: Mapped[str | None] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(24), default="pending")
+    decision: Mapped[str | None] = mapped_column(String(24))
+    reason_code: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    finding_rows: Mapped[list[ReviewFinding]] = relationship(
+        back_populates="review", cascade="all, delete-orphan", order_by="ReviewFinding.id"
+    )
+
+
+class ReviewFinding(Base):
+    __tablename__ = "review_findings"
+    __table_args__ = (Index("ix_review_findings_rule", "rule_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    review_id: Mapped[int] = mapped_column(ForeignKey("reviews.id", ondelete="CASCADE"), index=True)
+    rule_id: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(16))
+
+    review: Mapped[Review] = relationship(back_populates="finding_rows")
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(200))
+    review_id: Mapped[int] = mapped_column(ForeignKey("reviews.id", ondelete="CASCADE"))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEntryRow(Base):
+    """One audit entry.  ``ts``, ``before_json`` and ``after_json`` are stored as the exact text that was
+    hashed (canonical JSON / ISO-8601), so verification never depends on a driver's round trip."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_subject", "subject"),
+        Index("ix_audit_log_action", "action"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ts: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(300))
+    before_json: Mapped[str | None] = mapped_column(Text)
+    after_json: Mapped[str | None] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)  # unique: the chain cannot fork
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditChainHead(Base):
+    """A single row (id = 1): the last entry's id and hash.  Appends lock it, which serialises them."""
+
+    __tablename__ = "audit_chain_head"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_audit_chain_head_single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_id: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
