@@ -46,6 +46,8 @@ def experiment_id(name: str, settings: Settings | None = None) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
+    if settings.mlflow_artifact_root is None and settings.resolved_tracking_uri().startswith(("http://", "https://")):
+        return mlflow.create_experiment(name)  # a tracking server decides (e.g. mlflow-artifacts:/ it proxies)
     root = settings.resolved_artifact_root().rstrip("/")
     return mlflow.create_experiment(name, artifact_location=f"{root}/{name}")
 
