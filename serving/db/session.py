@@ -164,3 +164,32 @@ def _is_connection_problem(exc: DBAPIError) -> bool:
         # SQLite "database is locked" after the busy timeout is also "unavailable right now".
         return not any(s in message for s in ("syntax error", "no such column", "no such table"))
     return False
+
+
+_databases: dict[str, Database] = {}
+_databases_lock = threading.Lock()
+
+
+def database_for(url: str) -> Database:
+    """One shared :class:`Database` per URL in this process (engines are pools; create them once)."""
+    with _databases_lock:
+        db = _databases.get(url)
+        if db is None:
+            db = _databases[url] = Database(url)
+        return db
+
+
+@contextmanager
+def session_scope(settings=None, *, database_url: str | None = None) -> Iterator[Session]:
+    """A migrated session in one transaction on the configured review database (for CLIs and scripts).
+
+    ``database_url`` wins over ``settings.resolved_database_url()``; with neither, the project settings.
+    """
+    if database_url is None:
+        if settings is None:
+            from training.config import get_settings
+
+            settings = get_settings()
+        database_url = settings.resolved_database_url()
+    with database_for(database_url).session() as session:
+        yield session
