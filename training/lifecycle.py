@@ -19,9 +19,7 @@ gate results), which is how "which version was serving at time T" is answered.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import import_module
@@ -174,33 +172,6 @@ def _fmt(value) -> str:
 # --- alias changes, audited ---------------------------------------------------------------
 
 
-def _actor(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    try:
-        return os.environ.get("RXT_ACTOR") or getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in some containers
-        return "unknown"
-
-
-def record_alias_change(settings: Settings, *, actor: str, model: str, alias: str,
-                        before: str | None, after: str, reason: str | None, action: str,
-                        gate: GateReport | None = None, forced: bool = False) -> int:
-    from serving.audit import record
-    from serving.db.session import session_scope
-
-    with session_scope(settings) as session:
-        return record(
-            session, actor=actor, action=action, subject=f"model:{model}@{alias}",
-            before={"version": before},
-            after={
-                "version": after, "reason": reason, "forced": forced,
-                "gate": None if gate is None else {"passed": gate.passed,
-                                                    "checks": [asdict(c) for c in gate.checks]},
-            },
-        )
-
-
 def promote(kind_key: str, version: str, *, settings: Settings | None = None, gates_path=None,
             force: bool = False, reason: str | None = None, actor: str | None = None,
             alias: str = registry.CHAMPION) -> dict:
@@ -221,10 +192,11 @@ def promote(kind_key: str, version: str, *, settings: Settings | None = None, ga
     if not report.passed and not force:
         return {"promoted": False, "model": kind.registered_name, "version": version, "champion": current,
                 "gate": report, "candidate": candidate, "champion_metrics": champion}
-    registry.set_alias(kind.registered_name, alias, version)
-    entry = record_alias_change(settings, actor=_actor(actor), model=kind.registered_name, alias=alias,
-                                before=current, after=version, reason=reason, action="model.promote",
-                                gate=report, forced=force and not report.passed)
+    entry = registry.set_alias(
+        kind.registered_name, alias, version, actor=actor, reason=reason, action="model.promote", settings=settings,
+        details={"forced": force and not report.passed,
+                 "gate": {"passed": report.passed, "checks": [asdict(c) for c in report.checks]}},
+    )
     return {"promoted": True, "model": kind.registered_name, "version": version, "previous": current,
             "gate": report, "audit_id": entry, "candidate": candidate, "champion_metrics": champion}
 
@@ -246,9 +218,8 @@ def rollback(kind_key: str, *, to: str | None = None, reason: str | None = None,
             raise LifecycleError(f"no earlier {alias} of {kind.registered_name} in the audit log; name one with --to")
         to = previous[-1]["version"]
     to = _existing_version(kind, to)
-    registry.set_alias(kind.registered_name, alias, to)
-    entry = record_alias_change(settings, actor=_actor(actor), model=kind.registered_name, alias=alias,
-                                before=current, after=to, reason=reason, action="model.rollback")
+    entry = registry.set_alias(kind.registered_name, alias, to, actor=actor, reason=reason,
+                               action="model.rollback", settings=settings)
     return {"rolled_back": True, "model": kind.registered_name, "from": current, "to": to, "audit_id": entry}
 
 

@@ -86,10 +86,40 @@ def get_alias_version(model_name: str, alias: str) -> str | None:
         return None
 
 
-def set_alias(model_name: str, alias: str, version: str) -> None:
+def set_alias(model_name: str, alias: str, version: str, *, actor: str | None = None, reason: str | None = None,
+              action: str = "model.alias.set", details: dict | None = None,
+              settings: Settings | None = None) -> int:
+    """Point ``alias`` at ``version`` and write the change to the audit log; returns the audit entry id.
+
+    The audit entry and the alias move succeed or fail together: the entry is appended in a
+    transaction that commits only after the registry accepted the alias.
+    """
     from mlflow import MlflowClient
 
-    MlflowClient().set_registered_model_alias(model_name, alias, str(version))
+    from serving.audit import record
+    from serving.db.session import session_scope
+
+    settings = settings or _current_settings or get_settings()
+    client = MlflowClient()
+    before = get_alias_version(model_name, alias)
+    with session_scope(settings) as session:
+        entry = record(
+            session, actor=actor or default_actor(), action=action, subject=f"model:{model_name}@{alias}",
+            before={"version": before},
+            after={"version": str(version), "reason": reason, **(details or {})},
+        )
+        client.set_registered_model_alias(model_name, alias, str(version))
+    return entry
+
+
+def default_actor() -> str:
+    import getpass
+    import os
+
+    try:
+        return os.environ.get("RXT_ACTOR") or getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return "unknown"
 
 
 def resolve_model_dir(uri: str, settings: Settings | None = None) -> tuple[Path, str | None]:

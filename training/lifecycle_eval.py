@@ -1,0 +1,64 @@
+"""Evaluators the lifecycle CLI runs on a registered version's artefact (no torch).
+
+Each returns a flat metrics dict plus ``per_class`` ({label: {recall, precision, support}}), computed
+fresh on the named held-out data so that two versions are compared on exactly the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training.config import Settings
+
+TRIAGE_DATASETS = {
+    "test": None,  # every held-out test row (external sources only: project-written rows never reach test)
+    "test-external": None,
+}
+
+
+def evaluate_triage(model_dir: Path, dataset: str, settings: Settings) -> dict:
+    from evaluation.triage_eval import classification_metrics, expected_calibration_error, selective
+    from training.triage_data import load_examples, make_splits
+    from triage.classifier import TriageClassifier
+
+    clf = TriageClassifier.from_folder(model_dir)
+    meta = json.loads((Path(model_dir) / "meta.json").read_text())
+    seed = int(meta.get("seed", 13))
+    df = make_splits(load_examples(settings), seed=seed)
+    test = df[(df["split"] == "test") & (df["origin"] == "external")]
+    test = test[test["center"].isin(clf.labels)]
+    if test.empty:
+        raise ValueError("the held-out test split has no rows with this model's labels")
+    index = {label: i for i, label in enumerate(clf.labels)}
+    y = np.array([index[c] for c in test["center"]])
+    probs = clf.predict_proba(list(test["text"]))
+    metrics = classification_metrics(y, probs, clf.labels)
+    sel = selective(y, probs, clf.threshold)
+    return {
+        "n": metrics["n"],
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "top3_accuracy": metrics["top3_accuracy"],
+        "ece": float(expected_calibration_error(y, probs)),
+        "selective_accuracy": sel["selective_accuracy"],
+        "coverage": sel["coverage"],
+        "threshold": float(clf.threshold),
+        "per_class": metrics["per_center"],
+    }
+
+
+def evaluate_ddi(model_dir: Path, dataset: str, settings: Settings) -> dict:
+    from training.ddi_eval_adapter import evaluate_ddi_dir
+
+    return evaluate_ddi_dir(model_dir, dataset, settings)
+
+
+def redflag_recall() -> float:
+    """Recall of the red-flag rules on the project's phrase set (1.0 = no missed emergency)."""
+    from evaluation.redflag_eval import evaluate
+
+    result = evaluate()
+    return float(result["recall"])
