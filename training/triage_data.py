@@ -166,14 +166,16 @@ def _read_speech(settings: Settings | None) -> pd.DataFrame:
     raw = raw.dropna(subset=["phrase", "prompt"])
     raw = raw[raw.phrase.astype(str).str.strip() != ""]
     raw["key"] = raw.phrase.map(group_key)
-    rows = []
+    raw["prompt"] = raw.prompt.astype(str).str.strip()
     # one row per normalised phrase; its label is the majority prompt over the recordings (3 phrases
     # carry a second, minority prompt: recording-level label noise).  Ties break alphabetically.
-    for key, grp in raw.groupby("key", sort=True):
-        counts = grp.prompt.value_counts()
-        top = sorted(counts.index[counts == counts.max()])[0]
-        rows.append({"text": normalise_text(grp.phrase.iloc[0]), "source_label": top, "group": key})
-    return pd.DataFrame(rows)
+    votes = raw.groupby(["key", "prompt"]).size().reset_index(name="n")
+    votes = votes.sort_values(["key", "n", "prompt"], ascending=[True, False, True], kind="mergesort")
+    label = votes.drop_duplicates("key").set_index("key").prompt
+    first = raw.drop_duplicates("key").set_index("key").phrase.sort_index()
+    return pd.DataFrame(
+        {"text": first.map(normalise_text).values, "source_label": label.loc[first.index].values, "group": first.index}
+    )
 
 
 def _read_s2d(settings: Settings | None) -> pd.DataFrame:
@@ -338,12 +340,11 @@ def make_splits(df: pd.DataFrame, seed: int = 13, val_frac: float = 0.15, test_f
     _validate_frame(df)
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
         raise TriageDataError(f"bad split fractions val={val_frac} test={test_frac}")
-    groups = (
-        df.assign(_proj=df.origin.eq("project"))
-        .groupby("group", sort=True)
-        .agg(center=("center", lambda s: sorted(s.value_counts().loc[lambda c: c == c.max()].index)[0]),
-             project=("_proj", "any"))
-    )
+    # a group's center is its most frequent center (ties: alphabetical); project flag if any row is ours
+    pairs = df.groupby(["group", "center"], sort=False).size().reset_index(name="n")
+    pairs = pairs.sort_values(["group", "n", "center"], ascending=[True, False, True], kind="mergesort")
+    groups = pairs.drop_duplicates("group").set_index("group")[["center"]]
+    groups["project"] = df.origin.eq("project").groupby(df.group).any()
     assignment: dict[str, str] = {}
     for center in sorted(groups.center.unique()):
         rng = np.random.default_rng([seed, zlib.crc32(center.encode())])
