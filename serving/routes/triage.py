@@ -1,3 +1,115 @@
-from fastapi import APIRouter
+"""``POST /v1/triage`` and ``POST /v1/triage/batch`` (roles: chat, admin)."""
 
-router = APIRouter()
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+from serving.deps import ChatUser
+from serving.errors import ServiceUnavailableError
+from serving.schemas_triage import (
+    BATCH_MAX_ITEMS,
+    DEFAULT_TOP_K,
+    MAX_TOP_K,
+    ErrorResponse,
+    TriageBatchRequest,
+    TriageBatchResponse,
+    TriageRequest,
+    TriageResponse,
+)
+from serving.triage_service import TriageInput, TriageService
+
+router = APIRouter(tags=["triage"])
+
+TopK = Annotated[
+    int,
+    Query(ge=1, le=MAX_TOP_K, description=f"How many centers to return (1-{MAX_TOP_K}); an emergency override counts as one."),
+]
+
+_ERRORS = {
+    400: {"model": ErrorResponse, "description": "The body is not valid JSON."},
+    401: {"model": ErrorResponse, "description": "No API key, or an unknown one."},
+    403: {"model": ErrorResponse, "description": "The key's role may not call triage (needs chat or admin)."},
+    422: {"model": ErrorResponse, "description": "A field is missing, of the wrong type, out of range or unknown; `errors` names each."},
+    503: {"model": ErrorResponse, "description": "The model is not loaded yet, or the queue is full; retry after `Retry-After` seconds."},
+}
+
+
+class _JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _service(request: Request) -> TriageService:
+    service: TriageService = request.app.state.triage
+    model_ok, model_detail = service.holder.is_ready()
+    if not model_ok:
+        raise ServiceUnavailableError(f"triage is not ready: {model_detail}")
+    rules_ok, rules_detail = service.red_flags_ready()
+    if not rules_ok:
+        raise ServiceUnavailableError(f"triage is not ready: {rules_detail}")
+    return service
+
+
+def _check_lengths(request: Request, items: list[tuple[str, TriageRequest]]) -> None:
+    limit = request.app.state.settings.max_text_chars
+    errors = [
+        {
+            "type": "string_too_long",
+            "loc": ("body", *prefix.split("."), "text") if prefix else ("body", "text"),
+            "msg": f"text is {len(item.text)} characters; the limit is {limit}",
+        }
+        for prefix, item in items
+        if len(item.text) > limit
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def _input(body: TriageRequest) -> TriageInput:
+    return TriageInput(text=body.text, age=body.age, sex=body.sex, pregnant=body.pregnant, language=body.language)
+
+
+@router.post(
+    "/v1/triage",
+    response_model=TriageResponse,
+    responses=_ERRORS,
+    summary="Triage one patient message",
+    description=(
+        "Ranked specialty centers with calibrated probabilities, an urgency level, the red flags that "
+        "fired (with character offsets and cited source), and whether the model abstained. A fired "
+        "emergency red flag sets `urgency` to `emergency` and puts the `emergency` center first with "
+        "`probability: null`, whatever the model says."
+    ),
+)
+async def triage_one(body: TriageRequest, request: Request, _: ChatUser, k: TopK = DEFAULT_TOP_K) -> Response:
+    _check_lengths(request, [("", body)])
+    service = _service(request)
+    item = _input(body)
+    outcome = await service.batcher.submit(item)
+    result = service.shape(item, outcome, k)
+    result["request_id"] = request.state.request_id
+    return _JSON(result)
+
+
+@router.post(
+    "/v1/triage/batch",
+    response_model=TriageBatchResponse,
+    responses=_ERRORS,
+    summary=f"Triage up to {BATCH_MAX_ITEMS} messages (offline re-triage)",
+    description="Same answer as `/v1/triage` for each item, in request order. All items are validated first; "
+    "one invalid item rejects the request (422 naming `items.<i>.<field>`).",
+)
+async def triage_batch(body: TriageBatchRequest, request: Request, _: ChatUser, k: TopK = DEFAULT_TOP_K) -> Response:
+    _check_lengths(request, [(f"items.{i}", item) for i, item in enumerate(body.items)])
+    service = _service(request)
+    inputs = [_input(item) for item in body.items]
+    outcomes = await service.batcher.submit_many(inputs)
+    results = [service.shape(item, outcome, k) for item, outcome in zip(inputs, outcomes)]
+    return _JSON({"request_id": request.state.request_id, "results": results})

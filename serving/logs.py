@@ -1,0 +1,89 @@
+"""Structured JSON logs with a request id.
+
+Every log record is one JSON object per line: ``ts``, ``level``, ``logger``, ``msg``, the
+current ``request_id`` (when inside a request) and any ``extra={"fields": {...}}`` given by the
+caller.  The request id is taken from the ``X-Request-ID`` header when it is a sane token, else
+generated; it is echoed in the response header and in triage responses.
+
+Patient text is never logged unless ``settings.log_patient_text`` is true, and API keys never
+are: callers log only the key's fingerprint (``Principal.key_id``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("rxt_request_id", default=None)
+
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+ACCESS_LOGGER = "rxtriage.access"
+SERVICE_LOGGER = "rxtriage.serving"
+
+
+def new_request_id(presented: str | None) -> str:
+    """Use the caller's X-Request-ID when it is a plain token (no spaces, <=128 chars)."""
+    if presented and _REQUEST_ID_OK.match(presented):
+        return presented
+    return uuid.uuid4().hex
+
+
+def current_request_id() -> str | None:
+    return request_id_var.get()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line.  Structured fields go in ``extra={"fields": {...}}``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        rid = getattr(record, "request_id", None) or request_id_var.get()
+        if rid:
+            out["request_id"] = rid
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            for key, value in fields.items():
+                out.setdefault(key, value)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+_HANDLER_MARK = "_rxt_json_handler"
+
+
+def configure_logging(level: str | int = "INFO", stream=None) -> None:
+    """Install the JSON formatter on the root logger once (idempotent).
+
+    Used by ``python -m serving``; tests capture records with pytest's ``caplog`` instead.
+    uvicorn's own access log is silenced: the app writes its own access line with the request id.
+    """
+    root = logging.getLogger()
+    if not any(getattr(h, _HANDLER_MARK, False) for h in root.handlers):
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        setattr(handler, _HANDLER_MARK, True)
+        root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        lg = logging.getLogger(name)
+        lg.handlers = []
+        lg.propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def log_event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields) -> None:
+    if logger.isEnabledFor(level):
+        logger.log(level, msg, extra={"fields": fields})

@@ -1,0 +1,71 @@
+"""Prometheus metrics, one ``CollectorRegistry`` per app (so several apps in one process, as in
+the tests, never share or clash).
+
+Exposed at ``GET /metrics`` (text exposition format).  Names:
+
+- ``rxt_http_requests_total{route,method,status}``, ``rxt_http_request_duration_seconds{route,method}``
+- ``rxt_triage_batch_size`` (texts per classifier call), ``rxt_triage_batch_seconds``,
+  ``rxt_triage_queue_depth``, ``rxt_triage_rejected_total{reason}``
+- ``rxt_triage_predictions_total``, ``rxt_triage_abstained_total``, ``rxt_triage_red_flag_total``
+  (predictions with at least one red flag), ``rxt_triage_red_flag_rule_total{rule_id}``,
+  ``rxt_triage_urgency_total{level}``; the abstention and red-flag *rates* are
+  ``abstained_total / predictions_total`` and ``red_flag_total / predictions_total``.
+- ``rxt_triage_model_info{version,taxonomy_version}`` (1 for the model serving now),
+  ``rxt_model_reloads_total{outcome}``
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "rxt_http_requests", "HTTP requests by route template, method and status",
+            ["route", "method", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "rxt_http_request_duration_seconds", "HTTP request latency",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.batch_size = Histogram(
+            "rxt_triage_batch_size", "Texts per classifier call (micro-batch size)",
+            buckets=BATCH_BUCKETS, registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "rxt_triage_batch_seconds", "Time of one micro-batch (classifier + red flags + urgency)",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_depth = Gauge("rxt_triage_queue_depth", "Texts waiting for the micro-batcher", registry=r)
+        self.rejected = Counter(
+            "rxt_triage_rejected", "Triage texts refused before prediction", ["reason"], registry=r
+        )
+        self.predictions = Counter("rxt_triage_predictions", "Texts triaged", registry=r)
+        self.abstained = Counter("rxt_triage_abstained", "Texts where the model abstained", registry=r)
+        self.red_flagged = Counter(
+            "rxt_triage_red_flag", "Texts where at least one red flag fired", registry=r
+        )
+        self.red_flag_rules = Counter(
+            "rxt_triage_red_flag_rule", "Red-flag hits by rule", ["rule_id"], registry=r
+        )
+        self.urgency = Counter("rxt_triage_urgency", "Urgency decisions by level", ["level"], registry=r)
+        self.model_info = Gauge(
+            "rxt_triage_model_info", "1 for the triage model version serving now",
+            ["version", "taxonomy_version"], registry=r,
+        )
+        self.reloads = Counter("rxt_model_reloads", "Model reload attempts by outcome", ["outcome"], registry=r)
+
+    def set_model(self, version: str | None, taxonomy_version: str | None) -> None:
+        self.model_info.clear()
+        if version is not None:
+            self.model_info.labels(version=str(version), taxonomy_version=str(taxonomy_version)).set(1)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

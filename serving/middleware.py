@@ -1,0 +1,96 @@
+"""One pure-ASGI middleware for request ids, access logs and HTTP metrics (cheaper than
+``BaseHTTPMiddleware`` on the hot path).
+
+- The request id comes from ``X-Request-ID`` (if it is a plain token) or is generated; it is put
+  in a context variable (so every log line and error body carries it) and echoed as the
+  ``X-Request-ID`` response header.
+- One access log line per request: method, route template, status, duration, the caller's key
+  fingerprint (never the key).  No query strings or bodies.
+- ``rxt_http_requests_total`` / ``rxt_http_request_duration_seconds`` by route *template*
+  (``/v1/triage``), so unknown paths cannot blow up label cardinality (they count as ``unmatched``).
+- Last-resort safety net: an exception escaping the app becomes a JSON 500 with the request id
+  (when no response has started), logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from serving.logs import ACCESS_LOGGER, SERVICE_LOGGER, new_request_id, request_id_var
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+service_log = logging.getLogger(SERVICE_LOGGER)
+
+
+class RequestContextMiddleware:
+    def __init__(self, app, metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        presented = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                presented = value.decode("latin-1")
+                break
+        rid = new_request_id(presented)
+        token = request_id_var.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        started = time.perf_counter()
+        status = {"code": 500, "started": False}
+        rid_header = (b"x-request-id", rid.encode("latin-1"))
+
+        async def send_wrapper(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                status["started"] = True
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:  # noqa: BLE001 - the last resort: a JSON 500, never a bare reset
+            service_log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            if not status["started"]:
+                body = json.dumps(
+                    {
+                        "detail": f"internal error ({exc.__class__.__name__}); quote request_id {rid} to the operators",
+                        "errors": [],
+                        "request_id": rid,
+                    }
+                ).encode()
+                await send_wrapper(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            code = status["code"]
+            self.metrics.requests.labels(route=template, method=method, status=str(code)).inc()
+            self.metrics.latency.labels(route=template, method=method).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                state = scope.get("state") or {}
+                principal = state.get("principal")
+                fields = {
+                    "method": method,
+                    "route": template,
+                    "status": code,
+                    "duration_ms": round(elapsed * 1000, 2),
+                }
+                if principal is not None:
+                    fields["key_id"] = principal.key_id
+                    fields["role"] = principal.role
+                access_log.info("request", extra={"fields": fields, "request_id": rid})
+            request_id_var.reset(token)

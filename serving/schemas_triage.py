@@ -1,0 +1,199 @@
+"""Request and response models of the triage API (documented in the OpenAPI schema at /docs).
+
+Requests reject unknown fields (``extra="forbid"``) and use strict types: ``"age": "30"`` or
+``"pregnant": "yes"`` is a 422 naming the field, not a silent coercion.  The text length limit
+is ``settings.max_text_chars`` (default 2000), checked by the route because it is configurable.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Urgency = Literal["emergency", "urgent", "routine", "self_care"]
+
+BATCH_MAX_ITEMS = 256
+"""Largest ``items`` list accepted by ``POST /v1/triage/batch``."""
+
+DEFAULT_TOP_K = 3
+MAX_TOP_K = 25
+
+_EXAMPLE_TEXT = "I have had a dry cough and a fever for three days and my chest feels tight"
+
+
+class TriageRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"text": _EXAMPLE_TEXT, "age": 34, "sex": "female", "pregnant": False, "language": "en"},
+                {"text": "crushing chest pain spreading to my left arm and I'm sweating", "age": 58},
+            ]
+        },
+    )
+
+    text: str = Field(
+        strict=True,
+        min_length=1,
+        description="The patient's complaint in their own words (English). Not empty or whitespace; "
+        "at most settings.max_text_chars characters (default 2000).",
+    )
+    age: float | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        le=130,
+        allow_inf_nan=False,
+        description="Age in years (fractions allowed: 0.25 = 3 months). 0 <= age <= 130.",
+    )
+    sex: Literal["female", "male", "other"] | None = Field(default=None, description="Sex, if known.")
+    pregnant: bool | None = Field(default=None, strict=True, description="Whether the patient is pregnant.")
+    language: Literal["en", "zh"] | None = Field(
+        default=None,
+        description="Language of `text`. The classifier and red-flag rules are English-only; "
+        "`zh` is accepted and answered, with a lower-confidence caveat in `urgency_reasons`.",
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text must not be empty or whitespace only")
+        return value
+
+
+class TriageBatchRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"items": [{"text": _EXAMPLE_TEXT, "age": 34}, {"text": "itchy red rash on both elbows"}]}
+            ]
+        },
+    )
+
+    items: list[TriageRequest] = Field(
+        min_length=1,
+        max_length=BATCH_MAX_ITEMS,
+        description=f"1 to {BATCH_MAX_ITEMS} triage requests, answered in the same order.",
+    )
+
+
+class CenterOut(BaseModel):
+    id: str = Field(description="Center id from the taxonomy, e.g. `respiratory`.")
+    name_en: str
+    name_zh: str
+    probability: float | None = Field(
+        description="Calibrated probability from the classifier. `null` for the `emergency` center "
+        "when it was put first by a red-flag rule (a rule decision, not a model probability)."
+    )
+
+
+class SpanOut(BaseModel):
+    text: str
+    start: int = Field(description="Character offset in the request text (inclusive).")
+    end: int = Field(description="Character offset in the request text (exclusive).")
+
+
+class RedFlagOut(BaseModel):
+    rule_id: str
+    label: str
+    urgency: Urgency
+    center: str | None = Field(default=None, description="Center the rule routes to, if any.")
+    matched: list[SpanOut]
+    source: str = Field(description="The public guidance the rule cites.")
+
+
+class TriageResult(BaseModel):
+    centers: list[CenterOut] = Field(description="Top-k centers, most likely first.")
+    urgency: Urgency
+    urgency_reasons: list[str]
+    red_flags: list[RedFlagOut]
+    abstained: bool = Field(
+        description="True when the classifier is not confident enough to route: hand the patient to "
+        "a human. An emergency red flag still sets urgency=emergency and puts `emergency` first."
+    )
+    abstain_reason: str | None
+    model_version: str
+    taxonomy_version: str
+    red_flag_table_version: str | None
+
+
+_RESULT_EXAMPLE = {
+    "centers": [
+        {"id": "emergency", "name_en": "Emergency", "name_zh": "急诊科", "probability": None},
+        {"id": "cardiology", "name_en": "Cardiovascular medicine", "name_zh": "心血管内科", "probability": 0.81},
+        {"id": "respiratory", "name_en": "Respiratory medicine", "name_zh": "呼吸内科", "probability": 0.07},
+    ],
+    "urgency": "emergency",
+    "urgency_reasons": ["red flag chest_pain_radiating: chest pain spreading to the arm with sweating"],
+    "red_flags": [
+        {
+            "rule_id": "chest_pain_radiating",
+            "label": "Chest pain spreading to the arm, jaw or back, or with sweating",
+            "urgency": "emergency",
+            "center": "emergency",
+            "matched": [{"text": "crushing chest pain", "start": 0, "end": 19}],
+            "source": "NHS: Heart attack - symptoms",
+        }
+    ],
+    "abstained": False,
+    "abstain_reason": None,
+    "model_version": "3",
+    "taxonomy_version": "2026.11-1",
+    "red_flag_table_version": "1",
+}
+
+
+class TriageResponse(TriageResult):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"request_id": "5f0c…", **_RESULT_EXAMPLE}]})
+
+    request_id: str = Field(description="Echo of X-Request-ID, or the id generated for this request.")
+
+
+class TriageBatchResponse(BaseModel):
+    request_id: str
+    results: list[TriageResult] = Field(description="One result per item, in request order.")
+
+
+class ReloadResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"previous_version": "3", "current_version": "4", "reloaded": True, "error": None},
+                {
+                    "previous_version": "3",
+                    "current_version": "3",
+                    "reloaded": False,
+                    "error": "ModelArtifactError: cannot load ONNX model …/model.int8.onnx: …",
+                },
+            ]
+        }
+    )
+
+    previous_version: str | None
+    current_version: str | None
+    reloaded: bool
+    error: str | None = None
+
+
+class ComponentState(BaseModel):
+    ok: bool
+    detail: str
+
+
+class ReadinessResponse(BaseModel):
+    ready: bool
+    components: dict[str, ComponentState]
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the offending field, e.g. `text` or `items.2.age`.")
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    errors: list[FieldError] = Field(default_factory=list)
+    request_id: str | None = None
