@@ -60,12 +60,18 @@ async def lifespan(app: FastAPI):
     # --- end triage startup -----------------------------------------------------------------
 
     # --- startup: prescription review (review DB, prescription checker) go here ------------
+    # review DB (alembic upgrade head), app.state.checker = Checker.load(settings), readiness
+    # "database" + "kb", /review session secret: see serving/db/wiring.py (owned by the review queue)
+    from serving.db import wiring as review_wiring
+
+    await review_wiring.startup(app)
     # --- end prescription review startup ----------------------------------------------------
 
     try:
         yield
     finally:
         # --- shutdown: prescription review (reverse order of startup) go here --------------
+        await review_wiring.shutdown(app)
         # --- end prescription review shutdown -----------------------------------------------
 
         # --- shutdown: triage ---------------------------------------------------------------
