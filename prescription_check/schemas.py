@@ -1,0 +1,132 @@
+"""Input and output schemas of the prescription checker (pydantic v2).
+
+Inputs forbid unknown fields so that a misspelt field name is a 4xx naming it, never a silent pass.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Severity = Literal["contraindicated", "major", "moderate", "minor", "info"]
+SEVERITIES: tuple[str, ...] = ("contraindicated", "major", "moderate", "minor", "info")
+SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}  # 0 = most severe
+
+Category = Literal[
+    "interaction", "predicted_interaction", "duplicate", "allergy", "dose", "pregnancy", "breastfeeding",
+    "age", "renal", "contraindication", "unrecognised_drug", "unparsed_sig",
+]
+CATEGORIES: tuple[str, ...] = (
+    "interaction", "predicted_interaction", "duplicate", "allergy", "dose", "pregnancy", "breastfeeding",
+    "age", "renal", "contraindication", "unrecognised_drug", "unparsed_sig",
+)
+
+_Input = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Patient(BaseModel):
+    model_config = _Input
+
+    age_years: float | None = Field(default=None, ge=0, le=130)
+    sex: Literal["female", "male", "other"] | None = None
+    weight_kg: float | None = Field(default=None, gt=0, le=500)
+    pregnant: bool | None = None
+    trimester: Literal[1, 2, 3] | None = None
+    breastfeeding: bool | None = None
+    allergies: list[str] = Field(default_factory=list, max_length=100)
+    conditions: list[str] = Field(default_factory=list, max_length=200)
+    egfr: float | None = Field(default=None, ge=0, le=250, description="mL/min/1.73m2")
+    crcl: float | None = Field(default=None, ge=0, le=250, description="Creatinine clearance, mL/min")
+    hepatic_impairment: Literal["none", "mild", "moderate", "severe"] | None = None
+    current_medications: list[str] = Field(default_factory=list, max_length=100)
+
+    @field_validator("allergies", "conditions", "current_medications")
+    @classmethod
+    def _no_blank(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            if len(item) > 300:
+                raise ValueError("entries must be at most 300 characters")
+            if item.strip():
+                out.append(item.strip())
+        return out
+
+
+class PrescriptionItem(BaseModel):
+    model_config = _Input
+
+    drug: str | None = Field(default=None, max_length=300)
+    dose: float | None = Field(default=None, gt=0, le=1_000_000)
+    unit: str | None = Field(default=None, max_length=40)
+    strength_mg_per_ml: float | None = Field(default=None, gt=0, le=100_000)
+    route: str | None = Field(default=None, max_length=40)
+    frequency: str | None = Field(default=None, max_length=80)
+    duration_days: float | None = Field(default=None, gt=0, le=3650)
+    prn: bool = False
+    sig: str | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _drug_or_sig(self) -> "PrescriptionItem":
+        if not (self.drug and self.drug.strip()) and not (self.sig and self.sig.strip()):
+            raise ValueError("each item needs 'drug' or 'sig'")
+        return self
+
+
+class Prescription(BaseModel):
+    model_config = _Input
+
+    id: str | None = Field(default=None, max_length=200)
+    patient: Patient = Field(default_factory=Patient)
+    items: list[PrescriptionItem] = Field(min_length=1, max_length=50)
+    prescriber_id: str | None = Field(default=None, max_length=200)
+
+
+class Finding(BaseModel):
+    rule_id: str
+    category: Category
+    severity: Severity
+    drugs: list[str]
+    message: str
+    evidence: dict = Field(default_factory=dict)
+    source: str = ""
+    action: str = ""
+    predicted: bool = False
+    probability: float | None = None
+
+
+class NormalizedItem(BaseModel):
+    index: int
+    written: str | None
+    ingredients: list[str] = Field(default_factory=list)
+    atc_codes: list[str] = Field(default_factory=list)
+    match: str | None = None  # exact | alias | salt | combination | fuzzy | None
+    dose: float | None = None
+    unit: str | None = None
+    dose_mg: float | None = None
+    frequency: str | None = None
+    frequency_per_day: float | None = None
+    daily_mg: float | None = None
+    route: str | None = None
+    duration_days: float | None = None
+    prn: bool = False
+    strengths_mg: dict[str, float] = Field(default_factory=dict)
+    from_sig: bool = False
+
+
+class CheckResult(BaseModel):
+    verdict: Literal["pass", "review", "block"]
+    findings: list[Finding]
+    kb_version: str
+    model_version: str | None = None
+    model_status: str = "ok"
+    items: list[NormalizedItem] = Field(default_factory=list)
+    current_medications: list[NormalizedItem] = Field(default_factory=list)
+
+
+_ICD10 = re.compile(r"^[A-TV-Z][0-9][0-9AB](\.?[0-9A-TV-Z]{1,4})?$", re.I)
+
+
+def looks_like_icd10(text: str) -> bool:
+    return bool(_ICD10.match(text.strip()))
