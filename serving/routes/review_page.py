@@ -1,3 +1,260 @@
-from fastapi import APIRouter
+"""``/review``: the pharmacists' web page (server-rendered Jinja2, a little JavaScript, no build step).
 
-router = APIRouter()
+- Sign-in with a pharmacist API key (admins may sign in read-only).  The key is checked once and never
+  stored: the session cookie (signed with itsdangerous, 8 h, HttpOnly, SameSite=Strict, path /review)
+  holds the key's fingerprint and role, and is rejected as soon as that key is no longer configured.
+- Every form carries a CSRF token bound to the session (the sign-in form a short-lived signed token).
+- The decision form carries a fresh idempotency key, so a double submit records one decision, and the
+  review's version, so a decision made on a stale page gets "someone else decided first".
+
+The cookie-signing secret: ``RXT_SESSION_SECRET`` if set (use it when several processes serve the page),
+else a random secret generated once and kept in ``<work_dir>/session_secret`` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from serving import reviews
+from serving.db.models import SEVERITIES
+from serving.db.session import DatabaseUnavailable
+from serving.security import _fingerprint, authenticate
+
+router = APIRouter(tags=["review page"], include_in_schema=False)
+
+SERVING_DIR = Path(__file__).resolve().parent.parent
+templates = Jinja2Templates(directory=str(SERVING_DIR / "templates"))
+STATIC_DIR = SERVING_DIR / "static"
+STATIC_FILES = {"review.css": "text/css", "review.js": "text/javascript"}
+
+COOKIE = "rxt_review_session"
+SESSION_MAX_AGE = 8 * 3600
+LOGIN_TOKEN_MAX_AGE = 3600
+PAGE_ROLES = ("pharmacist", "admin")
+STATUS_TABS = (("pending", "Pending"), ("approved", "Approved"), ("rejected", "Rejected"),
+               ("changes_requested", "Changes requested"), ("all", "All"))
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def session_secret(settings) -> str:
+    """RXT_SESSION_SECRET, else a generated secret persisted in <work_dir>/session_secret."""
+    env = os.environ.get("RXT_SESSION_SECRET", "").strip()
+    if env:
+        return env
+    path = Path(settings.work_dir) / "session_secret"
+    try:
+        existing = path.read_text().strip()
+        if existing:
+            return existing
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secret.encode())
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return secret
+
+
+def _serializer(request: Request, salt: str) -> URLSafeTimedSerializer:
+    secret = getattr(request.app.state, "review_session_secret", None)
+    if secret is None:  # app used without its lifespan: derive once and keep
+        secret = request.app.state.review_session_secret = session_secret(request.app.state.settings)
+    return URLSafeTimedSerializer(secret, salt=salt)
+
+
+def current_user(request: Request) -> dict[str, Any] | None:
+    raw = request.cookies.get(COOKIE)
+    if not raw:
+        return None
+    try:
+        data = _serializer(request, "review-session").loads(raw, max_age=SESSION_MAX_AGE)
+    except (BadSignature, SignatureExpired):
+        return None
+    if not isinstance(data, dict):
+        return None
+    # the key must still be configured, with the same role
+    live = {_fingerprint(k): role for k, role in request.app.state.api_keys.items()}
+    if live.get(data.get("kid")) != data.get("role") or data.get("role") not in PAGE_ROLES:
+        return None
+    return data
+
+
+def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
+    response = templates.TemplateResponse(request, name, {"severities": SEVERITIES, **context},
+                                          status_code=status_code)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _login_page(request: Request, error: str | None = None, status_code: int = 200) -> HTMLResponse:
+    token = _serializer(request, "review-login").dumps("login")
+    return _render(request, "review_login.html", {"csrf": token, "error": error, "user": None},
+                   status_code=status_code)
+
+
+def _csrf_ok(user: dict[str, Any], presented: str | None) -> bool:
+    return bool(presented) and hmac.compare_digest(str(user.get("csrf", "")), str(presented))
+
+
+def _redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/review/static/{name}")
+def static(name: str) -> Response:
+    if name not in STATIC_FILES:
+        return Response("not found", status_code=404, media_type="text/plain")
+    return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name],
+                        headers={"Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"})
+
+
+@router.get("/review", response_class=HTMLResponse)
+def queue_page(request: Request, status: str = "pending", severity: str | None = None, done: int | None = None,
+               page: int = 1):
+    user = current_user(request)
+    if user is None:
+        return _login_page(request)
+    if status not in dict(STATUS_TABS):
+        status = "pending"
+    if severity not in SEVERITIES:
+        severity = None
+    page = max(1, min(page, 100_000))
+    per_page = 25
+    db = getattr(request.app.state, "db", None)
+    try:
+        if db is None:
+            raise DatabaseUnavailable("review database is not initialised")
+        with db.session() as session:
+            result = reviews.list_reviews(session, status=status, severities=[severity] if severity else None,
+                                          limit=per_page, offset=(page - 1) * per_page)
+            items = [reviews.review_summary(r) for r in result.items]
+            for item, row in zip(items, result.items, strict=True):
+                item["headline"] = (row.findings or [{}])[0].get("message", "")
+            counts = {s: reviews.list_reviews(session, status="pending", severities=[s], limit=1).total
+                      for s in SEVERITIES}
+    except DatabaseUnavailable as exc:
+        return _render(request, "review_error.html", {"user": user, "error": str(exc)}, status_code=503)
+    return _render(request, "review_list.html", {
+        "user": user, "items": items, "total": result.total, "status": status, "severity": severity,
+        "tabs": STATUS_TABS, "done": done, "page": page, "pages": max(1, -(-result.total // per_page)),
+        "pending_counts": counts,
+    })
+
+
+@router.post("/review/login")
+def login(request: Request, api_key: str = Form("", max_length=500), csrf: str = Form("", max_length=500)):
+    try:
+        _serializer(request, "review-login").loads(csrf, max_age=LOGIN_TOKEN_MAX_AGE)
+    except (BadSignature, SignatureExpired):
+        return _login_page(request, "The sign-in form expired; please try again.", status_code=400)
+    principal = authenticate(api_key.strip(), request.app.state.api_keys)
+    if principal is None:
+        return _login_page(request, "Unknown key.", status_code=401)
+    if principal.role not in PAGE_ROLES:
+        return _login_page(request, f"A {principal.role} key cannot open the review queue; "
+                           "sign in with a pharmacist key.", status_code=403)
+    session = {"kid": principal.key_id, "role": principal.role, "csrf": secrets.token_urlsafe(24)}
+    response = _redirect("/review")
+    response.set_cookie(COOKIE, _serializer(request, "review-session").dumps(session), max_age=SESSION_MAX_AGE,
+                        httponly=True, samesite="strict", path="/review",
+                        secure=request.url.scheme == "https")
+    return response
+
+
+@router.post("/review/logout")
+def logout(request: Request, csrf: str = Form("", max_length=500)):
+    user = current_user(request)
+    response = _redirect("/review")
+    if user is not None and _csrf_ok(user, csrf):
+        response.delete_cookie(COOKIE, path="/review")
+    return response
+
+
+def _detail_context(request: Request, user: dict, review_id: int) -> dict[str, Any]:
+    db = getattr(request.app.state, "db", None)
+    if db is None:
+        raise DatabaseUnavailable("review database is not initialised")
+    with db.session() as session:
+        review = reviews.get_review(session, review_id)
+        detail = reviews.review_detail(session, review)
+    return {
+        "user": user, "r": detail, "can_decide": user["role"] == "pharmacist" and detail["status"] == "pending",
+        "reason_codes": list(reviews.REASON_CODES.values()), "idempotency_key": uuid.uuid4().hex,
+    }
+
+
+@router.get("/review/{review_id}", response_class=HTMLResponse)
+def detail_page(request: Request, review_id: int):
+    user = current_user(request)
+    if user is None:
+        return _redirect("/review")
+    try:
+        context = _detail_context(request, user, review_id)
+    except reviews.NotFound as exc:
+        return _render(request, "review_error.html", {"user": user, "error": exc.detail}, status_code=404)
+    except DatabaseUnavailable as exc:
+        return _render(request, "review_error.html", {"user": user, "error": str(exc)}, status_code=503)
+    return _render(request, "review_detail.html", context)
+
+
+@router.post("/review/{review_id}/decision")
+def decide_form(
+    request: Request,
+    review_id: int,
+    decision: str = Form(..., max_length=40),
+    reason_code: str = Form("", max_length=64),
+    note: str = Form("", max_length=reviews.NOTE_MAX_CHARS),
+    csrf: str = Form("", max_length=500),
+    idempotency_key: str = Form("", max_length=reviews.IDEMPOTENCY_KEY_MAX),
+    expected_version: int | None = Form(None),
+):
+    user = current_user(request)
+    if user is None:
+        return _redirect("/review")
+    if not _csrf_ok(user, csrf):
+        return _render(request, "review_error.html",
+                       {"user": user, "error": "The form's security token did not match; reload the page."},
+                       status_code=403)
+    if user["role"] != "pharmacist":
+        return _render(request, "review_error.html", {"user": user, "error": "Only pharmacists decide."},
+                       status_code=403)
+    db = getattr(request.app.state, "db", None)
+    try:
+        if db is None:
+            raise DatabaseUnavailable("review database is not initialised")
+        reviews.decide(db, review_id, decision=decision, actor=f"pharmacist:{user['kid']}",
+                       reason_code=reason_code or None, note=note or None, expected_version=expected_version,
+                       idempotency_key=idempotency_key or None)
+    except DatabaseUnavailable as exc:
+        return _render(request, "review_error.html", {"user": user, "error": str(exc)}, status_code=503)
+    except reviews.ReviewError as exc:
+        try:
+            context = _detail_context(request, user, review_id)
+        except (reviews.ReviewError, DatabaseUnavailable):
+            return _render(request, "review_error.html", {"user": user, "error": exc.detail},
+                           status_code=exc.status_code)
+        context.update(error=exc.detail, form={"decision": decision, "reason_code": reason_code, "note": note})
+        return _render(request, "review_detail.html", context, status_code=exc.status_code)
+    return _redirect(f"/review?done={review_id}")
