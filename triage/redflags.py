@@ -1,0 +1,748 @@
+"""Red-flag rules: curated, cited emergency/urgent presentations that override the classifier.
+
+The rule table is ``datasets/triage/red_flags.csv`` (one row per rule, each citing public triage
+guidance).  :class:`RedFlagMatcher` compiles it once into a spaCy ``Matcher`` over a blank English
+pipeline and then matches free text in well under a millisecond per short message.
+
+Pattern language (column ``patterns``)
+--------------------------------------
+* ``A|B|C``      one *group*: any of the alternative *terms* A, B or C.
+* ``G1 & G2``    every group must match somewhere in the text (not negated, not history).
+* ``& !X|Y``     an *exclusion* group: the rule does not fire when X or Y occurs (not negated).
+* a term is plain lay words, e.g. ``can not lift my arm``.  Both the term and the text are
+  normalised the same way (lower case, contractions expanded by the spaCy tokenizer, a
+  misspelling/variant list, irregular verb forms, light suffix stripping: "sweating", "sweaty",
+  "sweats" all become ``sweat``) and matched on the token ``LEMMA`` attribute, which we fill with
+  that normal form.  Consecutive words of a term may have up to ``MAX_GAP`` other tokens between
+  them ("pain in my chest" matches ``pain in chest``; "arm is really weak" matches ``arm weak``),
+  never across sentence punctuation or commas.
+
+Conditions (column ``conditions``, ``;``-separated ``key=value``)
+-----------------------------------------------------------------
+``age_max_months`` / ``age_min_months`` (needs a known age: the ``age_years`` argument, else an age
+stated in the text such as "my 6 week old"), ``pregnant=yes`` (the ``pregnant`` argument or a
+non-negated mention of pregnancy in the text), ``sex=male`` (skipped when sex is known and
+different), ``temp_min_c`` (when a temperature reading is in the text it must reach this value;
+a fever word alone suffices otherwise), ``temp_required_c`` (a reading of at least this value must
+be present).
+
+Context (NegEx-style)
+---------------------
+A matched phrase does not count when it is
+* negated: a pre-trigger ("no", "denies", "never", "without", "don't have", "not") within 6 tokens
+  before it in the same clause, or a post-trigger ("ruled out", "went away") right after it.
+  Scope ends at sentence punctuation, at "but/however/although/just/still/...", at "and" + a new
+  subject ("and my ...", "and now ...") and at commas unless the comma continues a list
+  ("no fever, cough or rash").  A bare "not" only negates when it governs the finding
+  ("not feeling dizzy", "haven't got a fever"), so "I couldn't sleep, chest pain..." still fires;
+* history: "last year", "years ago", "history of", "used to", "as a child", "in 2019" in the clause
+  (unless the sentence says "again"/"another"/"just had");
+* about someone else in the past: a family/other-person word together with a past marker
+  ("my father had a stroke", "my mum died of a heart attack", "runs in the family"), unless a
+  recency marker says it is happening now ("my baby had a fit 10 minutes ago" fires);
+  someone else in the present ("my dad's face is drooping") fires: carers write for patients;
+* hypothetical: "risk of", "signs of", "symptoms of", "worried about", "afraid of".
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import spacy
+from spacy.matcher import Matcher
+
+DEFAULT_TABLE_PATH = Path(__file__).resolve().parents[1] / "datasets" / "triage" / "red_flags.csv"
+
+REQUIRED_COLUMNS = (
+    "rule_id",
+    "label",
+    "urgency",
+    "center",
+    "patterns",
+    "conditions",
+    "source_title",
+    "source_url",
+    "source_section",
+)
+RULE_URGENCIES = ("emergency", "urgent")
+CENTER_IDS = frozenset(
+    {
+        "respiratory", "cardiology", "gastroenterology", "hepatology", "endocrinology", "neurology",
+        "orthopedics", "foot_ankle", "dermatology", "ent", "ophthalmology", "oral_care", "psychiatry",
+        "urology", "obgyn", "pediatrics", "infectious_disease", "general_medicine", "general_surgery",
+        "emergency",
+    }
+)
+CONDITION_KEYS = {
+    "age_max_months": float,
+    "age_min_months": float,
+    "temp_min_c": float,
+    "temp_required_c": float,
+    "pregnant": ("yes",),
+    "sex": ("male", "female"),
+}
+MAX_GAP = 3  # other tokens allowed between two consecutive words of a term
+NEG_WINDOW = 6  # tokens a pre-negation trigger reaches forward
+POST_NEG_WINDOW = 3
+
+# ---------------------------------------------------------------------------------------------
+# word normalisation
+
+
+# misspellings and lay variants -> the word the rule table uses (raw lower-case forms)
+VARIANTS = {
+    "breth": "breath", "brething": "breathing", "breathin": "breathing", "breatheing": "breathing",
+    "brethe": "breathe", "breahte": "breathe", "breath": "breath", "pian": "pain", "pians": "pain",
+    "paine": "pain", "chset": "chest", "cheast": "chest", "chesst": "chest", "stroak": "stroke",
+    "stoke": "stroke", "strok": "stroke", "seizer": "seizure", "siezure": "seizure", "sezure": "seizure",
+    "seazure": "seizure", "seisure": "seizure", "siezures": "seizure", "unconcious": "unconscious",
+    "unconsious": "unconscious", "unconcsious": "unconscious", "suicidle": "suicidal",
+    "sucidal": "suicidal", "suicial": "suicidal", "sucide": "suicide", "suacide": "suicide",
+    "anaphalaxis": "anaphylaxis", "anaphylaxsis": "anaphylaxis", "anafalaxis": "anaphylaxis",
+    "anaphylaxic": "anaphylactic", "anaphalactic": "anaphylactic", "meningitus": "meningitis",
+    "menengitis": "meningitis", "hart": "heart", "attak": "attack", "atack": "attack",
+    "bleding": "bleeding", "bleeing": "bleeding", "bleedin": "bleeding", "sweting": "sweating",
+    "swetting": "sweating", "sweatting": "sweating", "sweatin": "sweating", "dizzyness": "dizzy",
+    "dizziness": "dizzy", "diziness": "dizzy", "dizy": "dizzy", "headach": "headache",
+    "hedache": "headache", "headake": "headache", "tempreture": "temperature",
+    "temprature": "temperature", "temperture": "temperature", "feaver": "fever", "fevre": "fever",
+    "vomitting": "vomiting", "vommiting": "vomiting", "vomitted": "vomited", "tounge": "tongue",
+    "swolen": "swollen", "swolled": "swollen", "sholder": "shoulder", "slured": "slurred",
+    "slurrd": "slurred", "droping": "drooping", "droopin": "drooping", "wheezin": "wheezing",
+    "chokin": "choking", "gaspin": "gasping", "colapsed": "collapsed", "collasped": "collapsed",
+    "colapse": "collapse", "overdosed": "overdose", "overdosing": "overdose", "od'd": "overdose",
+    "paracetemol": "paracetamol", "stiffneck": "stiff", "testical": "testicle", "testicals": "testicle",
+    "preggers": "pregnant", "pregnent": "pregnant", "pragnant": "pregnant", "prgnant": "pregnant",
+    "epi-pen": "epipen", "nauseus": "nauseous", "nautious": "nauseous", "tabs": "tablet",
+    "meds": "medicine", "vision": "vision", "numbness": "numb", "weakness": "weak",
+}
+# irregular forms -> base word
+IRREGULAR = {
+    "had": "have", "has": "have", "having": "have", "bled": "bleed", "swollen": "swell",
+    "took": "take", "taken": "take", "ate": "eat", "eaten": "eat", "drank": "drink", "drunk": "drink",
+    "fell": "fall", "fallen": "fall", "felt": "feel", "went": "go", "gone": "go", "goes": "go",
+    "came": "come", "got": "get", "gotten": "get", "threw": "throw", "thrown": "throw", "woke": "wake",
+    "woken": "wake", "spoke": "speak", "spoken": "speak", "lost": "lose", "dying": "die", "died": "die",
+    "broke": "break", "broken": "break", "bitten": "bite", "stung": "sting", "stuck": "stick",
+    "children": "child", "feet": "foot", "teeth": "tooth", "began": "begin", "begun": "begin",
+    "said": "say", "made": "make", "saw": "see", "seen": "see", "ran": "run", "kept": "keep",
+    "burnt": "burn", "burned": "burn", "burns": "burn", "hurts": "hurt", "hurting": "hurt",
+    "peed": "pee", "weed": "wee", "wanna": "wanna", "puked": "puke", "puking": "puke",
+    "is": "is", "was": "was", "does": "do", "did": "do", "done": "do", "doing": "do",
+}
+# never stem these (a stem would collide with another word)
+PROTECT = frozenset(
+    {
+        "fitting", "fainted", "burning", "spotting", "breast", "breasts", "used", "this", "his", "was",
+        "has", "its", "less", "glass", "chest", "stress", "always", "series", "bus", "abdominal",
+        "unconscious", "conscious", "nervous", "numb", "thumb", "during", "sing", "thing", "nothing",
+        "something", "anything", "everything", "morning", "evening", "ring", "spring", "bring", "wing",
+        "ceiling", "string", "sting", "king", "red", "bed", "need", "feed", "seed", "bleed", "speed",
+        "weed", "shed", "wed", "bred", "fed", "led", "shred", "sled", "gas", "yes", "sepsis", "septic",
+        "testes", "hives", "diabetes", "herpes", "rabies", "lungs", "always", "always",
+    }
+)
+UNDOUBLE = frozenset("bdgmnprt")
+
+
+def _stem(word: str) -> str:
+    """Light, deterministic suffix stripping applied identically to rule terms and text."""
+    if len(word) <= 3 or word in PROTECT or not word.isalpha():
+        return word
+    w = word
+    for suffix in ("ingly", "edly", "ing", "ed"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            w = w[: -len(suffix)]
+            if len(w) >= 3 and w[-1] == w[-2] and w[-1] in UNDOUBLE:
+                w = w[:-1]
+            return w
+    if w.endswith("ies") and len(w) > 4:
+        return w[:-3] + "y"
+    if w.endswith("es") and len(w) > 4 and (w[-3] in "sxz" or w[-4:-2] in ("ch", "sh")):
+        return w[:-2]
+    if w.endswith("s") and not w.endswith(("ss", "us", "is")) and len(w) > 3:
+        w = w[:-1]
+    for suffix in ("ness", "ful", "ly"):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            w = w[: -len(suffix)]
+            break
+    if w.endswith("y") and len(w) > 4:
+        w = w[:-1]
+    if w.endswith("e") and len(w) > 4:
+        w = w[:-1]
+    return w
+
+
+def normalise_word(raw: str) -> str:
+    """The matching form of one (already lower-cased, contraction-expanded) token."""
+    w = raw.lower().strip("'’")
+    w = VARIANTS.get(w, w)
+    w = IRREGULAR.get(w, w)
+    return _stem(w)
+
+
+# ---------------------------------------------------------------------------------------------
+# context triggers, written as lower-case token sequences of the spaCy NORM attribute
+
+STRONG_NEG = [
+    "no", "never", "without", "denies", "denied", "deny", "denying", "nor", "neither", "none",
+    "negative for", "free of", "absence of", "no longer", "no sign of", "no signs of",
+    "no history of", "rule out", "ruled out",
+]
+# "not" only negates when followed (through these fillers) by the finding itself
+NOT_FILLERS = frozenset(
+    {
+        "have", "has", "had", "got", "get", "getting", "feel", "feeling", "felt", "experience",
+        "experiencing", "experienced", "notice", "noticed", "noticing", "any", "a", "an", "the", "really",
+        "been", "having", "suffer", "suffering", "suffered", "from", "with", "much", "ever", "too",
+        "of", "my", "see", "seen", "think", "believe", "it", "is", "a", "currently", "actually",
+    }
+)
+PSEUDO_NEG = [
+    "not sure", "not certain", "no idea", "not only", "no doubt", "not know", "no matter",
+    "not just", "not that bad", "not even sure", "no clue", "not stop", "not go away",
+    "not gone away", "not going away", "not get better", "not getting better", "not improve",
+]
+POST_NEG = ["ruled out", "went away", "gone away", "has gone", "have gone", "is gone", "resolved",
+            "denied", "free"]
+HYPOTHETICAL = [
+    "risk of", "risks of", "signs of", "sign of", "symptoms of", "symptom of", "chance of",
+    "chances of", "prevent", "preventing", "worried about", "worry about", "afraid of", "scared of",
+    "fear of", "how to tell", "how do i know", "what are the", "learn about", "reading about",
+]
+HISTORY = [
+    "history of", "hx of", "last year", "years ago", "year ago", "months ago", "month ago",
+    "weeks ago", "week ago", "last month", "in the past", "previously", "previous", "used to",
+    "as a child", "as a kid", "when i was", "childhood", "back in", "once had", "a while ago",
+    "long time ago", "family history", "runs in", "run in", "genetic",
+]
+HISTORY_OVERRIDE = ["again", "another", "just had", "right now", "once more"]
+OTHER_PERSON = frozenset(
+    {
+        "father", "dad", "daddy", "mother", "mom", "mum", "mummy", "mommy", "brother", "sister",
+        "grandmother", "grandfather", "grandma", "grandpa", "nan", "nana", "nanna", "granny", "grandad",
+        "granddad", "uncle", "aunt", "auntie", "cousin", "wife", "husband", "friend", "neighbour",
+        "neighbor", "colleague", "coworker", "boss", "parents", "parent", "family", "relative",
+        "relatives", "boyfriend", "girlfriend", "partner", "son", "daughter", "child", "kid", "baby",
+        "he", "she", "him", "her", "they", "someone", "somebody", "patient", "classmate", "roommate",
+        "flatmate", "housemate",
+    }
+)
+PAST_MARKERS = frozenset({"had", "died", "passed", "suffered", "survived", "was", "were", "got"})
+RECENCY = [
+    "minutes ago", "minute ago", "hours ago", "hour ago", "just now", "right now", "today", "tonight",
+    "this morning", "this afternoon", "this evening", "still", "now", "currently", "at the moment",
+]
+TERMINATORS = frozenset(
+    {
+        "but", "however", "although", "though", "except", "yet", "whereas", "just", "only", "still",
+        "also", "instead", "apart", "besides", "otherwise", "now", "currently", "anyway", "except",
+    }
+)
+AND_SUBJECTS = frozenset(
+    {
+        "i", "my", "me", "it", "he", "she", "they", "we", "his", "her", "their", "the", "there",
+        "this", "that", "now", "today", "then", "suddenly", "again", "am", "i'm",
+    }
+)
+SENTENCE_BREAKS = frozenset({".", "!", "?", ";", "...", "…"})
+PHRASE_BREAKS = SENTENCE_BREAKS | {",", ":", "(", ")"}
+PREGNANCY_WORDS = ("pregnant", "pregnancy", "expecting a baby", "weeks along", "trimester")
+
+
+def _seq_index(norms: list[str], phrases: list[str]) -> list[tuple[int, int]]:
+    """(start, end) token spans where any of the phrases occurs in the norm sequence."""
+    out: list[tuple[int, int]] = []
+    for phrase in phrases:
+        parts = phrase.split()
+        n = len(parts)
+        first = parts[0]
+        for i, tok in enumerate(norms):
+            if tok == first and norms[i : i + n] == parts:
+                out.append((i, i + n))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# public data types
+
+
+@dataclass(frozen=True)
+class Span:
+    text: str
+    start: int  # character offsets into the ORIGINAL input text
+    end: int
+
+
+@dataclass(frozen=True)
+class FlagHit:
+    rule_id: str
+    label: str
+    urgency: str
+    center: str
+    matched: list[Span]
+    source: str  # "title, section, url"
+
+
+@dataclass
+class _Rule:
+    index: int
+    rule_id: str
+    label: str
+    urgency: str
+    center: str
+    groups: list[list[list[str]]]  # positive groups -> terms -> normalised words
+    excludes: list[list[list[str]]]
+    conditions: dict
+    source: str
+
+
+@dataclass
+class _Context:
+    """Per-text token facts computed once per call."""
+
+    norms: list[str]
+    sentence: list[int]
+    clause: list[int]
+    negated: list[bool] = field(default_factory=list)
+    hypothetical: list[bool] = field(default_factory=list)
+    post_neg_starts: list[int] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _nlp():
+    return _shared_nlp()
+
+
+@lru_cache(maxsize=1)
+def _shared_nlp():
+    return spacy.blank("en")
+
+
+def _parse_conditions(raw: str) -> dict:
+    conditions: dict = {}
+    for part in (raw or "").split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        if "=" not in part:
+            raise ValueError(f"condition {part!r} is not key=value")
+        key, value = (x.strip() for x in part.split("=", 1))
+        if key not in CONDITION_KEYS:
+            raise ValueError(f"unknown condition {key!r}; known: {sorted(CONDITION_KEYS)}")
+        kind = CONDITION_KEYS[key]
+        if kind is float:
+            try:
+                conditions[key] = float(value)
+            except ValueError:
+                raise ValueError(f"condition {key} needs a number, got {value!r}") from None
+        else:
+            if value not in kind:
+                raise ValueError(f"condition {key} must be one of {kind}, got {value!r}")
+            conditions[key] = value
+    return conditions
+
+
+class RedFlagMatcher:
+    """Compiled red-flag rule table; build once, call :meth:`match` per message."""
+
+    def __init__(self, table_path: str | Path | None = None):
+        self.table_path = Path(table_path) if table_path is not None else DEFAULT_TABLE_PATH
+        try:
+            raw = self.table_path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"red-flag table {self.table_path}: cannot read ({exc})") from exc
+        self.version = hashlib.sha256(raw).hexdigest()[:16]
+        self.nlp = _nlp()
+        self._vocab_words: set[str] = set()
+        self.rules: list[_Rule] = self._load(raw.decode("utf-8-sig"))
+        self._compile()
+        self._order = {r.rule_id: r.index for r in self.rules}
+
+    # -- loading ----------------------------------------------------------------------------
+    def _term_words(self, term: str) -> list[str]:
+        doc = self.nlp.make_doc(term)
+        return [normalise_word(t.norm_) for t in doc if not (t.is_punct or t.is_space)]
+
+    def _parse_patterns(self, raw: str) -> tuple[list, list]:
+        groups, excludes = [], []
+        if not raw or not raw.strip():
+            raise ValueError("patterns is empty")
+        for group_raw in raw.split("&"):
+            group_raw = group_raw.strip()
+            exclude = group_raw.startswith("!")
+            if exclude:
+                group_raw = group_raw[1:]
+            terms = []
+            for term in group_raw.split("|"):
+                term = term.strip()
+                if not term:
+                    raise ValueError(f"empty term in group {group_raw!r}")
+                words = self._term_words(term)
+                if not words:
+                    raise ValueError(f"term {term!r} has no words")
+                terms.append(words)
+                self._vocab_words.update(t.lower() for t in term.split())
+            (excludes if exclude else groups).append(terms)
+        if not groups:
+            raise ValueError("patterns has no positive group (only exclusions)")
+        return groups, excludes
+
+    def _load(self, text: str) -> list[_Rule]:
+        reader = csv.DictReader(io.StringIO(text))
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"red-flag table {self.table_path}: missing columns {missing}")
+        rules: list[_Rule] = []
+        seen: set[str] = set()
+        for index, row in enumerate(reader):
+            line = reader.line_num
+            rule_id = (row.get("rule_id") or "").strip()
+            where = f"red-flag table {self.table_path}: row {index + 1} (line {line}, rule_id {rule_id!r})"
+            try:
+                if None in row or any(row.get(c) is None for c in REQUIRED_COLUMNS):
+                    raise ValueError("wrong number of fields")
+                if not re.fullmatch(r"[a-z][a-z0-9_]*", rule_id):
+                    raise ValueError("rule_id must be lower_snake_case")
+                if rule_id in seen:
+                    raise ValueError("duplicate rule_id")
+                seen.add(rule_id)
+                urgency = row["urgency"].strip()
+                if urgency not in RULE_URGENCIES:
+                    raise ValueError(f"urgency must be one of {RULE_URGENCIES}, got {urgency!r}")
+                center = row["center"].strip()
+                if center not in CENTER_IDS:
+                    raise ValueError(f"unknown center {center!r}")
+                for col in ("label", "source_title", "source_url", "source_section"):
+                    if not row[col].strip():
+                        raise ValueError(f"{col} is empty")
+                if not row["source_url"].strip().startswith(("https://", "http://")):
+                    raise ValueError("source_url must be an http(s) URL")
+                groups, excludes = self._parse_patterns(row["patterns"])
+                conditions = _parse_conditions(row["conditions"])
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            source = f"{row['source_title'].strip()}, {row['source_section'].strip()}, {row['source_url'].strip()}"
+            rules.append(
+                _Rule(index, rule_id, row["label"].strip(), urgency, center, groups, excludes, conditions, source)
+            )
+        if not rules:
+            raise ValueError(f"red-flag table {self.table_path}: no rules")
+        return rules
+
+    def _compile(self) -> None:
+        """One small spaCy Matcher per first word: a text only runs the matchers whose first word it
+        contains (one big Matcher with ~600 gapped patterns measured ~1.5 ms per short text)."""
+        gap = {"LEMMA": {"NOT_IN": sorted(PHRASE_BREAKS)}, "IS_SPACE": False, "OP": "{0,%d}" % MAX_GAP}
+        by_first: dict[str, dict[str, list]] = {}
+        for rule in self.rules:
+            for kind, groups in (("g", rule.groups), ("x", rule.excludes)):
+                for gi, terms in enumerate(groups):
+                    key = f"{rule.index}|{kind}|{gi}"
+                    for words in terms:
+                        pat: list[dict] = []
+                        for wi, word in enumerate(words):
+                            if wi:
+                                pat.append(dict(gap))
+                            pat.append({"LEMMA": word})
+                        by_first.setdefault(words[0], {}).setdefault(key, []).append(pat)
+        self.matchers: dict[str, Matcher] = {}
+        for first, keyed in by_first.items():
+            matcher = Matcher(self.nlp.vocab)
+            for key, patterns in keyed.items():
+                matcher.add(key, patterns)
+            self.matchers[first] = matcher
+        # fuzzy map: raw words of length >= 6 used in the table, keyed by their one-deletions
+        self._fuzzy_exact = {w for w in self._vocab_words if len(w) >= 6 and w.isalpha()}
+        self._fuzzy_dels: dict[str, str] = {}
+        for w in sorted(self._fuzzy_exact):
+            for i in range(len(w)):
+                self._fuzzy_dels.setdefault(w[:i] + w[i + 1 :], w)
+        self._fix = lru_cache(maxsize=65536)(self._fix_uncached)
+
+    # -- text processing --------------------------------------------------------------------
+    def _fix_uncached(self, norm: str) -> str:
+        """Normal form of one token, with a one-edit (insert/delete/transpose) spelling fix."""
+        w = norm.lower()
+        if w in VARIANTS or w in IRREGULAR or w in PROTECT or len(w) < 6 or not w.isalpha():
+            return normalise_word(w)
+        if w not in self._fuzzy_exact:
+            if w in self._fuzzy_dels:  # a letter was dropped
+                return normalise_word(self._fuzzy_dels[w])
+            for i in range(len(w)):  # a letter was added
+                d = w[:i] + w[i + 1 :]
+                if d in self._fuzzy_exact:
+                    return normalise_word(d)
+            for i in range(len(w) - 1):  # two letters swapped
+                t = w[:i] + w[i + 1] + w[i] + w[i + 2 :]
+                if t in self._fuzzy_exact:
+                    return normalise_word(t)
+        return normalise_word(w)
+
+    def _doc(self, text: str):
+        doc = self.nlp.make_doc(text)
+        for tok in doc:
+            if tok.is_space:
+                tok.lemma_ = "\n"
+            elif tok.is_punct:
+                tok.lemma_ = tok.text
+            else:
+                tok.lemma_ = self._fix(tok.norm_)
+        return doc
+
+    def _context(self, doc) -> _Context:
+        norms = []
+        for tok in doc:
+            if tok.is_space:
+                norms.append("\n" if "\n" in tok.text else " ")
+            else:
+                n = tok.norm_.lower()
+                norms.append("not" if n in ("n't", "nt") else n)
+        n = len(norms)
+        sentence = [0] * n
+        clause = [0] * n
+        s = c = 0
+        for i, tok in enumerate(norms):
+            if tok in SENTENCE_BREAKS or tok == "\n":
+                s += 1
+                c += 1
+            elif tok in TERMINATORS and not (tok == "still" and i and norms[i - 1] in ("not",)):
+                c += 1
+            elif tok in ("and", "so", "then") and i + 1 < n and norms[i + 1] in AND_SUBJECTS:
+                c += 1
+            sentence[i] = s
+            clause[i] = c
+        ctx = _Context(norms, sentence, clause)
+        ctx.negated = self._negation_scope(norms, clause)
+        ctx.hypothetical = [False] * n
+        for start, end in _seq_index(norms, HYPOTHETICAL):
+            for j in range(end, min(n, end + 8)):
+                if clause[j] != clause[start]:
+                    break
+                ctx.hypothetical[j] = True
+        ctx.post_neg_starts = [s for s, _ in _seq_index(norms, POST_NEG)]
+        return ctx
+
+    def _negation_scope(self, norms: list[str], clause: list[int]) -> list[bool]:
+        n = len(norms)
+        negated = [False] * n
+        pseudo = set()
+        for start, end in _seq_index(norms, PSEUDO_NEG):
+            pseudo.update(range(start, end))
+        triggers = [(s, e) for s, e in _seq_index(norms, STRONG_NEG) if s not in pseudo]
+        for i, tok in enumerate(norms):
+            if tok == "not" and i not in pseudo:
+                j = i + 1
+                while j < n and norms[j] in NOT_FILLERS:
+                    j += 1
+                # valid only when it governs what follows: fillers then a content word
+                if j < n and (j > i + 1 or norms[j] not in PHRASE_BREAKS):
+                    triggers.append((i, i + 1))
+        for start, end in triggers:
+            counted = 0
+            j = end
+            while j < n and counted < NEG_WINDOW:
+                tok = norms[j]
+                if clause[j] != clause[start] or tok in SENTENCE_BREAKS or tok == "\n":
+                    break
+                if tok == ",":
+                    # a comma continues the negation only inside a list ("no fever, cough or rash")
+                    k, listy = j + 1, False
+                    while k < n and k < j + 8 and norms[k] not in PHRASE_BREAKS and clause[k] == clause[start]:
+                        if norms[k] in ("or", "nor"):
+                            listy = True
+                            break
+                        k += 1
+                    if not listy:
+                        break
+                elif tok not in (" ",):
+                    counted += 1
+                negated[j] = True
+                j += 1
+        return negated
+
+    def _blocked(self, ctx: _Context, start: int, end: int) -> bool:
+        """True when the token span [start, end) is negated, hypothetical, history or someone else's past."""
+        norms = ctx.norms
+        if ctx.negated[start] or ctx.hypothetical[start]:
+            return True
+        for p in ctx.post_neg_starts:
+            if end <= p <= end + POST_NEG_WINDOW and ctx.clause[p] == ctx.clause[start]:
+                return True
+        cl = ctx.clause[start]
+        lo = start
+        while lo > 0 and ctx.clause[lo - 1] == cl:
+            lo -= 1
+        hi = end
+        while hi < len(norms) and ctx.clause[hi] == cl:
+            hi += 1
+        clause_norms = norms[lo:hi]
+        sent = ctx.sentence[start]
+        slo = start
+        while slo > 0 and ctx.sentence[slo - 1] == sent:
+            slo -= 1
+        shi = end
+        while shi < len(norms) and ctx.sentence[shi] == sent:
+            shi += 1
+        sentence_norms = norms[slo:shi]
+        history = bool(_seq_index(clause_norms, HISTORY)) or any(
+            re.fullmatch(r"(19|20)\d\d", t) and k and clause_norms[k - 1] in ("in", "since")
+            for k, t in enumerate(clause_norms)
+        )
+        if history and not _seq_index(sentence_norms, HISTORY_OVERRIDE):
+            return True
+        if any(t in OTHER_PERSON for t in clause_norms) and any(t in PAST_MARKERS for t in clause_norms):
+            if not _seq_index(clause_norms, RECENCY) and not _seq_index(sentence_norms, HISTORY_OVERRIDE):
+                return True
+        return False
+
+    # -- conditions -------------------------------------------------------------------------
+    @staticmethod
+    def text_age_months(text: str) -> float | None:
+        """An age stated in the text ("6 week old", "3-month-old", "newborn", "aged 2"), in months."""
+        low = text.lower()
+        m = re.search(
+            r"(\d+(?:\.\d+)?)\s*(?:-|\s)?\s*(day|week|wk|month|mo|year|yr)s?\s*(?:-|\s)?\s*old", low
+        )
+        if m:
+            value = float(m.group(1))
+            unit = m.group(2)
+            factor = {"day": 1 / 30.4, "week": 7 / 30.4, "wk": 7 / 30.4, "month": 1.0, "mo": 1.0, "year": 12.0, "yr": 12.0}
+            return value * factor[unit]
+        if re.search(r"\bnew\s*-?\s*born\b|\bneonate\b", low):
+            return 0.5
+        m = re.search(r"\b(?:aged?|age of)\s+(\d{1,3})\b", low)
+        if m:
+            return float(m.group(1)) * 12
+        m = re.search(r"\b(\d{1,3})\s*(?:y/?o|yrs?|years?)\b(?!\s*ago)", low)
+        if m:
+            return float(m.group(1)) * 12
+        return None
+
+    @staticmethod
+    def text_temperatures_c(text: str) -> list[float]:
+        """Body-temperature readings in the text, converted to Celsius."""
+        out = []
+        low = text.lower()
+        for m in re.finditer(r"(\d{2,3}(?:[.,]\d{1,2})?)\s*(°|º|deg(?:rees?)?)?\s*(c|f|celsius|fahrenheit)?\b", low):
+            value = float(m.group(1).replace(",", "."))
+            unit = m.group(3)
+            has_degree = bool(m.group(2))
+            before = low[max(0, m.start() - 30) : m.start()]
+            if not (unit or has_degree or re.search(r"temp|fever|thermometer|reading", before)):
+                continue
+            if unit and unit.startswith("f") or (not unit and value > 50):
+                value = (value - 32) * 5 / 9
+            if 34.0 <= value <= 44.0:
+                out.append(round(value, 1))
+        return out
+
+    def _pregnant_in_text(self, ctx: _Context) -> bool:
+        for start, _end in _seq_index([_stem(t) for t in ctx.norms], [_stem(w) for w in ("pregnant", "pregnancy", "trimester")]):
+            if not (ctx.negated[start] or ctx.hypothetical[start]):
+                return True
+        return bool(_seq_index(ctx.norms, ["weeks along", "expecting a baby", "weeks pregnant"]))
+
+    def _conditions_ok(self, rule: _Rule, text: str, ctx: _Context, age_years, sex, pregnant) -> bool:
+        cond = rule.conditions
+        if not cond:
+            return True
+        if "age_max_months" in cond or "age_min_months" in cond:
+            age_months = age_years * 12 if age_years is not None else self.text_age_months(text)
+            if age_months is None:
+                return False
+            if "age_max_months" in cond and not age_months < cond["age_max_months"]:
+                return False
+            if "age_min_months" in cond and not age_months >= cond["age_min_months"]:
+                return False
+        if "temp_min_c" in cond or "temp_required_c" in cond:
+            temps = self.text_temperatures_c(text)
+            if "temp_required_c" in cond and not (temps and max(temps) >= cond["temp_required_c"]):
+                return False
+            if "temp_min_c" in cond and temps and max(temps) < cond["temp_min_c"]:
+                return False
+        if cond.get("pregnant") == "yes":
+            if sex is not None and str(sex).lower() in ("male", "m"):
+                return False
+            if not (pregnant is True or self._pregnant_in_text(ctx)):
+                return False
+        if "sex" in cond and sex is not None:
+            s = str(sex).lower()
+            s = {"m": "male", "f": "female"}.get(s, s)
+            if s in ("male", "female") and s != cond["sex"]:
+                return False
+        return True
+
+    # -- matching ---------------------------------------------------------------------------
+    def match(
+        self,
+        text: str,
+        *,
+        age_years: float | None = None,
+        sex: str | None = None,
+        pregnant: bool | None = None,
+    ) -> list[FlagHit]:
+        if not isinstance(text, str):
+            raise TypeError("text must be a string")
+        if not text.strip():
+            return []
+        doc = self._doc(text)
+        raw_matches = []
+        for lemma in {tok.lemma_ for tok in doc}:
+            matcher = self.matchers.get(lemma)
+            if matcher is not None:
+                raw_matches.extend(matcher(doc))
+        if not raw_matches:
+            return []
+        ctx = self._context(doc)
+        strings = self.nlp.vocab.strings
+        # per (rule, kind, group): earliest unblocked (start, end)
+        found: dict[tuple[int, str, int], tuple[int, int]] = {}
+        for match_id, start, end in sorted(raw_matches, key=lambda m: (m[1], m[2])):
+            rule_index, kind, gi = strings[match_id].split("|")
+            key = (int(rule_index), kind, int(gi))
+            if key in found:
+                continue
+            if self._blocked(ctx, start, end):
+                continue
+            found[key] = (start, end)
+        hits: list[FlagHit] = []
+        for rule in self.rules:
+            spans = [found.get((rule.index, "g", gi)) for gi in range(len(rule.groups))]
+            if any(s is None for s in spans):
+                continue
+            if any((rule.index, "x", gi) in found for gi in range(len(rule.excludes))):
+                continue
+            if not self._conditions_ok(rule, text, ctx, age_years, sex, pregnant):
+                continue
+            matched = []
+            for start, end in sorted(set(spans)):
+                char_start = doc[start].idx
+                char_end = doc[end - 1].idx + len(doc[end - 1].text)
+                matched.append(Span(text[char_start:char_end], char_start, char_end))
+            hits.append(FlagHit(rule.rule_id, rule.label, rule.urgency, rule.center, matched, rule.source))
+        hits.sort(key=lambda h: (RULE_URGENCIES.index(h.urgency), self._order[h.rule_id]))
+        return hits
+
+    def rule_ids(self) -> list[str]:
+        return [r.rule_id for r in self.rules]
+
+    def rule(self, rule_id: str) -> _Rule:
+        for r in self.rules:
+            if r.rule_id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+
+@lru_cache(maxsize=4)
+def default_matcher(table_path: str | None = None) -> RedFlagMatcher:
+    """A process-wide matcher for the default table (build once, reuse)."""
+    return RedFlagMatcher(table_path)
