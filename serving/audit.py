@@ -196,9 +196,6 @@ def _verify(session: Session, batch: int) -> VerifyResult:
             if r.id != expected_id:
                 return VerifyResult(False, checked, r.id,
                                     f"entries {expected_id}..{r.id - 1} are missing (deleted?)")
-            if r.prev_hash != expected_prev:
-                return VerifyResult(False, checked, r.id,
-                                    "prev_hash does not match the hash of the entry before it")
             try:
                 digest = entry_hash(id=r.id, ts=r.ts, actor=r.actor, action=r.action, subject=r.subject,
                                     before_json=r.before_json, after_json=r.after_json, prev_hash=r.prev_hash)
@@ -207,6 +204,13 @@ def _verify(session: Session, batch: int) -> VerifyResult:
             if digest != r.hash:
                 return VerifyResult(False, checked, r.id,
                                     "stored hash does not match the entry's content (modified after it was written)")
+            if r.prev_hash != expected_prev:
+                # This entry is intact (its hash covers prev_hash), so it still names the original hash of
+                # its predecessor: the predecessor was altered and re-hashed.
+                if last_id:
+                    return VerifyResult(False, checked - 1, last_id,
+                                        f"altered and re-hashed: entry {r.id} recorded a different hash for it")
+                return VerifyResult(False, checked, r.id, "first entry does not start from the genesis hash")
             checked += 1
             expected_prev, expected_id, last_id = r.hash, r.id + 1, r.id
     head = session.execute(select(AuditChainHead.last_id, AuditChainHead.last_hash)).one_or_none()
