@@ -38,6 +38,7 @@ from triage.taxonomy import EMERGENCY_CENTER, Taxonomy, load_taxonomy
 
 TRIAGE_DATA_DIR = PROJECT_ROOT / "datasets" / "triage"
 SEED_PATH = TRIAGE_DATA_DIR / "seed_complaints.csv"
+OVERRIDES_PATH = TRIAGE_DATA_DIR / "label_overrides.csv"
 
 SPEECH = "medical_speech_intent"
 S2D = "symptom2disease"
@@ -255,6 +256,47 @@ def _read_csv(path: Path, required: list[str], **kw) -> pd.DataFrame:
     return df
 
 
+def load_overrides(path: str | Path | None = None, taxonomy: Taxonomy | None = None) -> pd.DataFrame:
+    """Phrase-level corrections of clear label noise: columns source, text, center, status, reason.
+
+    Matched on :func:`group_key` of the text within its source.  Each row is reviewed by hand and
+    documented in datasets/DATA_CARD.md; an override whose text is not found raises (stale table)."""
+    taxonomy = taxonomy or load_taxonomy()
+    path = Path(path) if path is not None else OVERRIDES_PATH
+    if not path.is_file():
+        raise TriageDataError(f"label override table not found: {path}")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if missing := {"source", "text", "center", "status", "reason"} - set(table.columns):
+        raise TriageDataError(f"{path.name} lacks column(s) {sorted(missing)}")
+    table = table.map(str.strip)
+    routable = set(taxonomy.model_labels())
+    for i, row in enumerate(table.itertuples(), start=2):
+        if row.source not in EXTERNAL_SOURCES:
+            raise TriageDataError(f"{path.name} line {i}: unknown source {row.source!r}")
+        if row.status == "mapped" and row.center not in routable:
+            raise TriageDataError(f"{path.name} line {i}: unknown or non-routable center {row.center!r}")
+        if row.status not in {"mapped", "dropped"} or not row.reason:
+            raise TriageDataError(f"{path.name} line {i}: status must be mapped|dropped and a reason is required")
+    table["group"] = table.text.map(group_key)
+    if table.duplicated(["source", "group"]).any():
+        raise TriageDataError(f"{path.name}: the same text is overridden twice")
+    return table
+
+
+def _apply_overrides(rows: pd.DataFrame, source: str, overrides: pd.DataFrame) -> pd.DataFrame:
+    mine = overrides[overrides.source == source]
+    if mine.empty:
+        return rows
+    missing = sorted(set(mine.group) - set(rows.group))
+    if missing:
+        raise TriageDataError(f"label override(s) for {source!r} match no text (stale table?): {missing[:5]}")
+    center = dict(zip(mine.group, mine.center.where(mine.status == "mapped", None)))
+    hit = rows.group.isin(center)
+    rows = rows.copy()
+    rows.loc[hit, "center"] = rows.loc[hit, "group"].map(center)
+    return rows
+
+
 # --------------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------------
@@ -265,10 +307,13 @@ def load_examples(
     *,
     label_maps: Mapping[str, str | Path] | None = None,
     seed_path: str | Path | None = None,
+    overrides_path: str | Path | None = None,
+    use_overrides: bool = True,
 ) -> pd.DataFrame:
     """All mapped examples: columns text, center, source, group, origin, source_label.
 
-    ``label_maps`` / ``seed_path`` override the committed tables (tests, experiments).
+    ``label_maps`` / ``seed_path`` / ``overrides_path`` replace the committed tables (tests, experiments);
+    ``use_overrides=False`` ignores the phrase-level corrections (pure label-level mapping).
     Rows whose label maps to 'dropped' are removed; a label absent from its map raises.
     """
     taxonomy = taxonomy or load_taxonomy()
@@ -278,6 +323,7 @@ def load_examples(
     if unknown := [s for s in sources if s not in ALL_SOURCES]:
         raise TriageDataError(f"unknown triage source(s) {unknown}; known: {list(ALL_SOURCES)}")
     label_maps = dict(label_maps or {})
+    overrides = load_overrides(overrides_path, taxonomy) if use_overrides else None
     frames = []
     for source in dict.fromkeys(sources):
         if source == PROJECT_SEED:
@@ -288,10 +334,12 @@ def load_examples(
             rows = reader(settings)
             table = load_label_map(source, label_maps.get(source), taxonomy)
             rows["center"] = apply_label_map(rows.source_label, table, source)
-            rows = rows[rows.center.notna()].copy()
             if source == AVEY:
-                young = rows.age.notna() & (rows.age < PEDIATRIC_AGE_CUTOFF)
+                young = rows.center.notna() & rows.age.notna() & (rows.age < PEDIATRIC_AGE_CUTOFF)
                 rows.loc[young, "center"] = PEDIATRICS
+            if overrides is not None:
+                rows = _apply_overrides(rows, source, overrides)
+            rows = rows[rows.center.notna()].copy()
             rows["origin"] = "external"
         rows["source"] = source
         frames.append(rows[COLUMNS])
@@ -412,6 +460,15 @@ def coverage(df: pd.DataFrame, taxonomy: Taxonomy | None = None) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def to_markdown(table: pd.DataFrame) -> str:
+    """A plain GitHub-markdown table (no tabulate dependency), e.g. for ``coverage(df)`` in reports."""
+    cols = [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v).replace("|", "/") for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def dataset_files(sources: Iterable[str] = ALL_SOURCES) -> list[tuple[str, str]]:
     """(manifest source, file) pairs read for ``sources``; feed to training.sources.hashes_for.
     The project's own tables are in git and listed by :func:`project_files`."""
@@ -426,6 +483,8 @@ def project_files(sources: Iterable[str] = ALL_SOURCES) -> list[Path]:
     sources = (sources,) if isinstance(sources, str) else tuple(sources)
     files = [TRIAGE_DATA_DIR / "taxonomy.json"]
     files += [LABEL_MAP_PATHS[s] for s in sources if s in LABEL_MAP_PATHS]
+    if any(s in EXTERNAL_SOURCES for s in sources):
+        files.append(OVERRIDES_PATH)
     if PROJECT_SEED in sources:
         files.append(SEED_PATH)
     return files
@@ -453,10 +512,12 @@ __all__ = [
     "load_label_map",
     "apply_label_map",
     "load_examples",
+    "load_overrides",
     "make_splits",
     "cross_source_splits",
     "shared_centers",
     "coverage",
+    "to_markdown",
     "dataset_files",
     "project_files",
     "dataset_hashes",

@@ -288,3 +288,25 @@ def test_missing_and_corrupt_data_file_give_data_source_error(tmp_path):
         fh.write(b'9999,Migraine,"an injected row"\n')
     with pytest.raises(DataSourceError, match="corrupt"):
         load_examples(settings, sources=(S2D,))
+
+
+# ---------------------------------------------------------------------------- phrase-level overrides
+def test_overrides_fix_clear_label_noise(examples):
+    speech = examples[examples.source == SPEECH].set_index("group")
+    assert speech.loc[group_key("I think I sprained my ankle it really hurts."), "center"] == "foot_ankle"
+    heartbreak = group_key("My heart hurts while I'm sad, why?")
+    assert speech.loc[heartbreak, "center"] == "psychiatry"
+    assert speech.loc[heartbreak, "source_label"] == "Heart hurts"  # the source label is kept as is
+    assert group_key("I have for dia") not in speech.index  # dropped
+    plain = load_examples(sources=(SPEECH,), use_overrides=False).set_index("group")
+    assert plain.loc[heartbreak, "center"] == "cardiology"
+
+
+def test_stale_or_bad_override_is_rejected(tmp_path):
+    path = tmp_path / "ovr.csv"
+    path.write_text("source,text,center,status,reason\nmedical_speech_intent,a phrase nobody wrote,ent,mapped,x\n")
+    with pytest.raises(TriageDataError, match="match no text"):
+        load_examples(sources=(SPEECH,), overrides_path=path)
+    path.write_text("source,text,center,status,reason\nmedical_speech_intent,i feel sad,sadness,mapped,x\n")
+    with pytest.raises(TriageDataError, match="'sadness'"):
+        load_examples(sources=(SPEECH,), overrides_path=path)
