@@ -72,6 +72,7 @@ class KnowledgeBase:
         for r in self.tables.get("cross_sensitivity", []):
             self.cross.setdefault(r["allergy_class"], []).append(r)
         self._class_cache: dict[str, tuple[str, ...]] = {}
+        self._dup_cache: dict[str, str | None] = {}
         self._rows_cache: dict[tuple[str, str], list[dict]] = {}
 
     # ------------------------------------------------------------------ lookups
@@ -101,11 +102,20 @@ class KnowledgeBase:
         return None
 
     def duplicate_class(self, ingredient: str) -> str | None:
+        try:
+            return self._dup_cache[ingredient]
+        except KeyError:
+            pass
+        found = None
         for code in self.atc.get(ingredient, ()):
             for prefix, cid in self.dup_prefixes:
                 if code.startswith(prefix):
-                    return cid
-        return None
+                    found = cid
+                    break
+            if found:
+                break
+        self._dup_cache[ingredient] = found
+        return found
 
     def allergy_classes_of(self, ingredient: str) -> tuple[str, ...]:
         """Allergy classes an ingredient belongs to (by listed ingredient or ATC prefix)."""

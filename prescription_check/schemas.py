@@ -112,6 +112,8 @@ class NormalizedItem(BaseModel):
     duration_days: float | None = None
     prn: bool = False
     strengths_mg: dict[str, float] = Field(default_factory=dict)
+    ingredient_dose_mg: dict[str, float] = Field(default_factory=dict, description="single dose per ingredient")
+    ingredient_daily_mg: dict[str, float] = Field(default_factory=dict)
     from_sig: bool = False
 
 

@@ -1,0 +1,200 @@
+"""The prescription checker: normalise items, run the rules (and the DDI model where no rule applies), verdict.
+
+    from prescription_check import Checker, Prescription
+    checker = Checker.load()                       # builds the KB artefact first if it is missing
+    result = checker.check(Prescription.model_validate({...}))
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from prescription_check.kb import KnowledgeBase
+from prescription_check.normalize import (COUNT_UNITS, MASS_UNITS_MG, VOLUME_UNITS_ML, canonical_unit,
+                                          frequency_per_day)
+from prescription_check.policy import Policy
+from prescription_check.rules import ALL as RULES
+from prescription_check.rules.context import Ctx
+from prescription_check.schemas import (SEVERITY_RANK, CheckResult, Finding, NormalizedItem, Prescription,
+                                        PrescriptionItem)
+from prescription_check.sig_parser import parse_sig
+
+log = logging.getLogger("prescription_check.engine")
+
+
+def severity_rank(sev: str) -> int:
+    """0 = contraindicated (most severe) ... 4 = info."""
+    return SEVERITY_RANK[sev]
+
+
+class Checker:
+    def __init__(self, kb: KnowledgeBase, policy: Policy | None = None, ddi_predictor=None,
+                 model_status: str | None = None):
+        self.kb = kb
+        self.kb_version = kb.version
+        self.policy = policy or Policy()
+        self.ddi = ddi_predictor
+        self.model_version = getattr(ddi_predictor, "version", None) if ddi_predictor is not None else None
+        self.model_status = model_status or ("ok" if ddi_predictor is not None else "rules-only: no DDI model given")
+
+    severity_rank = staticmethod(severity_rank)
+
+    # ------------------------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, settings=None, kb_path: str | Path | None = None, ddi_predictor=None,
+             warm: bool = True) -> "Checker":
+        """Load the KB artefact (building it first if missing) and, unless ``ddi_predictor=False``, the DDI
+        model through ``prescription_check.ddi_model`` (rules-only if it is absent)."""
+        from training.config import get_settings
+
+        settings = settings or get_settings()
+        path = Path(kb_path) if kb_path else settings.resolved_kb_path()
+        if not path.exists():
+            from prescription_check.kb_build import build_kb, write_kb
+
+            log.info("KB artefact %s missing: building it", path)
+            write_kb(build_kb(settings), path)
+        kb = KnowledgeBase.load(path)
+        status = None
+        predictor = ddi_predictor
+        if ddi_predictor is False:
+            predictor, status = None, "rules-only: DDI model disabled"
+        elif ddi_predictor is None:
+            try:
+                from prescription_check.ddi_model import DDIPredictor  # H7's module
+
+                predictor = DDIPredictor.load(settings.ddi_model_uri, settings=settings)
+            except Exception as exc:  # absent module, no registered model, broken artefact
+                predictor = None
+                status = f"rules-only: {type(exc).__name__}: {str(exc)[:200]}"
+        checker = cls(kb, Policy.from_settings(settings), predictor, status)
+        if warm:
+            checker.warm()
+        return checker
+
+    def warm(self) -> None:
+        """Build the lazy structures (fuzzy index, spaCy pipeline) now rather than on the first request."""
+        _ = self.kb.normalizer.fuzzy
+        parse_sig("amoxicillin 500 mg po tid x 7 days")
+
+    # ---------------------------------------------------------------------------------- normalise
+    def _normalize_item(self, index: int, item: PrescriptionItem, findings: list[Finding]) -> NormalizedItem:
+        from_sig = False
+        sig_failed = False
+        if item.sig:
+            parsed = parse_sig(item.sig)
+            if not parsed.ok:
+                sig_failed = not item.drug
+                findings.append(Finding(
+                    rule_id="SIG-UNPARSED", category="unparsed_sig", severity="moderate",
+                    drugs=[item.drug] if item.drug else [],
+                    message=f"Sig line {item.sig!r} could not be fully read: {'; '.join(parsed.problems)}.",
+                    evidence={"sig": item.sig, "problems": parsed.problems, "spans": parsed.spans},
+                    source="sig parser", action="Ask the prescriber for a complete, unambiguous sig."))
+            if parsed.item is not None:
+                p = parsed.item
+                item = PrescriptionItem.model_construct(
+                    drug=item.drug or p.drug, dose=item.dose if item.dose is not None else p.dose,
+                    unit=item.unit or p.unit, strength_mg_per_ml=item.strength_mg_per_ml or p.strength_mg_per_ml,
+                    route=item.route or p.route, frequency=item.frequency or p.frequency,
+                    duration_days=item.duration_days or p.duration_days, prn=item.prn or p.prn, sig=item.sig)
+                from_sig = True
+        written = item.drug
+        res = self.kb.normalizer.resolve(written) if written else None
+        ings = res.ingredients if res else []
+        atc = [c for i in ings for c in self.kb.atc_codes(i)]
+        unit = canonical_unit(item.unit)
+        per_day = frequency_per_day(item.frequency)
+        strengths = dict(res.strengths_mg) if res else {}
+        per_ml = item.strength_mg_per_ml or (res.strength_mg_per_ml if res else None)
+        ing_dose: dict[str, float] = {}
+        raw_unit = (item.unit or "mg").strip().lower().rstrip(".") if item.dose is not None else None
+        if item.dose is not None and ings:
+            if raw_unit in MASS_UNITS_MG:
+                total = item.dose * MASS_UNITS_MG[raw_unit]
+                ing_dose[ings[0]] = total
+                s0 = strengths.get(ings[0])
+                if s0:
+                    for ing in ings[1:]:
+                        if strengths.get(ing):
+                            ing_dose[ing] = total * strengths[ing] / s0
+            elif raw_unit in VOLUME_UNITS_ML:
+                if per_ml:
+                    ing_dose[ings[0]] = item.dose * VOLUME_UNITS_ML[raw_unit] * per_ml
+            elif raw_unit in COUNT_UNITS and COUNT_UNITS[raw_unit] in {"tab", "cap", "supp", "sachet"}:
+                for ing in ings:
+                    if strengths.get(ing):
+                        ing_dose[ing] = item.dose * strengths[ing]
+        ing_daily = {k: v * per_day for k, v in ing_dose.items()} if per_day is not None else {}
+        dose_mg = ing_dose.get(ings[0]) if ings else None
+        if written and not ings and not sig_failed:
+            findings.append(Finding(
+                rule_id="DRUG-UNRECOGNISED", category="unrecognised_drug", severity="moderate", drugs=[written],
+                message=f"Drug {written!r} was not recognised, so it could not be checked for interactions, "
+                        f"allergy, dose or contraindications.",
+                evidence={"written": written}, source="name normalisation (drug_ner_synonyms, FDA UNII, WHO ATC)",
+                action="Confirm the drug name with the prescriber and check it by hand."))
+        return NormalizedItem(
+            index=index, written=written, ingredients=ings, atc_codes=atc, match=res.match if res else None,
+            dose=item.dose, unit=unit, dose_mg=dose_mg, frequency=item.frequency, frequency_per_day=per_day,
+            daily_mg=ing_daily.get(ings[0]) if ings else None, route=item.route, duration_days=item.duration_days,
+            prn=item.prn, strengths_mg=strengths, ingredient_dose_mg=ing_dose, ingredient_daily_mg=ing_daily,
+            from_sig=from_sig)
+
+    def _normalize_current(self, index: int, text: str, findings: list[Finding]) -> NormalizedItem:
+        res = self.kb.normalizer.resolve(text)
+        if not res.recognised:
+            findings.append(Finding(
+                rule_id="CURRENT-MED-UNRECOGNISED", category="unrecognised_drug", severity="minor", drugs=[text],
+                message=f"Current medication {text!r} was not recognised; interactions with it were not checked.",
+                evidence={"written": text}, source="name normalisation",
+                action="Confirm the patient's current medication list."))
+        return NormalizedItem(index=index, written=text, ingredients=res.ingredients,
+                              atc_codes=[c for i in res.ingredients for c in self.kb.atc_codes(i)], match=res.match)
+
+    # ------------------------------------------------------------------------------------- check
+    def check(self, rx: Prescription) -> CheckResult:
+        findings: list[Finding] = []
+        items = [self._normalize_item(i, it, findings) for i, it in enumerate(rx.items)]
+        current = [self._normalize_current(i, m, findings) for i, m in enumerate(rx.patient.current_medications)]
+        ctx = Ctx(self.kb, rx.patient, items, current)
+        for rule in RULES:
+            findings.extend(rule(ctx))
+        status = self.model_status
+        if self.ddi is not None:
+            status = self._predicted(ctx, findings) or status
+        findings.sort(key=lambda f: (SEVERITY_RANK[f.severity], f.predicted, f.category, f.rule_id))
+        return CheckResult(verdict=self.policy.verdict(findings), findings=findings, kb_version=self.kb_version,
+                           model_version=self.model_version, model_status=status, items=items,
+                           current_medications=current)
+
+    def _predicted(self, ctx: Ctx, findings: list[Finding]) -> str | None:
+        pairs = [(a, b) for a, b, _, _ in getattr(ctx, "unknown_pairs", [])
+                 if self.ddi.knows(a) and self.ddi.knows(b)]
+        if not pairs:
+            return None
+        try:
+            probs = self.ddi.predict_pairs(pairs)
+        except Exception as exc:  # the model must never take the checker down
+            log.exception("DDI model failed")
+            return f"rules-only: model error {type(exc).__name__}"
+        for (a, b), p in zip(pairs, probs or []):
+            if not p:
+                continue
+            graded = {k: v for k, v in p.items() if k in SEVERITY_RANK}
+            if not graded:
+                continue
+            sev, prob = max(graded.items(), key=lambda kv: kv[1])
+            if sev == "info":
+                continue
+            findings.append(Finding(
+                rule_id="DDI-PREDICTED", category="predicted_interaction", severity=sev, drugs=[a, b],
+                message=f"Possible {sev} interaction between {a} and {b} (p={prob:.2f}): predicted by model, "
+                        f"not a documented interaction.",
+                evidence={"probabilities": {k: round(v, 4) for k, v in p.items()}},
+                source=f"ddi-severity model {self.model_version or ''}".strip(),
+                action="Check a drug-interaction reference before dispensing.", predicted=True,
+                probability=float(prob)))
+        return None
