@@ -401,8 +401,9 @@ def decide(db: Database, review_id: int, *, decision: str, actor: str, reason_co
                                            review_id=review_id, status_code=200, response=body, created_at=utcnow()))
                 session.flush()
             return DecisionOutcome(200, body)
-    except IntegrityError:
-        # Another request with the same key committed first (PostgreSQL: our INSERT waited for it).
+    except (IntegrityError, Conflict):
+        # A concurrent request with the same key may have committed first (PostgreSQL: our UPDATE or INSERT
+        # waited for it, then found the row decided / the key taken): answer with its result.
         if idempotency_key is None:
             raise
         with db.session() as session:
