@@ -87,7 +87,7 @@ CONDITION_KEYS = {
     "pregnant": ("yes",),
     "sex": ("male", "female"),
 }
-MAX_GAP = 3  # other tokens allowed between two consecutive words of a term
+MAX_GAP = 4  # other tokens allowed between two consecutive words of a term
 NEG_WINDOW = 6  # tokens a pre-negation trigger reaches forward
 POST_NEG_WINDOW = 3
 
@@ -100,7 +100,7 @@ VARIANTS = {
     "breth": "breath", "brething": "breathing", "breathin": "breathing", "breatheing": "breathing",
     "brethe": "breathe", "breahte": "breathe", "breath": "breath", "pian": "pain", "pians": "pain",
     "paine": "pain", "chset": "chest", "cheast": "chest", "chesst": "chest", "stroak": "stroke",
-    "stoke": "stroke", "strok": "stroke", "seizer": "seizure", "siezure": "seizure", "sezure": "seizure",
+    "stoke": "stroke", "wrost": "worst", "worste": "worst", "strok": "stroke", "seizer": "seizure", "siezure": "seizure", "sezure": "seizure",
     "seazure": "seizure", "seisure": "seizure", "siezures": "seizure", "unconcious": "unconscious",
     "unconsious": "unconscious", "unconcsious": "unconscious", "suicidle": "suicidal",
     "sucidal": "suicidal", "suicial": "suicidal", "sucide": "suicide", "suacide": "suicide",
@@ -234,7 +234,7 @@ OTHER_PERSON = frozenset(
         "flatmate", "housemate",
     }
 )
-PAST_MARKERS = frozenset({"had", "died", "passed", "suffered", "survived", "was", "were", "got"})
+PAST_MARKERS = frozenset({"had", "died", "passed", "suffered", "survived"})
 RECENCY = [
     "minutes ago", "minute ago", "hours ago", "hour ago", "just now", "right now", "today", "tonight",
     "this morning", "this afternoon", "this evening", "still", "now", "currently", "at the moment",
@@ -251,21 +251,29 @@ AND_SUBJECTS = frozenset(
         "this", "that", "now", "today", "then", "suddenly", "again", "am", "i'm",
     }
 )
+INNER_NEG = frozenset({"no", "never", "without", "nor", "denies", "denied"})
 SENTENCE_BREAKS = frozenset({".", "!", "?", ";", "...", "…"})
 PHRASE_BREAKS = SENTENCE_BREAKS | {",", ":", "(", ")"}
 PREGNANCY_WORDS = ("pregnant", "pregnancy", "expecting a baby", "weeks along", "trimester")
 
 
-def _seq_index(norms: list[str], phrases: list[str]) -> list[tuple[int, int]]:
-    """(start, end) token spans where any of the phrases occurs in the norm sequence."""
-    out: list[tuple[int, int]] = []
+@lru_cache(maxsize=64)
+def _phrase_index(phrases: tuple[str, ...]) -> dict[str, list[list[str]]]:
+    index: dict[str, list[list[str]]] = {}
     for phrase in phrases:
         parts = phrase.split()
-        n = len(parts)
-        first = parts[0]
-        for i, tok in enumerate(norms):
-            if tok == first and norms[i : i + n] == parts:
-                out.append((i, i + n))
+        index.setdefault(parts[0], []).append(parts)
+    return index
+
+
+def _seq_index(norms: list[str], phrases) -> list[tuple[int, int]]:
+    """(start, end) token spans where any of the phrases occurs in the norm sequence."""
+    index = _phrase_index(tuple(phrases))
+    out: list[tuple[int, int]] = []
+    for i, tok in enumerate(norms):
+        for parts in index.get(tok, ()):
+            if norms[i : i + len(parts)] == parts:
+                out.append((i, i + len(parts)))
     return out
 
 
@@ -528,7 +536,9 @@ class RedFlagMatcher:
                 if clause[j] != clause[start]:
                     break
                 ctx.hypothetical[j] = True
-        ctx.post_neg_starts = [s for s, _ in _seq_index(norms, POST_NEG)]
+        ctx.post_neg_starts = [
+            s for s, _ in _seq_index(norms, POST_NEG) if not {"not", "never"} & set(norms[max(0, s - 2) : s])
+        ]
         return ctx
 
     def _negation_scope(self, norms: list[str], clause: list[int]) -> list[bool]:
@@ -574,6 +584,10 @@ class RedFlagMatcher:
         norms = ctx.norms
         if ctx.negated[start] or ctx.hypothetical[start]:
             return True
+        if ctx.clause[start] != ctx.clause[end - 1]:
+            return True  # a gapped match must not run across "but", "and my", ...
+        if any(t in INNER_NEG for t in norms[start + 1 : end]):
+            return True  # "sick twice today no blood"
         for p in ctx.post_neg_starts:
             if end <= p <= end + POST_NEG_WINDOW and ctx.clause[p] == ctx.clause[start]:
                 return True
