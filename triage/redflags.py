@@ -87,6 +87,7 @@ CONDITION_KEYS = {
     "pregnant": ("yes",),
     "sex": ("male", "female"),
 }
+GROUP_WINDOW = 40  # all groups of a combination rule must lie within this many tokens
 MAX_GAP = 4  # other tokens allowed between two consecutive words of a term
 NEG_WINDOW = 6  # tokens a pre-negation trigger reaches forward
 POST_NEG_WINDOW = 3
@@ -215,6 +216,7 @@ HYPOTHETICAL = [
     "risk of", "risks of", "signs of", "sign of", "symptoms of", "symptom of", "chance of",
     "chances of", "prevent", "preventing", "worried about", "worry about", "afraid of", "scared of",
     "fear of", "how to tell", "how do i know", "what are the", "learn about", "reading about",
+    "almost", "nearly", "possible", "possibly", "could it be", "could this be",
 ]
 HISTORY = [
     "history of", "hx of", "last year", "years ago", "year ago", "months ago", "month ago",
@@ -222,7 +224,9 @@ HISTORY = [
     "as a child", "as a kid", "when i was", "childhood", "back in", "once had", "a while ago",
     "long time ago", "family history", "runs in", "run in", "genetic",
 ]
-HISTORY_OVERRIDE = ["again", "another", "just had", "right now", "once more"]
+# "again"/"another" only override a history marker when the sentence also says it is recent
+HISTORY_OVERRIDE = ["again", "another", "once more"]
+HISTORY_OVERRIDE_RECENT = ["today", "tonight", "now", "right now", "just", "this morning", "minutes ago", "hours ago"]
 OTHER_PERSON = frozenset(
     {
         "father", "dad", "daddy", "mother", "mom", "mum", "mummy", "mommy", "brother", "sister",
@@ -608,13 +612,16 @@ class RedFlagMatcher:
             shi += 1
         sentence_norms = norms[slo:shi]
         history = bool(_seq_index(clause_norms, HISTORY)) or any(
-            re.fullmatch(r"(19|20)\d\d", t) and k and clause_norms[k - 1] in ("in", "since")
+            re.fullmatch(r"(19|20)\d\d", t) and {"in", "since"} & set(clause_norms[max(0, k - 3) : k])
             for k, t in enumerate(clause_norms)
         )
-        if history and not _seq_index(sentence_norms, HISTORY_OVERRIDE):
+        recent_again = bool(_seq_index(sentence_norms, HISTORY_OVERRIDE)) and bool(
+            _seq_index(sentence_norms, HISTORY_OVERRIDE_RECENT)
+        )
+        if history and not recent_again:
             return True
         if any(t in OTHER_PERSON for t in clause_norms) and any(t in PAST_MARKERS for t in clause_norms):
-            if not _seq_index(clause_norms, RECENCY) and not _seq_index(sentence_norms, HISTORY_OVERRIDE):
+            if not _seq_index(clause_norms, RECENCY) and not recent_again:
                 return True
         return False
 
@@ -718,20 +725,21 @@ class RedFlagMatcher:
             return []
         ctx = self._context(doc)
         strings = self.nlp.vocab.strings
-        # per (rule, kind, group): earliest unblocked (start, end)
-        found: dict[tuple[int, str, int], tuple[int, int]] = {}
-        for match_id, start, end in sorted(raw_matches, key=lambda m: (m[1], m[2])):
+        # per (rule, kind, group): every unblocked (start, end), in text order
+        found: dict[tuple[int, str, int], list[tuple[int, int]]] = {}
+        for match_id, start, end in sorted(set(raw_matches), key=lambda m: (m[1], m[2])):
             rule_index, kind, gi = strings[match_id].split("|")
             key = (int(rule_index), kind, int(gi))
-            if key in found:
-                continue
             if self._blocked(ctx, start, end):
                 continue
-            found[key] = (start, end)
+            found.setdefault(key, []).append((start, end))
         hits: list[FlagHit] = []
         for rule in self.rules:
-            spans = [found.get((rule.index, "g", gi)) for gi in range(len(rule.groups))]
-            if any(s is None for s in spans):
+            options = [found.get((rule.index, "g", gi)) for gi in range(len(rule.groups))]
+            if any(o is None for o in options):
+                continue
+            spans = self._closest(options) if len(options) > 1 else [options[0][0]]
+            if spans is None:
                 continue
             if any((rule.index, "x", gi) in found for gi in range(len(rule.excludes))):
                 continue
@@ -745,6 +753,20 @@ class RedFlagMatcher:
             hits.append(FlagHit(rule.rule_id, rule.label, rule.urgency, rule.center, matched, rule.source))
         hits.sort(key=lambda h: (RULE_URGENCIES.index(h.urgency), self._order[h.rule_id]))
         return hits
+
+    @staticmethod
+    def _closest(options: list[list[tuple[int, int]]]) -> list[tuple[int, int]] | None:
+        """One span per group, all within GROUP_WINDOW tokens of each other (earliest such set)."""
+        for anchor in options[0]:
+            chosen = [anchor]
+            for group in options[1:]:
+                best = min(group, key=lambda sp: abs(sp[0] - anchor[0]))
+                chosen.append(best)
+            lo = min(sp[0] for sp in chosen)
+            hi = max(sp[1] for sp in chosen)
+            if hi - lo <= GROUP_WINDOW:
+                return chosen
+        return None
 
     def rule_ids(self) -> list[str]:
         return [r.rule_id for r in self.rules]
