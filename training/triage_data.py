@@ -413,27 +413,33 @@ def make_splits(df: pd.DataFrame, seed: int = 13, val_frac: float = 0.15, test_f
     return out
 
 
-def cross_source_splits(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+def cross_source_splits(
+    df: pd.DataFrame, min_examples: int = 5
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """{"speech->s2d": (train, test), "s2d->speech": (train, test)} on the centers both sources share.
 
     Train = every example of one source, test = every example of the other: no text is shared
     (different writers and collections), so this measures generalisation to unseen wording.
+    A center counts as shared when each source has at least ``min_examples`` rows of it (a phrase-level
+    override can put a single Speech phrase into, e.g., urology; one example is no basis for a test).
     """
     _validate_frame(df, ("text", "center", "source"))
     present = set(df.source)
     if missing := [s for s in (SPEECH, S2D) if s not in present]:
         raise TriageDataError(f"cross-source splits need both {SPEECH!r} and {S2D!r}; missing {missing}")
     speech, s2d = df[df.source == SPEECH], df[df.source == S2D]
-    shared = sorted(set(speech.center) & set(s2d.center))
+    shared = shared_centers(df, min_examples)
     if not shared:
         raise TriageDataError("the two sources share no center")
     by = {SPEECH: speech[speech.center.isin(shared)], S2D: s2d[s2d.center.isin(shared)]}
     return {name: (by[a].copy(), by[b].copy()) for name, (a, b) in CROSS_SOURCE_PAIRS.items()}
 
 
-def shared_centers(df: pd.DataFrame) -> list[str]:
-    """Centers present in both Medical Speech Intent and Symptom2Disease rows of ``df``."""
-    return sorted(set(df.center[df.source == SPEECH]) & set(df.center[df.source == S2D]))
+def shared_centers(df: pd.DataFrame, min_examples: int = 5) -> list[str]:
+    """Centers with at least ``min_examples`` rows in both Medical Speech Intent and Symptom2Disease."""
+    a = df.center[df.source == SPEECH].value_counts()
+    b = df.center[df.source == S2D].value_counts()
+    return sorted(set(a.index[a >= min_examples]) & set(b.index[b >= min_examples]))
 
 
 def coverage(df: pd.DataFrame, taxonomy: Taxonomy | None = None) -> pd.DataFrame:
