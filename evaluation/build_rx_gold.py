@@ -1,0 +1,368 @@
+"""Build the prescription-check gold set ``datasets/drugs/gold_prescriptions.jsonl``.
+
+    python -m evaluation.build_rx_gold [--kb PATH] [--rxsafebench N]
+
+Cases are derived deterministically from (1) the curated tables (one unsafe case per usable row, plus a safe
+negative control for many rows), (2) DDInter pairs (Major/Moderate, written with DDInter's own spelling), (3)
+RxSafeBench interaction scenarios (the unsafe drug with the patient's current medication, as in the dialogue),
+and (4) hand-checked cases (duplicates, brands, misspellings, unrecognised drugs, unparseable sigs, safe
+regimens).  Each case has ``provenance`` ("table:<file>#<row>", "ddinter:<file-letter>:<a>|<b>",
+"rxsafebench:<indication>#<k>", "hand-checked") and ``expected`` findings (category, ingredients,
+min_severity); ``unsafe`` is true when any expected finding is at least moderate.
+Expected ingredients are canonical names from the normaliser (the same KB the checker uses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import re
+from pathlib import Path
+
+from training.config import PROJECT_ROOT, get_settings
+from training.sources import source_file
+
+from prescription_check.kb import KnowledgeBase
+from prescription_check.kb_build import CURATED_DIR, read_curated
+
+OUT = PROJECT_ROOT / "datasets" / "drugs" / "gold_prescriptions.jsonl"
+SEV_ORDER = ["contraindicated", "major", "moderate", "minor", "info"]
+
+
+_KB: KnowledgeBase | None = None
+
+
+def _canon(ing: str) -> str:
+    res = _KB.normalizer.resolve(ing).ingredients if _KB else []
+    return res[0] if len(res) == 1 else ing
+
+
+def _case(cid, items, expected, provenance, patient=None, note="", unsafe=None):
+    exp = [{"category": c, "ingredients": [_canon(x) for x in i], "min_severity": s} for c, i, s in expected]
+    return {"id": cid, "prescription": {"patient": patient or {"age_years": 45}, "items": items},
+            "expected": exp,
+            "unsafe": any(SEV_ORDER.index(e["min_severity"]) <= 2 for e in exp) if unsafe is None else unsafe,
+            "provenance": provenance, "note": note}
+
+
+def _age_expect(age_rows: list[dict], kb: KnowledgeBase, ing: str, age: float) -> list[tuple]:
+    """Age-rule findings that a case for ``ing`` at ``age`` must also produce (from the age table)."""
+    out = []
+    codes = kb.atc_codes(_canon(ing))
+    for r in age_rows:
+        if (r["ingredient"] and _canon(r["ingredient"]) == _canon(ing)) or (
+                r["atc_prefix"] and any(c.startswith(r["atc_prefix"]) for c in codes)):
+            lo, hi = r["age_min_years"], r["age_max_years"]
+            if (lo is None or age >= lo) and (hi is None or age < hi):
+                out.append(("age", [ing], r["severity"]))
+    return out
+
+
+def _example_for_prefix(kb: KnowledgeBase, prefix: str) -> str | None:
+    """A well-known ingredient whose ATC code starts with prefix (the one with most DDInter pairs)."""
+    cands = [i for i, codes in kb.atc.items() if any(c.startswith(prefix) for c in codes) and " " not in i]
+    if not cands:
+        return None
+    counts = {i: 0 for i in cands}
+    for key in kb.ddinter:
+        a, b = key.split("|")
+        if a in counts:
+            counts[a] += 1
+        if b in counts:
+            counts[b] += 1
+    return max(sorted(cands), key=lambda i: counts[i])
+
+
+def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
+    cases: list[dict] = []
+    age_rows = read_curated("age_rules.csv", curated_dir) or []
+    adult_limits = {}
+    for r in read_curated("dose_limits.csv", curated_dir) or []:
+        if r["population"] == "adult" and r["route"] in ("oral", "any"):
+            adult_limits.setdefault(r["ingredient"], r)
+    # dose limits
+    for r in read_curated("dose_limits.csv", curated_dir) or []:
+        ing, route = r["ingredient"], (r["route"] if r["route"] != "any" else None)
+        prov = f"table:{r['_row']}"
+        if r["population"] == "adult":
+            if r["frequency_rule"] == "weekly":
+                dose = r["max_single_mg"] or 2.5
+                cases.append(_case(f"dose-weekly-{r['_row']}", [{"drug": ing, "dose": min(dose, 7.5), "unit": "mg",
+                                   "route": route, "frequency": "daily"}], [("dose", [ing], "contraindicated")], prov))
+                cases.append(_case(f"dose-weekly-ok-{r['_row']}", [{"drug": ing, "dose": min(dose, 7.5), "unit": "mg",
+                                   "route": route, "frequency": "once weekly"}], [], prov, note="safe control"))
+                continue
+            if r["max_single_mg"]:
+                d = r["max_single_mg"] * 1.5
+                unit, shown = ("g", d / 1000) if d >= 1000 and d % 1000 == 0 else ("mg", d)
+                cases.append(_case(f"dose-single-{r['_row']}", [{"drug": ing, "dose": shown, "unit": unit,
+                                   "route": route, "frequency": "once"}], [("dose", [ing], "major")], prov))
+            if r["max_daily_mg"]:
+                per = r["max_daily_mg"] / 2
+                if r["max_single_mg"] and per > r["max_single_mg"]:
+                    per = r["max_single_mg"]
+                times = int(r["max_daily_mg"] / per) + 1  # one dose more than allowed
+                freq = {1: "daily", 2: "bid", 3: "tid", 4: "qid", 5: "q4h", 6: "q4h"}.get(times)
+                if freq:
+                    daily = per * {"daily": 1, "bid": 2, "tid": 3, "qid": 4, "q4h": 6}[freq]
+                    if daily > r["max_daily_mg"] * 1.01:
+                        cases.append(_case(f"dose-daily-{r['_row']}", [{"drug": ing, "dose": round(per, 4),
+                                           "unit": "mg", "route": route, "frequency": freq}],
+                                           [("dose", [ing], "major")], prov))
+                # safe control: half the daily maximum, once daily, within the single maximum
+                safe = r["max_daily_mg"] / 2
+                if not r["max_single_mg"] or safe <= r["max_single_mg"]:
+                    cases.append(_case(f"dose-ok-{r['_row']}", [{"drug": ing, "dose": round(safe, 4), "unit": "mg",
+                                       "route": route, "frequency": "daily"}], [], prov, note="safe control"))
+        elif r["population"] == "pediatric" and (r["max_single_mg_per_kg"] or r["max_daily_mg_per_kg"]):
+            w = 20.0
+            if r["max_single_mg_per_kg"]:
+                dose = r["max_single_mg_per_kg"] * w * 1.5
+                if r["max_single_mg"] is None or dose > 0:
+                    cases.append(_case(f"dose-ped-{r['_row']}", [{"drug": ing, "dose": round(dose, 3), "unit": "mg",
+                                       "route": route, "frequency": "once"}], [("dose", [ing], "major"), *_age_expect(age_rows, kb, ing, 6)], prov,
+                                       patient={"age_years": 6, "weight_kg": w}))
+            elif r["max_daily_mg_per_kg"]:
+                dose = r["max_daily_mg_per_kg"] * w * 1.5 / 2
+                cases.append(_case(f"dose-ped-{r['_row']}", [{"drug": ing, "dose": round(dose, 3), "unit": "mg",
+                                   "route": route, "frequency": "bid"}], [("dose", [ing], "major"), *_age_expect(age_rows, kb, ing, 6)],
+                                   prov, patient={"age_years": 6, "weight_kg": w}))
+    # renal
+    for r in read_curated("renal_dosing.csv", curated_dir) or []:
+        ing = r["ingredient"]
+        lo, hi = r["egfr_min"] or 0, r["egfr_max"] if r["egfr_max"] is not None else 120
+        value = round((lo + hi) / 2, 1) if hi <= 150 else lo + 10
+        key = "egfr" if r["measure"] == "egfr" else "crcl"
+        item = {"drug": ing}
+        if r["action"] == "max_daily":
+            if not r["max_daily_mg"]:
+                continue
+            lim = adult_limits.get(ing, {})
+            chosen = None
+            for times, freq in ((2, "bid"), (3, "tid"), (4, "qid"), (1, "daily")):
+                per = round(r["max_daily_mg"] * 1.5 / times, 3)
+                if (lim.get("max_single_mg") is None or per <= lim["max_single_mg"]) and (
+                        lim.get("max_daily_mg") is None or per * times <= lim["max_daily_mg"]):
+                    chosen = (per, freq)
+                    break
+            if chosen is None:
+                continue  # no dose above the renal maximum stays inside the adult limits
+            item.update(dose=chosen[0], unit="mg", frequency=chosen[1])
+        cases.append(_case(f"renal-{r['_row']}", [item], [("renal", [ing], r["severity"])], f"table:{r['_row']}",
+                           patient={"age_years": 60, key: value}))
+    # pregnancy / breastfeeding
+    for r in read_curated("pregnancy_lactation.csv", curated_dir) or []:
+        ing = r["ingredient"] or _example_for_prefix(kb, r["atc_prefix"])
+        if not ing:
+            continue
+        patient = {"age_years": 30, "sex": "female"}
+        if r["context"] == "pregnancy":
+            patient["pregnant"] = True
+            if r["trimester"] not in ("", "any"):
+                patient["trimester"] = int(r["trimester"].split("|")[0])
+        else:
+            patient["breastfeeding"] = True
+        cat = "pregnancy" if r["context"] == "pregnancy" else "breastfeeding"
+        cases.append(_case(f"{cat}-{r['_row']}", [{"drug": ing}], [(cat, [ing], r["severity"])], f"table:{r['_row']}",
+                           patient=patient))
+    # age
+    for r in read_curated("age_rules.csv", curated_dir) or []:
+        ing = r["ingredient"] or _example_for_prefix(kb, r["atc_prefix"])
+        if not ing:
+            continue
+        lo, hi = r["age_min_years"], r["age_max_years"]
+        age = (lo + 5) if lo is not None and (hi is None or hi > lo + 5) else (hi - 1 if hi else 80)
+        if lo is not None and hi is not None and hi - lo <= 5:
+            age = (lo + hi) / 2
+        cases.append(_case(f"age-{r['_row']}", [{"drug": ing}], [("age", [ing], r["severity"])], f"table:{r['_row']}",
+                           patient={"age_years": age}))
+    # conditions (text term, and ICD-10 code where given)
+    for r in read_curated("condition_contraindications.csv", curated_dir) or []:
+        ing = r["ingredient"] or _example_for_prefix(kb, r["atc_prefix"])
+        if not ing:
+            continue
+        terms = [t for t in r["condition_terms"].split("|") if t.strip()]
+        codes = [c for c in r["icd10_prefixes"].split("|") if c.strip()]
+        if terms:
+            cases.append(_case(f"cond-{r['_row']}", [{"drug": ing}], [("contraindication", [ing], r["severity"])],
+                               f"table:{r['_row']}", patient={"age_years": 50, "conditions": [f"history of {terms[0]}"]}))
+        if codes:
+            cases.append(_case(f"cond-icd-{r['_row']}", [{"drug": ing}], [("contraindication", [ing], r["severity"])],
+                               f"table:{r['_row']}", patient={"age_years": 50, "conditions": [codes[0] + ("9" if len(codes[0]) == 3 else "")]}))
+    # allergy classes and cross-sensitivity
+    classes = {r["class_id"]: r for r in read_curated("allergy_classes.csv", curated_dir) or []}
+    for cid, r in classes.items():
+        members = [i for i in r["ingredients"].split("|") if i.strip()]
+        aliases = [a for a in r["aliases"].split("|") if a.strip()] or [r["name"]]
+        if members:
+            m = kb.normalizer.resolve(members[0]).ingredients
+            if m:
+                cases.append(_case(f"allergy-class-{r['_row']}", [{"drug": members[0]}], [("allergy", m[:1], "contraindicated")],
+                                   f"table:{r['_row']}", patient={"age_years": 40, "allergies": [aliases[0]]}))
+    for r in read_curated("cross_sensitivity.csv", curated_dir) or []:
+        a, b = classes.get(r["allergy_class"]), classes.get(r["cross_class"])
+        if not a or not b:
+            continue
+        members = [i for i in b["ingredients"].split("|") if i.strip()]
+        aliases = [x for x in a["aliases"].split("|") if x.strip()] or [a["name"]]
+        if members:
+            m = kb.normalizer.resolve(members[0]).ingredients
+            if m:
+                cases.append(_case(f"allergy-cross-{r['_row']}", [{"drug": members[0]}], [("allergy", m[:1], r["severity"])],
+                                   f"table:{r['_row']}", patient={"age_years": 40, "allergies": [aliases[0]]}))
+    return cases
+
+
+def from_ddinter(kb: KnowledgeBase, n_major: int = 50, n_moderate: int = 25, seed: int = 4) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for letter in "ABDHLPRV":
+        with source_file("ddinter", f"ddinter_downloads_code_{letter}.csv").open(newline="") as fh:
+            for r in csv.DictReader(fh):
+                if r["Level"] in ("Major", "Moderate") and "(" not in r["Drug_A"] + r["Drug_B"]:
+                    rows.append((letter, r["Drug_A"], r["Drug_B"], r["Level"]))
+    rows.sort()
+    rng.shuffle(rows)
+    out, seen = [], set()
+    want = {"Major": n_major, "Moderate": n_moderate}
+    for letter, a, b, level in rows:
+        if want[level] <= 0:
+            continue
+        ia, ib = kb.normalizer.resolve(a).ingredients, kb.normalizer.resolve(b).ingredients
+        if len(ia) != 1 or len(ib) != 1 or ia == ib:
+            continue
+        key = tuple(sorted((ia[0], ib[0])))
+        hit = kb.interaction(*key)
+        if key in seen or hit is None or hit[1].get("origin") != "ddinter":
+            continue  # a curated/seed row overrides DDInter for this pair: not a DDInter test
+        seen.add(key)
+        want[level] -= 1
+        sev = level.lower()
+        out.append(_case(f"ddinter-{letter}-{len(out)}", [{"drug": a}, {"drug": b}],
+                         [("interaction", sorted(key), sev)], f"ddinter:{letter}:{a}|{b}"))
+    return out
+
+
+def from_rxsafebench(kb: KnowledgeBase, n: int = 80, seed: int = 4) -> list[dict]:
+    data = json.loads(source_file("rxsafebench", "RxSafeBench_Interaction.json").read_text())
+    scen = []
+    for ind in data:
+        for k, sc in enumerate(ind["interaction"]):
+            scen.append((ind["indication"], k, sc))
+    rng = random.Random(seed)
+    rng.shuffle(scen)
+    out = []
+    for indication, k, sc in scen:
+        if len(out) >= n:
+            break
+        name = sc["interacton"]["name"]
+        m = re.search(r"\(([^)]+)\)", name)
+        current = m.group(1) if m else name
+        ia = kb.normalizer.resolve(sc["med_false"]).ingredients
+        ib = kb.normalizer.resolve(current).ingredients
+        if not ia or not ib or set(ia) & set(ib):
+            continue
+        # the interacting pair: for combination products keep the first ingredient pair
+        out.append(_case(f"rxsafebench-{indication}-{k}", [{"drug": sc["med_false"]}],
+                         [("interaction", sorted({ia[0], ib[0]}), "minor")], f"rxsafebench:{indication}#{k}",
+                         patient={"age_years": 50, "current_medications": [current]}, unsafe=True,
+                         note=f"RxSafeBench rank {sc['interacton']['rank']}; {name}"))
+    return out
+
+
+def hand_checked() -> list[dict]:
+    H = "hand-checked"
+    c = []
+    dup_pairs = [("ibuprofen", "naproxen"), ("omeprazole", "pantoprazole"), ("sertraline", "fluoxetine"),
+                 ("lisinopril", "enalapril"), ("losartan", "valsartan"), ("atorvastatin", "simvastatin"),
+                 ("lorazepam", "diazepam"), ("oxycodone", "morphine"), ("metoprolol", "atenolol"),
+                 ("amlodipine", "nifedipine"), ("glipizide", "glimepiride"), ("furosemide", "bumetanide"),
+                 ("citalopram", "paroxetine"), ("diclofenac", "meloxicam"), ("rosuvastatin", "pravastatin"),
+                 ("prednisone", "methylprednisolone"), ("ciprofloxacin", "levofloxacin"),
+                 ("azithromycin", "clarithromycin"), ("quetiapine", "olanzapine"), ("apixaban", "warfarin")]
+    for a, b in dup_pairs:
+        c.append(_case(f"dup-class-{a}-{b}", [{"drug": a}, {"drug": b}], [("duplicate", [a, b], "moderate")], H))
+    same = [("Tylenol", "acetaminophen", "acetaminophen"), ("Advil", "ibuprofen", "ibuprofen"),
+            ("Lasix", "furosemide", "furosemide"), ("Coumadin", "warfarin", "warfarin"),
+            ("Zestril", "lisinopril", "lisinopril"), ("Percocet", "Tylenol", "acetaminophen"),
+            ("Norvasc", "amlodipine besylate", "amlodipine"), ("Glucophage", "metformin hydrochloride", "metformin"),
+            ("Lipitor", "atorvastatin calcium", "atorvastatin"), ("HCTZ", "hydrochlorothiazide", "hydrochlorothiazide")]
+    for a, b, ing in same:
+        c.append(_case(f"dup-same-{a}-{b}", [{"drug": a}, {"drug": b}], [("duplicate", [ing], "major")], H))
+        c.append(_case(f"dup-current-{a}-{b}", [{"drug": a}], [("duplicate", [ing], "major")], H,
+                       patient={"age_years": 45, "current_medications": [b]}))
+    fake = ["Zorblax 10 mg", "flurbinex", "Qwertazine", "abc123", "Xylophenamide", "Glorbutrin", "Snarfoxin",
+            "Plimbutal", "Vextrozol 5", "Kwazimodo"]
+    for f in fake:
+        c.append(_case(f"unrecognised-{f}", [{"drug": f, "dose": 10, "unit": "mg", "frequency": "daily"}],
+                       [("unrecognised_drug", [], "moderate")], H))
+    bad_sigs = ["take as directed", "1 tab", "as needed for pain", "see instructions", "use daily as before",
+                "???", "continue", "same as last time"]
+    for s in bad_sigs:
+        c.append(_case(f"unparsed-{s}", [{"sig": s}], [("unparsed_sig", [], "moderate")], H))
+    safe = [
+        ([{"sig": "amlodipine 5 mg po daily"}], {"age_years": 55}),
+        ([{"sig": "lisinopril 10mg daily"}], {"age_years": 50, "egfr": 80}),
+        ([{"sig": "metformin 500 mg bid"}], {"age_years": 52, "egfr": 75}),
+        ([{"sig": "Amoxicillin 500 mg PO TID x 7 days"}], {"age_years": 30}),
+        ([{"sig": "atorvastatin 20 mg qhs"}], {"age_years": 60}),
+        ([{"sig": "omeprazole 20 mg daily"}], {"age_years": 45}),
+        ([{"sig": "sertraline 50 mg daily"}], {"age_years": 35}),
+        ([{"sig": "levothyroxine 50 mcg every morning"}], {"age_years": 40}),
+        ([{"sig": "acetaminophen 500 mg q6h prn pain"}], {"age_years": 40}),
+        ([{"sig": "cephalexin 500 mg qid x 7 days"}], {"age_years": 25, "allergies": ["sulfa"]}),
+        ([{"sig": "azithromycin 250 mg daily x 4 days"}], {"age_years": 33, "allergies": ["penicillin"]}),
+        ([{"sig": "methotrexate 7.5 mg once weekly"}], {"age_years": 50, "egfr": 90}),
+        ([{"sig": "losartan 50 mg daily"}], {"age_years": 58}),
+        ([{"sig": "montelukast 10 mg qhs"}], {"age_years": 28}),
+        ([{"sig": "cetirizine 10 mg daily"}], {"age_years": 22}),
+    ]
+    for k, (items, patient) in enumerate(safe):
+        c.append(_case(f"safe-{k}", items, [], H, patient=patient, note="safe regimen"))
+    misspelt = [("amoxicilin", "amoxicillin"), ("lisinoprill", "lisinopril"), ("metformine", "metformin"),
+                ("ibuprofin", "ibuprofen"), ("warfarine", "warfarin")]
+    for w, ing in misspelt:
+        c.append(_case(f"misspelt-allergy-{w}", [{"drug": w}], [("allergy", [ing], "contraindicated")], H,
+                       patient={"age_years": 40, "allergies": [ing]}))
+    return c
+
+
+def build(kb: KnowledgeBase, curated_dir: Path = CURATED_DIR, n_rxsafebench: int = 80) -> list[dict]:
+    cases = from_tables(kb, curated_dir) + from_ddinter(kb) + from_rxsafebench(kb, n_rxsafebench) + hand_checked()
+    seen, out = set(), []
+    for case in cases:
+        if case["id"] in seen:
+            continue
+        seen.add(case["id"])
+        case["prescription"]["items"] = [{k: v for k, v in it.items() if v is not None}
+                                         for it in case["prescription"]["items"]]
+        out.append(case)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="build datasets/drugs/gold_prescriptions.jsonl")
+    parser.add_argument("--kb", type=Path, default=None)
+    parser.add_argument("--output", type=Path, default=OUT)
+    parser.add_argument("--rxsafebench", type=int, default=80)
+    args = parser.parse_args(argv)
+    from prescription_check import Checker
+
+    global _KB
+    checker = Checker.load(kb_path=args.kb, ddi_predictor=False, warm=False)
+    _KB = checker.kb
+    cases = build(checker.kb, n_rxsafebench=args.rxsafebench)
+    with args.output.open("w") as fh:
+        for case in cases:
+            fh.write(json.dumps(case, ensure_ascii=False) + "\n")
+    from collections import Counter
+
+    prov = Counter(c["provenance"].split(":")[0] for c in cases)
+    print(f"{len(cases)} cases ({sum(c['unsafe'] for c in cases)} unsafe) -> {args.output}; by provenance: {dict(prov)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
