@@ -73,6 +73,7 @@ _STRENGTH_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(mg|mcg|g)\s*/\s*(\d+(?:\.\d+)?)?\
 def _prenormalise(text: str) -> str:
     t = text.lower().replace("µ", "mc").replace("μ", "mc").replace(",", " ").replace(";", " ")
     t = _DOTTED.sub(lambda m: m.group(1).replace(".", ""), t)
+    t = re.sub(r"\bim\b", "intramuscular", t)  # spaCy splits "im" like "I'm"
     t = re.sub(r"\b(po|iv|im|sc|prn|qhs|bid|tid|qid|qd|hs)\.(?=\s|$)", r"\1", t)
     t = _QRANGE.sub(lambda m: f"q{m.group(1)}-{m.group(2)}h", t)
     t = _QH.sub(lambda m: f"q{m.group(1)}h", t)
@@ -151,6 +152,13 @@ class _Parser:
         bare_strength: float | None = None
         bare_unit: str | None = None
         # "augmentin 875 ..." / "tylenol 500" : a trailing bare number is the strength in mg
+        if not drug_tokens:
+            # "take 1-2 tablets of hydrocodone every 4-6 hours": the drug follows "of" after the dose
+            for k, (label, sp) in enumerate(labelled):
+                if label == "DOSE" and sp.end < len(doc) and doc[sp.end].lower_ == "of":
+                    stop = labelled[k + 1][1].start if k + 1 < len(labelled) else len(doc)
+                    drug_tokens = [t.text for t in doc[sp.end + 1:stop]]
+                    break
         while drug_tokens and re.fullmatch(r"\d+(\.\d+)?", drug_tokens[-1]):
             bare_strength = float(drug_tokens.pop())
             bare_unit = "mg"
