@@ -67,6 +67,9 @@ PEDIATRIC_AGE_CUTOFF = 14
 PEDIATRICS = "pediatrics"
 
 COLUMNS = ["text", "center", "source", "group", "origin", "source_label"]
+
+#: texts whose word 1-2-gram TF-IDF cosine reaches this share a split group (paraphrase-level leakage guard)
+NEAR_DUP_THRESHOLD = 0.8
 SPLITS = ("train", "val", "test")
 CROSS_SOURCE_PAIRS = {"speech->s2d": (SPEECH, S2D), "s2d->speech": (S2D, SPEECH)}
 
@@ -101,6 +104,38 @@ def group_key(text: str) -> str:
     key = _NON_WORD.sub(" ", normalise_text(text).lower())
     key = _WS.sub(" ", key).strip()
     return key or normalise_text(text).lower()
+
+
+def near_duplicate_groups(texts: Iterable[str], keys: Iterable[str], threshold: float | None = NEAR_DUP_THRESHOLD) -> list[str]:
+    """Merge split groups whose texts are near-duplicates (word 1-2-gram TF-IDF cosine >= threshold).
+
+    ``keys`` are the exact group keys (rows with equal keys are already one group).  Each connected
+    component of the similarity graph gets its alphabetically smallest key, so the result does not depend
+    on row order.  ``threshold=None`` returns ``keys`` unchanged.
+    """
+    keys = list(keys)
+    if threshold is None or len(keys) < 2:
+        return keys
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    texts = list(texts)
+    first: dict[str, str] = {}
+    for key, text in zip(keys, texts):
+        first.setdefault(key, text)
+    uniq = sorted(first)
+    matrix = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=True).fit_transform(
+        [first[k] for k in uniq]
+    )
+    sim = (matrix @ matrix.T).tocsr()
+    sim.data = (sim.data >= threshold).astype(np.int8)
+    sim.eliminate_zeros()
+    _, component = connected_components(sim, directed=False)
+    rep: dict[int, str] = {}
+    for key, comp in zip(uniq, component):  # uniq is sorted: the first key seen is the smallest
+        rep.setdefault(int(comp), key)
+    mapping = {key: rep[int(comp)] for key, comp in zip(uniq, component)}
+    return [mapping[k] for k in keys]
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,11 +344,14 @@ def load_examples(
     seed_path: str | Path | None = None,
     overrides_path: str | Path | None = None,
     use_overrides: bool = True,
+    near_dup_threshold: float | None = NEAR_DUP_THRESHOLD,
 ) -> pd.DataFrame:
     """All mapped examples: columns text, center, source, group, origin, source_label.
 
     ``label_maps`` / ``seed_path`` / ``overrides_path`` replace the committed tables (tests, experiments);
     ``use_overrides=False`` ignores the phrase-level corrections (pure label-level mapping).
+    ``group`` is the normalised text (lower-case, no punctuation); near-duplicate texts across all
+    selected sources (TF-IDF cosine >= ``near_dup_threshold``) share one group; ``None`` disables that.
     Rows whose label maps to 'dropped' are removed; a label absent from its map raises.
     """
     taxonomy = taxonomy or load_taxonomy()
@@ -346,6 +384,7 @@ def load_examples(
     df = pd.concat(frames, ignore_index=True)
     if df.empty:
         raise TriageDataError(f"no examples left from sources {list(sources)} after label mapping")
+    df["group"] = near_duplicate_groups(df.text, df.group, near_dup_threshold)
     if EMERGENCY_CENTER in set(df.center):  # guarded by the map validation; belt and braces
         raise TriageDataError("'emergency' is not a trainable center")
     return df
@@ -515,6 +554,7 @@ __all__ = [
     "TriageDataError",
     "normalise_text",
     "group_key",
+    "near_duplicate_groups",
     "load_label_map",
     "apply_label_map",
     "load_examples",

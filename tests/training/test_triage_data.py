@@ -26,6 +26,7 @@ from training.triage_data import (
     load_examples,
     load_label_map,
     make_splits,
+    near_duplicate_groups,
     normalise_text,
     parse_age_years,
     split_fingerprint,
@@ -81,10 +82,10 @@ def test_examples_shape_and_values(examples):
 
 def test_speech_deduplicated_by_normalised_phrase(examples):
     speech = examples[examples.source == SPEECH]
-    assert speech.group.is_unique
-    assert speech.text.map(group_key).is_unique
+    assert speech.text.map(group_key).is_unique  # one row per normalised phrase
+    assert speech.group.nunique() < len(speech)  # ...and near-duplicate phrases share a split group
     # majority prompt wins for phrases recorded under two prompts
-    row = speech[speech.group == "when i carry heavy things i feel like breaking my back"]
+    row = speech[speech.text.map(group_key) == "when i carry heavy things i feel like breaking my back"]
     assert row.source_label.tolist() == ["Back pain"] and row.center.tolist() == ["orthopedics"]
 
 
@@ -99,7 +100,8 @@ def test_avey_children_go_to_pediatrics(examples):
     raw = pd.read_json(source_file(AVEY, "avey_vignettes.original.jsonl"), lines=True)
     child = raw[raw.demographics.map(parse_age_years) < PEDIATRIC_AGE_CUTOFF]
     assert len(child) >= 20
-    avey = examples[examples.source == AVEY].set_index("group")
+    avey = examples[examples.source == AVEY]
+    avey = avey.set_index(avey.text.map(group_key))
     for _, r in child.iterrows():
         key = group_key(r.presentation)
         if key in avey.index:  # may have been dropped by its label
@@ -293,13 +295,15 @@ def test_missing_and_corrupt_data_file_give_data_source_error(tmp_path):
 
 # ---------------------------------------------------------------------------- phrase-level overrides
 def test_overrides_fix_clear_label_noise(examples):
-    speech = examples[examples.source == SPEECH].set_index("group")
+    speech = examples[examples.source == SPEECH]
+    speech = speech.set_index(speech.text.map(group_key))
     assert speech.loc[group_key("I think I sprained my ankle it really hurts."), "center"] == "foot_ankle"
     heartbreak = group_key("My heart hurts while I'm sad, why?")
     assert speech.loc[heartbreak, "center"] == "psychiatry"
     assert speech.loc[heartbreak, "source_label"] == "Heart hurts"  # the source label is kept as is
     assert group_key("I have for dia") not in speech.index  # dropped
-    plain = load_examples(sources=(SPEECH,), use_overrides=False).set_index("group")
+    plain = load_examples(sources=(SPEECH,), use_overrides=False)
+    plain = plain.set_index(plain.text.map(group_key))
     assert plain.loc[heartbreak, "center"] == "cardiology"
 
 
@@ -311,3 +315,25 @@ def test_stale_or_bad_override_is_rejected(tmp_path):
     path.write_text("source,text,center,status,reason\nmedical_speech_intent,i feel sad,sadness,mapped,x\n")
     with pytest.raises(TriageDataError, match="'sadness'"):
         load_examples(sources=(SPEECH,), overrides_path=path)
+
+
+# ---------------------------------------------------------------------------- near-duplicate groups
+def test_near_duplicates_share_a_group():
+    texts = ["I have a pain in my stomach", "I have pain in my stomach!", "my knee hurts when I run", "牙疼了三天"]
+    keys = [group_key(t) for t in texts]
+    groups = near_duplicate_groups(texts, keys)
+    assert groups[0] == groups[1] != groups[2]
+    assert len(set(groups)) == 3
+    assert near_duplicate_groups(texts, keys, None) == keys
+    assert near_duplicate_groups(texts[::-1], keys[::-1]) == groups[::-1]  # order-independent
+
+
+def test_test_split_has_no_paraphrase_of_training_rows(split):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(split.text)
+    train = vec.transform(split.text[split.split == "train"])
+    test = vec.transform(split.text[split.split == "test"])
+    max_sim = (test @ train.T).max(axis=1).toarray().ravel()
+    assert (max_sim >= 0.9).mean() == 0.0
+    assert (max_sim >= 0.8).mean() < 0.01  # Symptom2Disease alone has ~7% such paraphrases
