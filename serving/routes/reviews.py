@@ -52,6 +52,23 @@ def db_unavailable(exc: Exception | str) -> JSONResponse:
     return JSONResponse(error_body(str(exc)), status_code=503, headers={"Retry-After": "5"})
 
 
+def parse_when(value: str | None, field: str) -> datetime | date | None:
+    """An ISO-8601 date (a whole day) or datetime (naive = UTC); a clear 422 naming ``field`` otherwise."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+    except ValueError:
+        raise reviews.InvalidDecision(
+            f"{field} must be an ISO date (2026-11-23) or datetime (2026-11-23T14:00:00Z), not {text[:40]!r}",
+            field=field,
+        ) from None
+
+
+When = Annotated[str | None, Query(max_length=40, description="ISO date (a whole day) or datetime; naive = UTC")]
+
+
 def get_db(request: Request) -> Database:
     db = getattr(request.app.state, "db", None)
     if db is None:
@@ -68,16 +85,16 @@ def list_queue(
         list[Literal["contraindicated", "major", "moderate", "minor", "info"]] | None, Query()
     ] = None,
     min_severity: Annotated[Literal["contraindicated", "major", "moderate", "minor", "info"] | None, Query()] = None,
-    created_from: Annotated[datetime | date | None, Query(description="ISO date or datetime (UTC)")] = None,
-    created_to: Annotated[datetime | date | None, Query(description="ISO date (whole day) or datetime")] = None,
+    created_from: When = None,
+    created_to: When = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ):
     try:
+        start, end = parse_when(created_from, "created_from"), parse_when(created_to, "created_to")
         with get_db(request).session() as session:
             page = reviews.list_reviews(session, status=status, severities=severity, min_severity=min_severity,
-                                        created_from=created_from, created_to=created_to, limit=limit,
-                                        offset=offset)
+                                        created_from=start, created_to=end, limit=limit, offset=offset)
             items = [reviews.review_summary(r) for r in page.items]
     except DatabaseUnavailable as exc:
         return db_unavailable(exc)
@@ -102,14 +119,17 @@ def reason_codes(principal: PharmacistOrAdmin):
 def override_stats(
     request: Request,
     principal: PharmacistOrAdmin,
-    since: Annotated[datetime | date | None, Query()] = None,
-    until: Annotated[datetime | date | None, Query()] = None,
+    since: When = None,
+    until: When = None,
 ):
     try:
+        start, end = parse_when(since, "since"), parse_when(until, "until")
         with get_db(request).session() as session:
-            return reviews.override_stats(session, since=since, until=until)
+            return reviews.override_stats(session, since=start, until=end)
     except DatabaseUnavailable as exc:
         return db_unavailable(exc)
+    except reviews.ReviewError as exc:
+        return review_error(exc)
 
 
 @router.get("/v1/reviews/{review_id}", summary="One review with its findings and audit trail")

@@ -71,12 +71,13 @@ def review_db(db_url):
 
 @pytest.fixture(scope="session")
 def rx_checker(tmp_path_factory):
-    """The real prescription checker, loaded once (its KB built into a session tmp dir if needed)."""
+    """The real prescription checker, rules only (the DDI model is another area's), loaded once per session
+    with its KB built from the real tables into a session tmp dir."""
     from prescription_check import Checker
 
     work = tmp_path_factory.mktemp("rx_checker")
     settings = Settings(work_dir=work / "var", api_keys={})
-    return Checker.load(settings)
+    return Checker.load(settings, ddi_predictor=False)
 
 
 @pytest.fixture
@@ -85,6 +86,7 @@ def review_app(tmp_path, rx_checker):
     from serving.app import create_app
 
     def make(database_url: str | None = None, **overrides):
+        overrides.setdefault("triage_model_uri", str(tmp_path / "no-triage-model"))  # triage is not under test
         settings = Settings(work_dir=tmp_path / "var", api_keys=API_KEYS, database_url=database_url, **overrides)
         app = create_app(settings)
         app.state.checker = rx_checker
