@@ -1,0 +1,101 @@
+import pytest
+from pydantic import ValidationError
+
+from prescription_check import Checker, Prescription
+from prescription_check.policy import Policy
+from prescription_check.schemas import Finding
+from training.config import Settings
+
+
+def rx(items, **patient):
+    return Prescription.model_validate({"patient": patient, "items": items})
+
+
+def test_safe_prescription_passes(rx_checker):
+    r = rx_checker.check(rx([{"sig": "amlodipine 5 mg po daily"}], age_years=50))
+    assert r.verdict == "pass"
+    assert r.kb_version == rx_checker.kb_version
+    assert r.model_status.startswith("rules-only")
+    assert r.items[0].ingredients == ["amlodipine"] and r.items[0].daily_mg == 5
+
+
+def test_unrecognised_and_unparsed_are_findings(rx_checker):
+    r = rx_checker.check(rx([{"drug": "Qwertazine", "dose": 10, "unit": "mg"}, {"sig": "take as directed"}]))
+    categories = {f.category for f in r.findings}
+    assert {"unrecognised_drug", "unparsed_sig"} <= categories
+    assert r.verdict == "review"
+
+
+def test_findings_sorted_most_severe_first(rx_checker):
+    r = rx_checker.check(rx([{"sig": "methotrexate 2.5mg daily"}, {"sig": "ibuprofen 800 mg q6h"}],
+                            age_years=70, egfr=25, current_medications=["warfarin"]))
+    ranks = [Checker.severity_rank(f.severity) for f in r.findings]
+    assert ranks == sorted(ranks)
+    assert r.verdict == "block"
+
+
+def test_input_validation_names_the_field():
+    with pytest.raises(ValidationError, match="age_years"):
+        rx([{"drug": "x"}], age_years=-3)
+    with pytest.raises(ValidationError, match="drug' or 'sig"):
+        rx([{"dose": 5}])
+    with pytest.raises(ValidationError, match="extra"):
+        Prescription.model_validate({"items": [{"drug": "x", "dosage": 3}]})
+    with pytest.raises(ValidationError, match="items"):
+        Prescription.model_validate({"items": []})
+
+
+def _f(sev, predicted=False, p=None):
+    return Finding(rule_id="x", category="predicted_interaction" if predicted else "interaction", severity=sev,
+                   drugs=["a", "b"], message="m", predicted=predicted, probability=p)
+
+
+def test_policy_from_settings():
+    pol = Policy.from_settings(Settings(api_keys={}))
+    assert pol.verdict([]) == "pass"
+    assert pol.verdict([_f("minor")]) == "pass"
+    assert pol.verdict([_f("moderate")]) == "review"
+    assert pol.verdict([_f("contraindicated"), _f("minor")]) == "block"
+    assert pol.verdict([_f("major", True, 0.9)]) == "review"
+    assert pol.verdict([_f("major", True, 0.3)]) == "pass"
+    strict = Policy.from_settings(Settings(api_keys={}, verdict_block_severities=["contraindicated", "major"]))
+    assert strict.verdict([_f("major")]) == "block"
+    with pytest.raises(ValueError, match="unknown severities"):
+        Policy.from_settings(Settings(api_keys={}, verdict_review_severities=["severe"]))
+
+
+class _FakeDDI:
+    """A stand-in for H7's predictor interface (the real one is tested in its own area)."""
+
+    version = "7"
+
+    def knows(self, ingredient):
+        return True
+
+    def predict_pairs(self, pairs):
+        return [{"major": 0.8, "moderate": 0.15, "minor": 0.05} for _ in pairs]
+
+
+def test_predicted_interactions_only_for_pairs_without_kb_entry(rx_checker):
+    checker = Checker(rx_checker.kb, rx_checker.policy, _FakeDDI())
+    # amlodipine + "glorbutrin"? use two drugs with no documented interaction
+    common = ["amlodipine", "montelukast", "cetirizine", "famotidine", "loratadine", "tamsulosin", "finasteride",
+              "latanoprost", "mupirocin", "nystatin", "docusate", "cholecalciferol", "folic acid", "albuterol"]
+    pairs_without = next((a, b) for i, a in enumerate(common) for b in common[i + 1:]
+                         if rx_checker.kb.interaction(a, b) is None)
+    r = checker.check(rx([{"drug": pairs_without[0]}, {"drug": pairs_without[1]}], age_years=40))
+    pf = [f for f in r.findings if f.category == "predicted_interaction"]
+    assert pf and pf[0].predicted and pf[0].probability == pytest.approx(0.8)
+    assert "not a documented interaction" in pf[0].message
+    assert r.verdict == "review" and r.model_version == "7"
+    r = checker.check(rx([{"drug": "warfarin"}, {"drug": "aspirin"}], age_years=40))
+    assert not any(f.category == "predicted_interaction" and set(f.drugs) == {"warfarin", "aspirin"}
+                   for f in r.findings)
+
+
+def test_load_builds_missing_kb(tmp_path, rx_checker):
+    # Checker.load reuses an existing artefact given by path; version is the content hash
+    c = Checker.load(Settings(work_dir=tmp_path / "var", api_keys={}), kb_path=rx_checker.kb.path,
+                     ddi_predictor=False, warm=False)
+    assert c.kb_version == rx_checker.kb_version
+    assert c.model_status == "rules-only: DDI model disabled"

@@ -1,0 +1,71 @@
+import csv
+import shutil
+
+import pytest
+
+from prescription_check.kb_build import CURATED_DIR, KBBuildError, content_version, read_curated
+from training.config import Settings
+
+
+def _copy_with_bad_row(tmp_path, name, mutate):
+    src = CURATED_DIR / name
+    rows = list(csv.DictReader(src.open(newline="")))
+    mutate(rows[0])
+    dst = tmp_path / name
+    with dst.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return dst
+
+
+@pytest.mark.skipif(not (CURATED_DIR / "renal_dosing.csv").exists(), reason="table not written yet")
+def test_bad_row_names_file_and_row(tmp_path):
+    _copy_with_bad_row(tmp_path, "renal_dosing.csv", lambda r: r.update(severity="deadly"))
+    with pytest.raises(KBBuildError, match=r"renal_dosing.csv row 2: severity 'deadly'"):
+        read_curated("renal_dosing.csv", tmp_path)
+    _copy_with_bad_row(tmp_path, "renal_dosing.csv", lambda r: r.update(egfr_min="thirty"))
+    with pytest.raises(KBBuildError, match=r"row 2: column 'egfr_min' must be a number"):
+        read_curated("renal_dosing.csv", tmp_path)
+    _copy_with_bad_row(tmp_path, "renal_dosing.csv", lambda r: r.update(source_url=""))
+    with pytest.raises(KBBuildError, match="must cite its source"):
+        read_curated("renal_dosing.csv", tmp_path)
+
+
+def test_missing_table_is_skipped(tmp_path):
+    assert read_curated("dose_limits.csv", tmp_path) is None
+
+
+def test_content_version_is_a_content_hash():
+    a = {"format": 1, "names": {"x": ["y"]}, "built_at": "t1"}
+    b = {"format": 1, "names": {"x": ["y"]}, "built_at": "t2"}
+    c = {"format": 1, "names": {"x": ["z"]}}
+    assert content_version(a) == content_version(b) != content_version(c)
+
+
+def test_built_kb(rx_checker):
+    kb = rx_checker.kb
+    assert kb.version.startswith("kb-") and kb.version == rx_checker.kb_version
+    assert kb.version == content_version(kb.raw)
+    assert len(kb.ddinter) > 100_000  # all 8 DDInter files
+    assert len(kb.raw["sources"]) >= 12
+    assert kb.interaction("warfarin", "aspirin")[1]["severity"] == "major"
+    assert kb.duplicate_class("omeprazole") == kb.duplicate_class("pantoprazole") == "ppi"
+    for name in ("dose_limits", "renal_dosing"):
+        assert kb.tables.get(name), f"{name} missing from the KB"
+        assert all(r["source"] for r in kb.tables[name])
+
+
+def test_log_mlflow(rx_checker, tmp_path):
+    import mlflow
+
+    from prescription_check.kb_build import log_to_mlflow
+
+    settings = Settings(work_dir=tmp_path / "var", api_keys={})
+    run_id = log_to_mlflow(rx_checker.kb.path, rx_checker.kb.raw, settings)
+    run = mlflow.get_run(run_id)
+    assert run.data.tags["kb_version"] == rx_checker.kb_version
+    exp = mlflow.get_experiment(run.info.experiment_id)
+    assert exp.name == "knowledge-base"
+    arts = [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "kb")]
+    assert arts == [f"kb/{rx_checker.kb.path.name}"]

@@ -1,0 +1,100 @@
+"""Each rule category on a small real prescription (real KB built from the real tables)."""
+
+from prescription_check import Prescription
+
+
+def check(checker, items, **patient):
+    return checker.check(Prescription.model_validate({"patient": patient, "items": items}))
+
+
+def cats(result, min_rank=2):
+    from prescription_check import severity_rank
+
+    return {(f.category, tuple(f.drugs)) for f in result.findings if severity_rank(f.severity) <= min_rank}
+
+
+def test_interaction_with_current_medication(rx_checker):
+    r = check(rx_checker, [{"drug": "ibuprofen", "dose": 400, "unit": "mg", "frequency": "tid"}],
+              age_years=60, current_medications=["Coumadin"])
+    f = next(f for f in r.findings if f.category == "interaction")
+    assert set(f.drugs) == {"ibuprofen", "warfarin"} and f.severity == "major"
+    assert f.source and f.action
+
+
+def test_ddinter_interaction_cites_ddinter(rx_checker):
+    r = check(rx_checker, [{"drug": "simvastatin"}, {"drug": "clarithromycin"}], age_years=50)
+    f = next(f for f in r.findings if f.category == "interaction")
+    assert f.severity in {"major", "contraindicated"}
+    assert "simvastatin" in f.drugs and "clarithromycin" in f.drugs
+
+
+def test_duplicate_same_ingredient_and_class(rx_checker):
+    r = check(rx_checker, [{"drug": "Tylenol"}, {"drug": "Percocet"}, {"drug": "omeprazole"}], age_years=40,
+              current_medications=["pantoprazole"])
+    assert ("duplicate", ("acetaminophen",)) in cats(r)
+    assert ("duplicate", ("omeprazole", "pantoprazole")) in cats(r)
+
+
+def test_allergy_direct_class_and_cross(rx_checker):
+    r = check(rx_checker, [{"drug": "amoxicillin"}], age_years=30, allergies=["amoxicillin"])
+    assert any(f.category == "allergy" and f.severity == "contraindicated" for f in r.findings)
+    assert r.verdict == "block"
+    r = check(rx_checker, [{"drug": "Augmentin"}], age_years=30, allergies=["penicillin"])
+    assert any(f.category == "allergy" and "amoxicillin" in f.drugs for f in r.findings)
+    if "cephalosporin" in " ".join(rx_checker.kb.allergy_classes):
+        r = check(rx_checker, [{"drug": "cephalexin"}], age_years=30, allergies=["penicillin"])
+        assert any(f.category == "allergy" and f.rule_id.startswith("ALLERGY-CROSS") for f in r.findings)
+    r = check(rx_checker, [{"drug": "cephalexin"}], age_years=30, allergies=["sulfa"])
+    assert not any(f.category == "allergy" and f.severity != "info" for f in r.findings)
+
+
+def test_dose_single_daily_units_and_weekly(rx_checker):
+    r = check(rx_checker, [{"sig": "acetaminophen 1 g po q4h"}], age_years=40)  # 6 g/day
+    f = next(f for f in r.findings if f.category == "dose")
+    assert f.evidence["daily_mg"] == 6000
+    r = check(rx_checker, [{"sig": "acetaminophen 1 g po q8h"}], age_years=40)  # 3 g/day: within limits
+    assert not any(f.category == "dose" for f in r.findings)
+    r = check(rx_checker, [{"sig": "Tylenol ES 2 tabs q4h prn"}], age_years=40)  # 2 x 500 mg x 6
+    assert any(f.category == "dose" and f.evidence["daily_mg"] == 6000 for f in r.findings)
+    r = check(rx_checker, [{"sig": "methotrexate 2.5 mg po daily"}], age_years=55)
+    f = next(f for f in r.findings if f.rule_id == "DOSE-FREQ-WEEKLY")
+    assert f.severity == "contraindicated" and r.verdict == "block"
+    r = check(rx_checker, [{"sig": "methotrexate 2.5 mg po once weekly"}], age_years=55)
+    assert not any(f.category == "dose" for f in r.findings)
+
+
+def test_pediatric_mg_per_kg(rx_checker):
+    row = next(r for r in rx_checker.kb.tables["dose_limits"]
+               if r["population"] == "pediatric" and r["max_single_mg_per_kg"] and r["route"] in ("oral", "any"))
+    dose = row["max_single_mg_per_kg"] * 20 * 2
+    r = check(rx_checker, [{"drug": row["ingredient"], "dose": dose, "unit": "mg", "frequency": "once",
+                            "route": "oral"}], age_years=6, weight_kg=20)
+    assert any(f.rule_id == "DOSE-MAX-SINGLE-PER-KG" for f in r.findings)
+
+
+def test_renal_band(rx_checker):
+    r = check(rx_checker, [{"drug": "metformin", "dose": 500, "unit": "mg", "frequency": "bid"}], age_years=70,
+              egfr=20)
+    assert any(f.category == "renal" and f.severity == "contraindicated" for f in r.findings)
+    r = check(rx_checker, [{"drug": "metformin", "dose": 500, "unit": "mg", "frequency": "bid"}], age_years=70,
+              egfr=90)
+    assert not any(f.category == "renal" for f in r.findings)
+
+
+def test_pregnancy_age_condition(rx_checker):
+    kb = rx_checker.kb
+    if kb.tables.get("pregnancy_lactation"):
+        r = check(rx_checker, [{"drug": "lisinopril"}], age_years=30, pregnant=True, trimester=2)
+        assert any(f.category == "pregnancy" for f in r.findings)
+        r = check(rx_checker, [{"drug": "lisinopril"}], age_years=30, pregnant=False)
+        assert not any(f.category == "pregnancy" for f in r.findings)
+    if kb.tables.get("condition_contraindications"):
+        r = check(rx_checker, [{"drug": "ibuprofen"}], age_years=50, conditions=["active peptic ulcer"])
+        assert any(f.category == "contraindication" for f in r.findings)
+        r = check(rx_checker, [{"drug": "ibuprofen"}], age_years=50, conditions=["K25.4"])
+        assert any(f.category == "contraindication" for f in r.findings)
+    if kb.tables.get("age_rules"):
+        r = check(rx_checker, [{"drug": "diphenhydramine"}], age_years=80)
+        assert any(f.category == "age" for f in r.findings)
+        r = check(rx_checker, [{"drug": "diphenhydramine"}], age_years=40)
+        assert not any(f.category == "age" for f in r.findings)
