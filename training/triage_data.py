@@ -361,6 +361,45 @@ def load_examples(
     if unknown := [s for s in sources if s not in ALL_SOURCES]:
         raise TriageDataError(f"unknown triage source(s) {unknown}; known: {list(ALL_SOURCES)}")
     label_maps = dict(label_maps or {})
+    key = _cache_key(settings, sources, taxonomy, label_maps, seed_path, overrides_path, use_overrides,
+                     near_dup_threshold)
+    if key is not None and key in _CACHE:
+        return _CACHE[key].copy()
+    df = _load_examples(settings, sources, taxonomy, label_maps, seed_path, overrides_path, use_overrides,
+                        near_dup_threshold)
+    if key is not None:
+        while len(_CACHE) >= 8:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = df.copy()
+    return df
+
+
+_CACHE: dict[tuple, pd.DataFrame] = {}
+
+
+def _cache_key(settings, sources, taxonomy, label_maps, seed_path, overrides_path, use_overrides, threshold):
+    """Identity of a load: arguments + (path, mtime, size) of every file read.  None = do not cache
+    (a file is missing: let the loader raise its error).  Unchanged files were verified when first read."""
+    from training.sources import describe
+
+    paths = [describe(s, n, settings).path for s, n in dataset_files(sources)]
+    paths += [Path(label_maps.get(s, LABEL_MAP_PATHS[s])) for s in sources if s in LABEL_MAP_PATHS]
+    if PROJECT_SEED in sources:
+        paths.append(Path(seed_path) if seed_path else SEED_PATH)
+    if use_overrides:
+        paths.append(Path(overrides_path) if overrides_path else OVERRIDES_PATH)
+    stats = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        stats.append((str(path.resolve()), st.st_mtime_ns, st.st_size))
+    return (sources, taxonomy, use_overrides, threshold, tuple(stats))
+
+
+def _load_examples(settings, sources, taxonomy, label_maps, seed_path, overrides_path, use_overrides,
+                   near_dup_threshold) -> pd.DataFrame:
     overrides = load_overrides(overrides_path, taxonomy) if use_overrides else None
     frames = []
     for source in dict.fromkeys(sources):

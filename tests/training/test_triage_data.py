@@ -337,3 +337,14 @@ def test_test_split_has_no_paraphrase_of_training_rows(split):
     max_sim = (test @ train.T).max(axis=1).toarray().ravel()
     assert (max_sim >= 0.9).mean() == 0.0
     assert (max_sim >= 0.8).mean() < 0.01  # Symptom2Disease alone has ~7% such paraphrases
+
+
+def test_repeated_loads_are_cached_but_independent(tmp_path):
+    seed = tmp_path / "seed.csv"
+    seed.write_text("text,center,author,note\nmy tooth hurts,oral_care,project,\n", encoding="utf-8")
+    first = load_examples(sources=("project_seed",), seed_path=seed)
+    first.loc[first.index[0], "center"] = "ent"  # caller mutates its copy
+    again = load_examples(sources=("project_seed",), seed_path=seed)
+    assert again.center.tolist() == ["oral_care"]
+    seed.write_text("text,center,author,note\nmy tooth hurts a lot,oral_care,project,\nsore ear,ent,project,\n")
+    assert len(load_examples(sources=("project_seed",), seed_path=seed)) == 2  # edited file is re-read
