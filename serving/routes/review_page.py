@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import secrets
 import uuid
 from pathlib import Path
@@ -34,6 +35,24 @@ router = APIRouter(tags=["review page"], include_in_schema=False)
 
 SERVING_DIR = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(SERVING_DIR / "templates"))
+_URL = re.compile(r"https?://[^\s;,<>\"')]+")
+
+
+def source_parts(source: str | None) -> list[tuple[str, bool]]:
+    """Split a source citation into text and http(s) links (only those become <a href>)."""
+    parts: list[tuple[str, bool]] = []
+    text, last = source or "", 0
+    for m in _URL.finditer(text):
+        if m.start() > last:
+            parts.append((text[last:m.start()], False))
+        parts.append((m.group(0), True))
+        last = m.end()
+    if last < len(text):
+        parts.append((text[last:], False))
+    return parts
+
+
+templates.env.filters["source_parts"] = source_parts
 STATIC_DIR = SERVING_DIR / "static"
 STATIC_FILES = {"review.css": "text/css", "review.js": "text/javascript"}
 
