@@ -612,3 +612,31 @@ __all__ = [
     "EXTERNAL_SOURCES",
     "PEDIATRIC_AGE_CUTOFF",
 ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.triage_data [--seed N] [--out split.csv]``: coverage table + split summary."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m training.triage_data", description=main.__doc__)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--sources", nargs="+", default=list(ALL_SOURCES), choices=list(ALL_SOURCES))
+    parser.add_argument("--out", type=Path, help="write the split (text, center, source, group, origin, split) here")
+    args = parser.parse_args(argv)
+    df = make_splits(load_examples(sources=args.sources), seed=args.seed)
+    tax = load_taxonomy()
+    print(f"taxonomy {tax.version}: {len(tax.model_labels())} routable centers; {len(df)} examples "
+          f"({int((df.origin == 'external').sum())} external, {int((df.origin == 'project').sum())} project), "
+          f"{df.group.nunique()} groups; split {df.split.value_counts().to_dict()}; "
+          f"fingerprint {split_fingerprint(df)[:12]}")
+    print(to_markdown(coverage(df, tax)))
+    if set(args.sources) >= {SPEECH, S2D}:
+        print("cross-source centers:", ", ".join(shared_centers(df)))
+    if args.out:
+        df.to_csv(args.out, index=False)
+        print(f"split written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

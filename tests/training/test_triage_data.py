@@ -348,3 +348,14 @@ def test_repeated_loads_are_cached_but_independent(tmp_path):
     assert again.center.tolist() == ["oral_care"]
     seed.write_text("text,center,author,note\nmy tooth hurts a lot,oral_care,project,\nsore ear,ent,project,\n")
     assert len(load_examples(sources=("project_seed",), seed_path=seed)) == 2  # edited file is re-read
+
+
+def test_cli_prints_coverage_and_writes_split(tmp_path, capsys):
+    from training.triage_data import main
+
+    out = tmp_path / "split.csv"
+    assert main(["--seed", "13", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| oral_care | 0 |" in printed and "cross-source centers: cardiology" in printed
+    saved = pd.read_csv(out)
+    assert set(saved.split) == {"train", "val", "test"} and len(saved) > 2000
