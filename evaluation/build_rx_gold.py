@@ -321,6 +321,35 @@ def hand_checked() -> list[dict]:
     ]
     for k, (items, patient) in enumerate(safe):
         c.append(_case(f"safe-{k}", items, [], H, patient=patient, note="safe regimen"))
+    # label-documented interactions, written independently of the KB (FDA label section in the note)
+    label_pairs = [
+        ("simvastatin", "clarithromycin", "major", "Zocor label 4: strong CYP3A4 inhibitors contraindicated"),
+        ("sildenafil", "nitroglycerin", "major", "Viagra label 4: nitrates contraindicated"),
+        ("sildenafil", "isosorbide mononitrate", "major", "Viagra label 4: nitrates contraindicated"),
+        ("warfarin", "fluconazole", "major", "Coumadin label 7: CYP2C9 inhibitors increase INR"),
+        ("methotrexate", "Bactrim DS", "major", "methotrexate label 7: trimethoprim/sulfamethoxazole"),
+        ("tramadol", "sertraline", "major", "Ultram label 5: serotonin syndrome"),
+        ("linezolid", "sertraline", "major", "Zyvox label 5: serotonin syndrome"),
+        ("phenelzine", "sertraline", "major", "Zoloft label 4: MAOIs contraindicated"),
+        ("clopidogrel", "omeprazole", "moderate", "Plavix label 7: avoid omeprazole"),
+        ("digoxin", "amiodarone", "major", "Cordarone/Lanoxin labels 7: raise digoxin levels"),
+        ("theophylline", "ciprofloxacin", "major", "Cipro label 4/7: theophylline"),
+        ("allopurinol", "azathioprine", "major", "Imuran label 7: reduce azathioprine dose"),
+        ("colchicine", "clarithromycin", "major", "Colcrys label 7: strong CYP3A4 inhibitors, fatal toxicity"),
+        ("tizanidine", "ciprofloxacin", "major", "Zanaflex label 4: ciprofloxacin contraindicated"),
+        ("pimozide", "fluoxetine", "major", "Prozac label 4: pimozide contraindicated"),
+        ("oxycodone", "alprazolam", "major", "opioid labels BOXED WARNING: benzodiazepines"),
+        ("lithium", "hydrochlorothiazide", "moderate", "lithium label 7: thiazides raise lithium"),
+        ("spironolactone", "potassium chloride", "major", "Aldactone label 4/7: potassium supplements"),
+        ("rifampin", "ethinyl estradiol", "moderate", "Rifadin label 7: hormonal contraceptives less effective"),
+        ("dofetilide", "verapamil", "major", "Tikosyn label 4: verapamil contraindicated"),
+    ]
+    for a, b, sev, note in label_pairs:
+        ia = [x for x in (_KB.normalizer.resolve(a).ingredients if _KB else [a])][:1] or [a]
+        ib = [x for x in (_KB.normalizer.resolve(b).ingredients if _KB else [b])]
+        # a combination product (Bactrim DS) interacts through each of its ingredients
+        c.append(_case(f"label-ddi-{a}-{b}", [{"drug": a}], [("interaction", sorted(ia + [x]), sev) for x in ib], H,
+                       patient={"age_years": 55, "current_medications": [b]}, note=note))
     misspelt = [("amoxicilin", "amoxicillin"), ("lisinoprill", "lisinopril"), ("metformine", "metformin"),
                 ("ibuprofin", "ibuprofen"), ("warfarine", "warfarin")]
     for w, ing in misspelt:

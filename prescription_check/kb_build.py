@@ -360,6 +360,14 @@ def build_kb(settings: Settings | None = None, curated_dir: Path = CURATED_DIR) 
                 atc.setdefault(ing, [])
                 if code not in atc[ing]:
                     atc[ing].append(code)
+    # an ingredient that appears in ATC only inside a combination ("imipenem and cilastatin", J01DH51) takes
+    # the combination's code when it is the first component: the level-4 class follows the main ingredient
+    for code, name in l5:
+        parts = split_combination(name)
+        if len(parts) > 1 and "combination" not in name:
+            first = names.get(clean(parts[0])) or [nb.base(parts[0])]
+            if len(first) == 1 and not atc.get(first[0]):
+                atc[first[0]] = [code]
 
     def canon(name: str) -> list[str]:
         key = clean(name)

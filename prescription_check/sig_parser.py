@@ -74,6 +74,7 @@ def _prenormalise(text: str) -> str:
     t = text.lower().replace("µ", "mc").replace("μ", "mc").replace(",", " ").replace(";", " ")
     t = _DOTTED.sub(lambda m: m.group(1).replace(".", ""), t)
     t = re.sub(r"\bim\b", "intramuscular", t)  # spaCy splits "im" like "I'm"
+    t = re.sub(r"#\s*(\d)\b", r"no\1", t)  # "Tylenol #3" -> "tylenol no3"
     t = re.sub(r"\b(po|iv|im|sc|prn|qhs|bid|tid|qid|qd|hs)\.(?=\s|$)", r"\1", t)
     t = _QRANGE.sub(lambda m: f"q{m.group(1)}-{m.group(2)}h", t)
     t = _QH.sub(lambda m: f"q{m.group(1)}h", t)
