@@ -453,7 +453,7 @@ class RedFlagMatcher:
     def _compile(self) -> None:
         """One small spaCy Matcher per first word: a text only runs the matchers whose first word it
         contains (one big Matcher with ~600 gapped patterns measured ~1.5 ms per short text)."""
-        gap = {"LEMMA": {"NOT_IN": sorted(PHRASE_BREAKS)}, "IS_SPACE": False, "OP": "{0,%d}" % MAX_GAP}
+        gap = {"LEMMA": {"NOT_IN": sorted(PHRASE_BREAKS | {"\n"})}, "OP": "{0,%d}" % MAX_GAP}
         by_first: dict[str, dict[str, list]] = {}
         for rule in self.rules:
             for kind, groups in (("g", rule.groups), ("x", rule.excludes)):
@@ -503,7 +503,7 @@ class RedFlagMatcher:
         doc = self.nlp.make_doc(text)
         for tok in doc:
             if tok.is_space:
-                tok.lemma_ = "\n"
+                tok.lemma_ = "\n" if "\n" in tok.text else " "
             elif tok.is_punct:
                 tok.lemma_ = tok.text
             else:
@@ -620,7 +620,20 @@ class RedFlagMatcher:
         )
         if history and not recent_again:
             return True
-        if any(t in OTHER_PERSON for t in clause_norms) and any(t in PAST_MARKERS for t in clause_norms):
+        # someone else's past: within the comma-bounded phrase, an other-person word and a past
+        # marker before the finding ("my father had a stroke"); "has had" is ongoing, not past
+        plo = start
+        while plo > lo and norms[plo - 1] not in PHRASE_BREAKS:
+            plo -= 1
+        phi = end
+        while phi < hi and norms[phi] not in PHRASE_BREAKS:
+            phi += 1
+        phrase = norms[plo:phi]
+        past_before = any(
+            norms[k] in PAST_MARKERS and not (norms[k] == "had" and k and norms[k - 1] in ("has", "have", "'s", "'ve"))
+            for k in range(plo, end)
+        )
+        if past_before and any(t in OTHER_PERSON for t in phrase):
             if not _seq_index(clause_norms, RECENCY) and not recent_again:
                 return True
         return False

@@ -1,0 +1,88 @@
+"""Urgency decision: flags override, then the documented rule set."""
+
+from __future__ import annotations
+
+import pytest
+
+from triage.redflags import FlagHit, RedFlagMatcher, Span
+from triage.urgency import URGENCY_LEVELS, UrgencyDecision, decide_urgency
+
+
+@pytest.fixture(scope="module")
+def matcher() -> RedFlagMatcher:
+    return RedFlagMatcher()
+
+
+def _flag(urgency: str, rule_id: str = "x_rule") -> FlagHit:
+    return FlagHit(rule_id, "Label", urgency, "emergency", [Span("w", 0, 1)], "Title, Section, https://e.org")
+
+
+def test_levels():
+    assert URGENCY_LEVELS == ("emergency", "urgent", "routine", "self_care")
+
+
+def test_emergency_flag_wins_over_everything():
+    d = decide_urgency("mild cold for months", [("ent", 0.9)], [_flag("urgent", "u"), _flag("emergency", "e")])
+    assert isinstance(d, UrgencyDecision)
+    assert d.level == "emergency"
+    assert any("red flag e" in r for r in d.reasons)
+    assert not any("red flag u" in r for r in d.reasons)
+
+
+def test_urgent_flag():
+    d = decide_urgency("runny nose", [], [_flag("urgent", "coughing_blood")])
+    assert d.level == "urgent" and "coughing_blood" in d.reasons[0]
+
+
+@pytest.mark.parametrize(
+    "text, kwargs, level, reason_part",
+    [
+        ("my baby has a fever", {"age_years": 0.5}, "urgent", "NG51"),
+        ("fever and aching since yesterday", {"age_years": 80}, "urgent", "over 75"),
+        ("I have a fever", {"pregnant": True}, "urgent", "pregnant"),
+        ("I'm pregnant and have a temperature of 38.4", {}, "urgent", "pregnant"),
+        ("temperature of 39.6 and shivery", {"age_years": 30}, "urgent", "39"),
+        ("severe pain in my knee after a fall", {}, "urgent", "severe"),
+        ("the rash is getting worse quickly", {}, "urgent", "worse"),
+        ("itchy patches on my elbows for years", {}, "routine", "won't go away"),
+        ("heel pain that keeps coming back", {}, "routine", "keeps coming back"),
+        ("runny nose and sneezing", {}, "self_care", "self-care"),
+        ("a mild headache since this afternoon", {}, "self_care", "mild"),
+        ("my knee clicks when I squat", {}, "routine", "default"),
+    ],
+)
+def test_rule_set(text, kwargs, level, reason_part):
+    d = decide_urgency(text, [], [], **kwargs)
+    assert d.level == level, d
+    assert any(reason_part in r for r in d.reasons), d.reasons
+
+
+def test_negated_modifiers_do_not_count():
+    assert decide_urgency("the pain is not severe, my knee clicks", [], []).level == "routine"
+    assert decide_urgency("no fever at all, just tired", [], [], age_years=0.5).level == "routine"
+
+
+def test_adult_fever_without_risk_factor_is_not_urgent():
+    assert decide_urgency("mild fever and a cold", [], [], age_years=30).level == "self_care"
+
+
+def test_centers_recorded_not_used_and_validated():
+    a = decide_urgency("my knee clicks", [], [])
+    b = decide_urgency("my knee clicks", [("orthopedics", 0.8), ("foot_ankle", 0.1)], [])
+    assert a.level == b.level == "routine"
+    assert any("orthopedics" in r for r in b.reasons)
+    with pytest.raises(ValueError):
+        decide_urgency("x", [("orthopedics", "high")], [])  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        decide_urgency(None, [], [])  # type: ignore[arg-type]
+
+
+def test_end_to_end_with_matcher(matcher):
+    text = "my dad's face has dropped on one side, he has had a mild cold for weeks"
+    d = decide_urgency(text, [], matcher.match(text))
+    assert d.level == "emergency" and "stroke_fast" in d.reasons[0]
+    text = "I'm 12 weeks pregnant and spotting a little"
+    d = decide_urgency(text, [], matcher.match(text))
+    assert d.level == "urgent" and "pregnancy_bleeding" in d.reasons[0]
+    text = "my father had a stroke years ago; I have a runny nose"
+    assert decide_urgency(text, [], matcher.match(text)).level == "self_care"
