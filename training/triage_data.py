@@ -11,13 +11,15 @@ Sources (see datasets/DATA_CARD.md and docs/triage-data.md):
   centers the public data misses.  ``origin="project"``: never in a test split, never external evaluation.
 
 Every public file is read through :func:`training.sources.source_file` (sha256-verified).  Label maps are
-hand-written tables in ``datasets/triage/label_map_<source>.csv`` (source_label, center, status, reason).
+hand-written tables in ``datasets/triage/label_map_<source>.csv`` (source_label, center, status, reason);
+``datasets/triage/label_overrides.csv`` corrects clear phrase-level label noise.  Split groups join exact
+and near-duplicate texts (TF-IDF cosine >= 0.8), so no paraphrase straddles train and test.
 
     >>> from training.triage_data import load_examples, make_splits, coverage
     >>> df = make_splits(load_examples())
     >>> coverage(df)
 
-Pure pandas/numpy: no torch import.
+pandas/numpy (+ scikit-learn/scipy for near-duplicate grouping, imported lazily): no torch import.
 """
 
 from __future__ import annotations
