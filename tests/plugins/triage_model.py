@@ -22,14 +22,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 FIXTURE_OPTIONS = dict(
     layers=2,
-    epochs=3,
+    epochs=2,
     limit_per_center=10,
     max_length=48,
     batch_size=32,
     lr=3e-4,
     seed=13,
     cross_source=False,
-    few_shot="descriptions",
+    few_shot="prototypes",
     progress=False,
 )
 
