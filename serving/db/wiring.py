@@ -19,6 +19,7 @@ import logging
 
 from fastapi import FastAPI
 
+from serving.db.models import SEVERITIES
 from serving.db.session import Database, DatabaseUnavailable, describe
 
 log = logging.getLogger("rxtriage.serving")
@@ -34,6 +35,9 @@ def _load_checker(settings):
 
 async def startup(app: FastAPI) -> None:
     settings = app.state.settings
+    if settings.queue_min_severity not in SEVERITIES:
+        raise ValueError(f"RXT_QUEUE_MIN_SEVERITY must be one of {', '.join(SEVERITIES)}, "
+                         f"not {settings.queue_min_severity!r}")
     from serving.routes.review_page import session_secret
 
     app.state.review_session_secret = session_secret(settings)

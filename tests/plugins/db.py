@@ -70,14 +70,17 @@ def review_db(db_url):
 
 
 @pytest.fixture(scope="session")
-def rx_checker(tmp_path_factory):
+def rx_checker_settings(tmp_path_factory) -> Settings:
+    return Settings(work_dir=tmp_path_factory.mktemp("rx_checker") / "var", api_keys={})
+
+
+@pytest.fixture(scope="session")
+def rx_checker(rx_checker_settings):
     """The real prescription checker, rules only (the DDI model is another area's), loaded once per session
-    with its KB built from the real tables into a session tmp dir."""
+    with its KB built from the real tables into a session tmp dir (``rx_checker_settings.resolved_kb_path()``)."""
     from prescription_check import Checker
 
-    work = tmp_path_factory.mktemp("rx_checker")
-    settings = Settings(work_dir=work / "var", api_keys={})
-    return Checker.load(settings, ddi_predictor=False)
+    return Checker.load(rx_checker_settings, ddi_predictor=False)
 
 
 @pytest.fixture

@@ -292,3 +292,29 @@ def test_nothing_accepted_is_lost(review_app, db_url):
         assert sorted(e.id for e in checks) == sorted(r.json()["audit_id"] for r in responses)
         assert audit.verify_chain(s).ok
     db.dispose()
+
+
+def test_app_loads_the_checker_at_start_up(rx_checker, rx_checker_settings, tmp_path):
+    """No checker injected: the lifespan loads ``Checker.load(settings)`` itself (KB artefact already built)."""
+    from serving.app import create_app
+    from training.config import Settings
+
+    from tests.plugins.db import API_KEYS
+
+    settings = Settings(work_dir=tmp_path / "var", api_keys=API_KEYS, kb_path=rx_checker_settings.resolved_kb_path(),
+                        ddi_model_uri=str(tmp_path / "no-ddi-model"), triage_model_uri=str(tmp_path / "no-triage"))
+    app = create_app(settings)
+    with TestClient(app) as client:
+        assert app.state.checker is not None and app.state.checker is not rx_checker
+        assert app.state.checker.kb_version == rx_checker.kb_version
+        body = check(client, FLAGGED).json()
+        assert body["queued"] and body["model_status"].startswith("rules-only")
+        components = client.get("/readyz").json()["components"]
+        assert components["kb"] == {"ok": True, "detail": f"kb {rx_checker.kb_version}"}
+        assert components["database"]["ok"] is True
+
+
+def test_misconfigured_queue_threshold_stops_start_up(review_app, sqlite_url):
+    with pytest.raises(ValueError, match="RXT_QUEUE_MIN_SEVERITY"):
+        with TestClient(review_app(sqlite_url, queue_min_severity="severe")):
+            pass
