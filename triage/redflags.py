@@ -183,6 +183,8 @@ def _stem(word: str) -> str:
 def normalise_word(raw: str) -> str:
     """The matching form of one (already lower-cased, contraction-expanded) token."""
     w = raw.lower().strip("'’")
+    if "-" in w and w.strip("-"):
+        w = w.replace("-", "")  # "self-harm" == "selfharm", "light-headed" == "lightheaded"
     w = VARIANTS.get(w, w)
     w = IRREGULAR.get(w, w)
     return _stem(w)
@@ -325,6 +327,9 @@ class _Context:
     negated: list[bool] = field(default_factory=list)
     hypothetical: list[bool] = field(default_factory=list)
     post_neg_starts: list[int] = field(default_factory=list)
+    clause_bounds: dict[int, list[int]] = field(default_factory=dict)
+    sentence_bounds: dict[int, list[int]] = field(default_factory=dict)
+    clause_facts: dict[int, tuple[bool, bool, bool]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,7 +341,13 @@ def _nlp():
 
 @lru_cache(maxsize=1)
 def _shared_nlp():
-    return spacy.blank("en")
+    """Blank English tokenizer that keeps hyphenated words whole ("self-harm", "light-headed")."""
+    from spacy.util import compile_infix_regex
+
+    nlp = spacy.blank("en")
+    infixes = [x.replace("(?:-|–|", "(?:–|") if "(?:-|–|" in x else x for x in nlp.Defaults.infixes]
+    nlp.tokenizer.infix_finditer = compile_infix_regex(infixes).finditer
+    return nlp
 
 
 def _parse_conditions(raw: str) -> dict:
@@ -453,7 +464,8 @@ class RedFlagMatcher:
     def _compile(self) -> None:
         """One small spaCy Matcher per first word: a text only runs the matchers whose first word it
         contains (one big Matcher with ~600 gapped patterns measured ~1.5 ms per short text)."""
-        gap = {"LEMMA": {"NOT_IN": sorted(PHRASE_BREAKS | {"\n"})}, "OP": "{0,%d}" % MAX_GAP}
+        # gaps may not hold punctuation (commas, full stops); newlines are caught by the clause check
+        gap = {"IS_PUNCT": False, "OP": "{0,%d}" % MAX_GAP}
         by_first: dict[str, dict[str, list]] = {}
         for rule in self.rules:
             for kind, groups in (("g", rule.groups), ("x", rule.excludes)):
@@ -467,11 +479,16 @@ class RedFlagMatcher:
                             pat.append({"LEMMA": word})
                         by_first.setdefault(words[0], {}).setdefault(key, []).append(pat)
         self.matchers: dict[str, Matcher] = {}
+        self._reach: dict[str, int] = {}  # longest possible match (tokens) per first word
         for first, keyed in by_first.items():
             matcher = Matcher(self.nlp.vocab)
+            reach = 1
             for key, patterns in keyed.items():
                 matcher.add(key, patterns)
+                for pat in patterns:
+                    reach = max(reach, sum(1 if "LEMMA" in p else MAX_GAP for p in pat))
             self.matchers[first] = matcher
+            self._reach[first] = reach
         # fuzzy map: raw words of length >= 6 used in the table, keyed by their one-deletions
         self._fuzzy_exact = {w for w in self._vocab_words if len(w) >= 6 and w.isalpha()}
         self._fuzzy_dels: dict[str, str] = {}
@@ -500,24 +517,28 @@ class RedFlagMatcher:
         return normalise_word(w)
 
     def _doc(self, text: str):
+        """Tokenise once; set LEMMA to the matching form; return the doc and its norm list."""
         doc = self.nlp.make_doc(text)
+        norms: list[str] = []
+        positions: dict[str, list[int]] = {}
         for tok in doc:
             if tok.is_space:
-                tok.lemma_ = "\n" if "\n" in tok.text else " "
+                norm = "\n" if "\n" in tok.text else " "
+                tok.lemma_ = norm
             elif tok.is_punct:
-                tok.lemma_ = tok.text
+                norm = tok.text
+                tok.lemma_ = norm
             else:
-                tok.lemma_ = self._fix(tok.norm_)
-        return doc
+                norm = tok.norm_.lower()
+                if norm in ("n't", "nt"):
+                    norm = "not"
+                lemma = self._fix(norm)
+                tok.lemma_ = lemma
+                positions.setdefault(lemma, []).append(tok.i)
+            norms.append(norm)
+        return doc, norms, positions
 
-    def _context(self, doc) -> _Context:
-        norms = []
-        for tok in doc:
-            if tok.is_space:
-                norms.append("\n" if "\n" in tok.text else " ")
-            else:
-                n = tok.norm_.lower()
-                norms.append("not" if n in ("n't", "nt") else n)
+    def _context(self, norms: list[str]) -> _Context:
         n = len(norms)
         sentence = [0] * n
         clause = [0] * n
@@ -533,6 +554,11 @@ class RedFlagMatcher:
             sentence[i] = s
             clause[i] = c
         ctx = _Context(norms, sentence, clause)
+        for i in range(n):
+            b = ctx.clause_bounds.setdefault(clause[i], [i, i + 1])
+            b[1] = i + 1
+            b = ctx.sentence_bounds.setdefault(sentence[i], [i, i + 1])
+            b[1] = i + 1
         ctx.negated = self._negation_scope(norms, clause)
         ctx.hypothetical = [False] * n
         for start, end in _seq_index(norms, HYPOTHETICAL):
@@ -596,28 +622,22 @@ class RedFlagMatcher:
             if end <= p <= end + POST_NEG_WINDOW and ctx.clause[p] == ctx.clause[start]:
                 return True
         cl = ctx.clause[start]
-        lo = start
-        while lo > 0 and ctx.clause[lo - 1] == cl:
-            lo -= 1
-        hi = end
-        while hi < len(norms) and ctx.clause[hi] == cl:
-            hi += 1
+        lo, hi = ctx.clause_bounds[cl]
         clause_norms = norms[lo:hi]
-        sent = ctx.sentence[start]
-        slo = start
-        while slo > 0 and ctx.sentence[slo - 1] == sent:
-            slo -= 1
-        shi = end
-        while shi < len(norms) and ctx.sentence[shi] == sent:
-            shi += 1
-        sentence_norms = norms[slo:shi]
-        history = bool(_seq_index(clause_norms, HISTORY)) or any(
-            re.fullmatch(r"(19|20)\d\d", t) and {"in", "since"} & set(clause_norms[max(0, k - 3) : k])
-            for k, t in enumerate(clause_norms)
-        )
-        recent_again = bool(_seq_index(sentence_norms, HISTORY_OVERRIDE)) and bool(
-            _seq_index(sentence_norms, HISTORY_OVERRIDE_RECENT)
-        )
+        facts = ctx.clause_facts.get(cl)
+        if facts is None:
+            history = bool(_seq_index(clause_norms, HISTORY)) or any(
+                len(t) == 4 and t.isdigit() and t[:2] in ("19", "20") and {"in", "since"} & set(clause_norms[max(0, k - 3) : k])
+                for k, t in enumerate(clause_norms)
+            )
+            slo, shi = ctx.sentence_bounds[ctx.sentence[start]]
+            sentence_norms = norms[slo:shi]
+            recent_again = bool(_seq_index(sentence_norms, HISTORY_OVERRIDE)) and bool(
+                _seq_index(sentence_norms, HISTORY_OVERRIDE_RECENT)
+            )
+            recency = bool(_seq_index(clause_norms, RECENCY))
+            facts = ctx.clause_facts[cl] = (history, recent_again, recency)
+        history, recent_again, recency = facts
         if history and not recent_again:
             return True
         # someone else's past: within the comma-bounded phrase, an other-person word and a past
@@ -634,7 +654,7 @@ class RedFlagMatcher:
             for k in range(plo, end)
         )
         if past_before and any(t in OTHER_PERSON for t in phrase):
-            if not _seq_index(clause_norms, RECENCY) and not recent_again:
+            if not recency and not recent_again:
                 return True
         return False
 
@@ -715,6 +735,27 @@ class RedFlagMatcher:
                 return False
         return True
 
+    def _raw_matches(self, doc, positions: dict[str, list[int]]) -> list[tuple[int, int, int]]:
+        raw_matches: list[tuple[int, int, int]] = []
+        n_tokens = len(doc)
+        for lemma, where in positions.items():
+            matcher = self.matchers.get(lemma)
+            if matcher is None:
+                continue
+            # a spaCy Matcher call costs O(len(doclike)); run it only on the windows where a
+            # match can start (the first word's positions) and could still end
+            reach = self._reach[lemma]
+            lo = hi = -1
+            for i in where + [None]:
+                if i is not None and lo >= 0 and i <= hi:
+                    hi = min(n_tokens, i + reach)
+                    continue
+                if lo >= 0:
+                    raw_matches.extend((m, lo + a, lo + b) for m, a, b in matcher(doc[lo:hi]))
+                if i is not None:
+                    lo, hi = i, min(n_tokens, i + reach)
+        return raw_matches
+
     # -- matching ---------------------------------------------------------------------------
     def match(
         self,
@@ -728,15 +769,11 @@ class RedFlagMatcher:
             raise TypeError("text must be a string")
         if not text.strip():
             return []
-        doc = self._doc(text)
-        raw_matches = []
-        for lemma in {tok.lemma_ for tok in doc}:
-            matcher = self.matchers.get(lemma)
-            if matcher is not None:
-                raw_matches.extend(matcher(doc))
+        doc, norms, positions = self._doc(text)
+        raw_matches = self._raw_matches(doc, positions)
         if not raw_matches:
             return []
-        ctx = self._context(doc)
+        ctx = self._context(norms)
         strings = self.nlp.vocab.strings
         # per (rule, kind, group): every unblocked (start, end), in text order
         found: dict[tuple[int, str, int], list[tuple[int, int]]] = {}
