@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 from prescription_check.normalize import clean
 from prescription_check.rules.context import Ctx
-from prescription_check.schemas import Finding
+from prescription_check.schemas import SEVERITY_RANK, Finding
+
+
+_REACTION = re.compile(r"\(.*?\)|\s-\s.*$|:.*$|\b(allerg(y|ies|ic)|intoleran(ce|t)|sensitivity|hypersensitivity|"
+                       r"to|reaction|rash|hives|anaphylaxis|swelling|causes?|caused|with|severe|mild)\b")
+
+
+def _allergen(text: str) -> str:
+    """'Penicillin (rash)' -> 'penicillin'; 'allergic to sulfa drugs' -> 'sulfa drugs'."""
+    key = _REACTION.sub(" ", text.lower())
+    return clean(key)
 
 
 def _allergy_profile(ctx: Ctx):
@@ -14,10 +26,14 @@ def _allergy_profile(ctx: Ctx):
     classes: dict[str, str] = {}
     unknown: list[str] = []
     for text in ctx.patient.allergies:
-        key = clean(text)
-        for suffix in (" allergy", " allergies", " allergic"):
-            key = key.removesuffix(suffix)
+        key = _allergen(text)
         cid = kb.allergy_alias.get(key)
+        if cid is None:
+            words = key.split()
+            for n in range(len(words) - 1, 0, -1):  # "penicillin rash" -> "penicillin"
+                cid = kb.allergy_alias.get(" ".join(words[:n]))
+                if cid:
+                    break
         if cid:
             classes.setdefault(cid, text)
             continue
@@ -73,7 +89,6 @@ def run(ctx: Ctx) -> list[Finding]:
             for acls in classes:
                 for row in kb.cross.get(acls, ()):
                     if row["cross_class"] in own:
-                        from prescription_check.schemas import SEVERITY_RANK
                         if best is None or SEVERITY_RANK[row["severity"]] < SEVERITY_RANK[best[1]["severity"]]:
                             best = (acls, row)
             if best:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prescription_check.normalize import clean
 from prescription_check.rules.context import DEFAULT_ACTIONS, Ctx
-from prescription_check.schemas import Finding, looks_like_icd10
+from prescription_check.schemas import SEVERITY_RANK, Finding, looks_like_icd10
 
 
 def _ings(ctx: Ctx):
@@ -31,7 +31,8 @@ def _pregnancy(ctx: Ctx, out: list[Finding]) -> None:
     if p.breastfeeding:
         contexts.append("breastfeeding")
     for it, ing in _ings(ctx):
-        for r in ctx.kb.rows_for("pregnancy_lactation", ing):
+        # most severe first, so that with an unknown trimester the worst trimester's row is the one reported
+        for r in sorted(ctx.kb.rows_for("pregnancy_lactation", ing), key=lambda r: SEVERITY_RANK[r["severity"]]):
             if r["context"] not in contexts:
                 continue
             tri = r["trimester"] or "any"

@@ -98,3 +98,22 @@ def test_pregnancy_age_condition(rx_checker):
         assert any(f.category == "age" for f in r.findings)
         r = check(rx_checker, [{"drug": "diphenhydramine"}], age_years=40)
         assert not any(f.category == "age" for f in r.findings)
+
+
+def test_allergy_text_with_reaction(rx_checker):
+    r = check(rx_checker, [{"drug": "amoxicillin"}], age_years=30, allergies=["Penicillin (rash)"])
+    assert r.verdict == "block"
+    r = check(rx_checker, [{"drug": "Bactrim DS"}], age_years=30, allergies=["allergic to sulfa drugs"])
+    assert any(f.category == "allergy" and "sulfamethoxazole" in f.drugs for f in r.findings)
+    r = check(rx_checker, [{"drug": "amoxicillin"}], age_years=30, allergies=["Zorblaxamine"])
+    assert any(f.rule_id == "ALLERGY-UNRECOGNISED" for f in r.findings)
+
+
+def test_pregnancy_unknown_trimester_reports_worst(rx_checker):
+    rows = rx_checker.kb.rows_for("pregnancy_lactation", "lisinopril")
+    if not rows:
+        return
+    worst = min(rows, key=lambda r: ["contraindicated", "major", "moderate", "minor", "info"].index(r["severity"]))
+    r = check(rx_checker, [{"drug": "lisinopril"}], age_years=30, pregnant=True)
+    f = next(f for f in r.findings if f.category == "pregnancy")
+    assert f.severity == worst["severity"]
