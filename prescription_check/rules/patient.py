@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from prescription_check.normalize import clean
 from prescription_check.rules.context import DEFAULT_ACTIONS, Ctx
 from prescription_check.schemas import SEVERITY_RANK, Finding, looks_like_icd10
+
+
+_NEGATED = re.compile(r"^(no|not|non|denies|denied|without|negative for|never|ruled out|r/o|free of)\b|"
+                      r"\b(ruled out|negative|none|resolved)$")
 
 
 def _ings(ctx: Ctx):
@@ -96,7 +102,8 @@ def _conditions(ctx: Ctx, out: list[Finding]) -> None:
     conds = ctx.patient.conditions
     if not conds:
         return
-    texts = [f" {clean(c)} " for c in conds]
+    # "no history of asthma", "denies peptic ulcer", "asthma: negative" are not conditions
+    texts = [f" {clean(c)} " for c in conds if not _NEGATED.search(clean(c))]
     codes = [c.strip().upper().replace(".", "") for c in conds if looks_like_icd10(c)]
     for it, ing in _ings(ctx):
         for r in ctx.kb.rows_for("condition_contraindications", ing):

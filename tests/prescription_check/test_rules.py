@@ -117,3 +117,12 @@ def test_pregnancy_unknown_trimester_reports_worst(rx_checker):
     r = check(rx_checker, [{"drug": "lisinopril"}], age_years=30, pregnant=True)
     f = next(f for f in r.findings if f.category == "pregnancy")
     assert f.severity == worst["severity"]
+
+
+def test_negated_condition_does_not_fire(rx_checker):
+    if not rx_checker.kb.tables.get("condition_contraindications"):
+        return
+    r = check(rx_checker, [{"drug": "ibuprofen"}], age_years=50, conditions=["no history of peptic ulcer"])
+    assert not any(f.category == "contraindication" for f in r.findings)
+    r = check(rx_checker, [{"drug": "ibuprofen"}], age_years=50, conditions=["history of peptic ulcer"])
+    assert any(f.category == "contraindication" for f in r.findings)
