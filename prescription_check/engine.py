@@ -93,6 +93,15 @@ class Checker:
                     message=f"Sig line {item.sig!r} could not be fully read: {'; '.join(parsed.problems)}.",
                     evidence={"sig": item.sig, "problems": parsed.problems, "spans": parsed.spans},
                     source="sig parser", action="Ask the prescriber for a complete, unambiguous sig."))
+            if parsed.item is not None and item.drug and parsed.item.drug:
+                a = self.kb.normalizer.resolve(item.drug).ingredients
+                b = self.kb.normalizer.resolve(parsed.item.drug).ingredients
+                if a and b and set(a) != set(b):
+                    findings.append(Finding(
+                        rule_id="SIG-DRUG-MISMATCH", category="unparsed_sig", severity="moderate", drugs=a + b,
+                        message=f"The drug field {item.drug!r} and the sig line {item.sig!r} name different drugs.",
+                        evidence={"drug": item.drug, "sig": item.sig, "drug_ingredients": a, "sig_ingredients": b},
+                        source="sig parser", action="Ask the prescriber which drug is meant."))
             if parsed.item is not None:
                 p = parsed.item
                 item = PrescriptionItem.model_construct(
@@ -129,6 +138,13 @@ class Checker:
                         ing_dose[ing] = item.dose * strengths[ing]
         ing_daily = {k: v * per_day for k, v in ing_dose.items()} if per_day is not None else {}
         dose_mg = ing_dose.get(ings[0]) if ings else None
+        if item.frequency and per_day is None and ings:
+            findings.append(Finding(
+                rule_id="FREQUENCY-UNPARSED", category="unparsed_sig", severity="minor", drugs=ings,
+                message=f"Frequency {item.frequency!r} of {written!r} was not understood, so the daily dose was "
+                        f"not checked.",
+                evidence={"frequency": item.frequency}, source="frequency parser",
+                action="Confirm the dosing frequency with the prescriber."))
         if written and not ings and not sig_failed:
             findings.append(Finding(
                 rule_id="DRUG-UNRECOGNISED", category="unrecognised_drug", severity="moderate", drugs=[written],

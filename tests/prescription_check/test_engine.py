@@ -99,3 +99,11 @@ def test_load_builds_missing_kb(tmp_path, rx_checker):
                      ddi_predictor=False, warm=False)
     assert c.kb_version == rx_checker.kb_version
     assert c.model_status == "rules-only: DDI model disabled"
+
+
+def test_sig_and_drug_disagree_and_unknown_frequency(rx_checker):
+    r = rx_checker.check(rx([{"drug": "cephalexin", "sig": "amoxicillin 500 mg po tid"}], age_years=40))
+    assert any(f.rule_id == "SIG-DRUG-MISMATCH" for f in r.findings) and r.verdict == "review"
+    r = rx_checker.check(rx([{"drug": "metformin", "dose": 500, "unit": "mg", "frequency": "whenever"}]))
+    f = next(f for f in r.findings if f.rule_id == "FREQUENCY-UNPARSED")
+    assert f.severity == "minor" and r.items[0].daily_mg is None
