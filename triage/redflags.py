@@ -87,6 +87,7 @@ CONDITION_KEYS = {
     "pregnant": ("yes",),
     "sex": ("male", "female"),
 }
+WINDOW_CAP = 48  # tokens per Matcher call at most (bounds work on repetitive input)
 GROUP_WINDOW = 40  # all groups of a combination rule must lie within this many tokens
 MAX_GAP = 4  # other tokens allowed between two consecutive words of a term
 NEG_WINDOW = 6  # tokens a pre-negation trigger reaches forward
@@ -341,12 +342,10 @@ def _nlp():
 
 @lru_cache(maxsize=1)
 def _shared_nlp():
-    """Blank English tokenizer that keeps hyphenated words whole ("self-harm", "light-headed")."""
-    from spacy.util import compile_infix_regex
-
+    """Blank English pipeline; a hyphen may sit inside a gapped term ("self-harm", "chest-pain")."""
     nlp = spacy.blank("en")
-    infixes = [x.replace("(?:-|–|", "(?:–|") if "(?:-|–|" in x else x for x in nlp.Defaults.infixes]
-    nlp.tokenizer.infix_finditer = compile_infix_regex(infixes).finditer
+    for dash in ("-", "--"):
+        nlp.vocab[dash].is_punct = False
     return nlp
 
 
@@ -475,7 +474,9 @@ class RedFlagMatcher:
                         pat: list[dict] = []
                         for wi, word in enumerate(words):
                             if wi:
-                                pat.append(dict(gap))
+                                # a gap token may not be the next word itself: matching stays
+                                # leftmost and deterministic (no state explosion on "can't can't ...")
+                                pat.append(dict(gap, LEMMA={"NOT_IN": [word]}))
                             pat.append({"LEMMA": word})
                         by_first.setdefault(words[0], {}).setdefault(key, []).append(pat)
         self.matchers: dict[str, Matcher] = {}
@@ -486,7 +487,7 @@ class RedFlagMatcher:
             for key, patterns in keyed.items():
                 matcher.add(key, patterns)
                 for pat in patterns:
-                    reach = max(reach, sum(1 if "LEMMA" in p else MAX_GAP for p in pat))
+                    reach = max(reach, sum(MAX_GAP if "OP" in p else 1 for p in pat))
             self.matchers[first] = matcher
             self._reach[first] = reach
         # fuzzy map: raw words of length >= 6 used in the table, keyed by their one-deletions
@@ -501,7 +502,7 @@ class RedFlagMatcher:
     def _fix_uncached(self, norm: str) -> str:
         """Normal form of one token, with a one-edit (insert/delete/transpose) spelling fix."""
         w = norm.lower()
-        if w in VARIANTS or w in IRREGULAR or w in PROTECT or len(w) < 6 or not w.isalpha():
+        if w in VARIANTS or w in IRREGULAR or w in PROTECT or not 6 <= len(w) <= 24 or not w.isalpha():
             return normalise_word(w)
         if w not in self._fuzzy_exact:
             if w in self._fuzzy_dels:  # a letter was dropped
@@ -620,6 +621,16 @@ class RedFlagMatcher:
             return True  # "sick twice today no blood"
         for p in ctx.post_neg_starts:
             if end <= p <= end + POST_NEG_WINDOW and ctx.clause[p] == ctx.clause[start]:
+                return True
+        # question-and-answer style: "Chest pain? No."
+        k = end
+        while k < len(norms) and norms[k] in (" ", "\n"):
+            k += 1
+        if k < len(norms) and norms[k] == "?":
+            k += 1
+            while k < len(norms) and norms[k] in (" ", "\n", "-", ":"):
+                k += 1
+            if k < len(norms) and norms[k] in ("no", "nope", "none", "never", "negative", "denies", "denied"):
                 return True
         cl = ctx.clause[start]
         lo, hi = ctx.clause_bounds[cl]
@@ -747,7 +758,7 @@ class RedFlagMatcher:
             reach = self._reach[lemma]
             lo = hi = -1
             for i in where + [None]:
-                if i is not None and lo >= 0 and i <= hi:
+                if i is not None and lo >= 0 and i <= hi and hi - lo < WINDOW_CAP:
                     hi = min(n_tokens, i + reach)
                     continue
                 if lo >= 0:

@@ -88,12 +88,16 @@ def decide_urgency(
 ) -> UrgencyDecision:
     if not isinstance(text, str):
         raise TypeError("text must be a string")
-    for center, prob in centers or []:
-        if not isinstance(center, str) or not isinstance(prob, (int, float)):
-            raise ValueError(f"centers must be (center_id, probability) pairs, got {(center, prob)!r}")
+    pairs: list[tuple[str, float]] = []
+    for pair in centers or []:
+        try:
+            center, prob = pair
+            pairs.append((str(center), float(prob)))  # numpy floats welcome
+        except (TypeError, ValueError):
+            raise ValueError(f"centers must be (center_id, probability) pairs, got {pair!r}") from None
     reasons: list[str] = []
-    if centers:
-        top = max(centers, key=lambda cp: cp[1])
+    if pairs:
+        top = max(pairs, key=lambda cp: cp[1])
         reasons.append(f"model top center {top[0]} ({top[1]:.2f}) recorded; urgency rules do not use it")
 
     emergency = [f for f in flags if f.urgency == "emergency"]

@@ -128,6 +128,7 @@ def test_misspelling_offsets_are_of_the_original_spelling(matcher):
         "no fever, stiff neck or rash",
         "she doesn't have any slurred speech",
         "I have no thoughts of suicide",
+        "Chest pain? No. Sweating? No.",
     ],
 )
 def test_negated_history_and_family_do_not_fire(matcher, text):
@@ -210,6 +211,23 @@ def test_hits_carry_source_and_are_ordered(matcher):
         assert "http" in hit.source and hit.source.count(",") >= 2
         assert hit.center in ("emergency", "obgyn")
     assert hits[0].urgency == "emergency" and hits[0].center == "emergency"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a" * 5000, "chest " * 800 + "pain", "can't " * 800, "我胸口疼，出冷汗", "!!!???...", "\n\n\n", "x" * 30 + "-" * 30],
+)
+def test_odd_and_repetitive_input_does_not_break(matcher, text):
+    hits = matcher.match(text)
+    for hit in hits:
+        for span in hit.matched:
+            assert text[span.start : span.end] == span.text
+
+
+def test_hyphenated_and_capitalised_forms(matcher):
+    assert "suicidal_intent" in _ids(matcher.match("I've been self-harming again"))
+    assert "chest_pain_cardiac" in _ids(matcher.match("CHEST-PAIN AND SWEATING"))
+    assert "meningitis_rash" in _ids(matcher.match("a non-blanching rash on his legs"))
 
 
 def test_empty_and_bad_input(matcher):

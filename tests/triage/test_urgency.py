@@ -73,6 +73,11 @@ def test_centers_recorded_not_used_and_validated():
     assert any("orthopedics" in r for r in b.reasons)
     with pytest.raises(ValueError):
         decide_urgency("x", [("orthopedics", "high")], [])  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        decide_urgency("x", [("orthopedics",)], [])  # type: ignore[list-item]
+    np = pytest.importorskip("numpy")
+    d = decide_urgency("my knee clicks", [("orthopedics", np.float32(0.7))], [])
+    assert d.level == "routine" and any("0.70" in r for r in d.reasons)
     with pytest.raises(TypeError):
         decide_urgency(None, [], [])  # type: ignore[arg-type]
 
