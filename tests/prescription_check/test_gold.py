@@ -21,8 +21,26 @@ def test_gold_set_shape(gold_cases):
         assert c["provenance"] and "prescription" in c and isinstance(c["expected"], list)
 
 
+def _current_cases(rx_checker, gold_cases):
+    """The committed gold set, with its table-derived part re-derived from the tables as they are now (the
+    tables are edited by another area; a stale committed copy must not hide or fake a regression)."""
+    from evaluation import build_rx_gold as b
+
+    b._KB = rx_checker.kb
+    fresh = b.from_tables(rx_checker.kb, b.CURATED_DIR)
+    for case in fresh:
+        case["prescription"]["items"] = [{k: v for k, v in it.items() if v is not None}
+                                         for it in case["prescription"]["items"]]
+    committed = [c for c in gold_cases if not c["provenance"].startswith("table:")]
+    stale = {c["id"] for c in gold_cases if c["provenance"].startswith("table:")} ^ {c["id"] for c in fresh}
+    if stale:
+        print(f"note: committed gold set is stale for {len(stale)} table cases; "
+              "run python -m evaluation.build_rx_gold")
+    return fresh + committed
+
+
 def test_gold_targets(rx_checker, gold_cases):
-    res = evaluate_gold(rx_checker, gold_cases)
+    res = evaluate_gold(rx_checker, _current_cases(rx_checker, gold_cases))
     s = summarise(res)
     # the targets of issue 4 on the KB-derived and hand-checked cases
     assert s["core_finding_recall"] >= 0.95, res["misses"][:10]
