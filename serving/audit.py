@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from serving.db.models import GENESIS_HASH, AuditChainHead, AuditEntryRow
@@ -113,6 +113,17 @@ def _check_field(name: str, value: str, limit: int) -> str:
     return value
 
 
+_HEAD = AuditChainHead.__table__
+_TAKE_HEAD = (
+    _HEAD.update()
+    .where(_HEAD.c.id == 1)
+    .values(last_id=_HEAD.c.last_id + 1)
+    .returning(_HEAD.c.last_id, _HEAD.c.last_hash)
+)
+_INSERT_ENTRY = AuditEntryRow.__table__.insert()
+_MOVE_HEAD = _HEAD.update().where(_HEAD.c.id == 1).values(last_hash=bindparam("digest"))
+
+
 def record(session: Session, *, actor: str, action: str, subject: str, before: dict | None = None,
            after: dict | None = None) -> int:
     """Append one entry in the caller's transaction and return its id.
@@ -126,22 +137,18 @@ def record(session: Session, *, actor: str, action: str, subject: str, before: d
     before_json = None if before is None else canonical_json(before)
     after_json = None if after is None else canonical_json(after)
     # Take the chain head first: this is the statement that serialises appends (see module docstring).
-    row = session.execute(
-        update(AuditChainHead)
-        .where(AuditChainHead.id == 1)
-        .values(last_id=AuditChainHead.last_id + 1)
-        .returning(AuditChainHead.last_id, AuditChainHead.last_hash)
-    ).one_or_none()
+    row = session.execute(_TAKE_HEAD).one_or_none()
     if row is None:
         raise RuntimeError("audit_chain_head row is missing: run the migrations (alembic upgrade head)")
     new_id, prev_hash = int(row[0]), row[1]
     ts = format_ts(datetime.now(UTC))
     digest = entry_hash(id=new_id, ts=ts, actor=actor, action=action, subject=subject,
                         before_json=before_json, after_json=after_json, prev_hash=prev_hash)
-    session.add(AuditEntryRow(id=new_id, ts=ts, actor=actor, action=action, subject=subject,
-                              before_json=before_json, after_json=after_json, prev_hash=prev_hash, hash=digest))
-    session.flush()
-    session.execute(update(AuditChainHead).where(AuditChainHead.id == 1).values(last_hash=digest))
+    # plain Core statements (no ORM unit of work): this runs once per check, on the request path
+    session.execute(_INSERT_ENTRY, {"id": new_id, "ts": ts, "actor": actor, "action": action, "subject": subject,
+                                    "before_json": before_json, "after_json": after_json,
+                                    "prev_hash": prev_hash, "hash": digest})
+    session.execute(_MOVE_HEAD, {"digest": digest})
     return new_id
 
 

@@ -157,6 +157,10 @@ def sha256_json(value: Any) -> str:
 # --- storing a check ------------------------------------------------------------------------
 
 
+_INSERT_REVIEW = Review.__table__.insert()
+_INSERT_FINDING = ReviewFinding.__table__.insert()
+
+
 @dataclass(frozen=True)
 class CheckRecord:
     queued: bool
@@ -188,34 +192,37 @@ def record_check(session: Session, *, prescription: dict, result: dict, actor: s
         audit_id = audit.record(session, actor=actor, action="prescription.check", subject=subject,
                                 after={**summary, "queued": False})
         return CheckRecord(False, None, audit_id)
-    review = Review(
-        created_at=utcnow(),
-        submitted_by=actor,
-        prescription_ref=prescription.get("id"),
-        prescriber_id=prescription.get("prescriber_id"),
-        prescription={k: v for k, v in prescription.items() if k != "patient"},
-        patient=prescription.get("patient") or {},
-        findings=findings,
-        normalized_items=list(result.get("items") or []),
-        verdict=verdict,
-        max_severity=worst,
-        severity_rank=SEVERITY_RANK[worst],
-        kb_version=str(result.get("kb_version") or "unknown"),
-        model_version=result.get("model_version"),
-        model_status=(result.get("model_status") or None),
-        status="pending",
-        version=1,
-    )
-    review.finding_rows = [
-        ReviewFinding(rule_id=str(f.get("rule_id") or "unknown"), category=str(f.get("category") or "unknown"),
-                      severity=str(f.get("severity")))
+    # plain Core inserts (no ORM unit of work): this runs once per flagged check, on the request path
+    review_id = session.execute(
+        _INSERT_REVIEW.returning(Review.__table__.c.id),
+        {
+            "created_at": utcnow(),
+            "submitted_by": actor,
+            "prescription_ref": prescription.get("id"),
+            "prescriber_id": prescription.get("prescriber_id"),
+            "prescription": {k: v for k, v in prescription.items() if k != "patient"},
+            "patient": prescription.get("patient") or {},
+            "findings": findings,
+            "normalized_items": list(result.get("items") or []),
+            "verdict": verdict,
+            "max_severity": worst,
+            "severity_rank": SEVERITY_RANK[worst],
+            "kb_version": str(result.get("kb_version") or "unknown"),
+            "model_version": result.get("model_version"),
+            "model_status": result.get("model_status") or None,
+            "status": "pending",
+            "decision": None, "reason_code": None, "note": None, "decided_at": None, "decided_by": None,
+            "version": 1,
+        },
+    ).scalar_one()
+    session.execute(_INSERT_FINDING, [
+        {"review_id": review_id, "rule_id": str(f.get("rule_id") or "unknown"),
+         "category": str(f.get("category") or "unknown"), "severity": str(f.get("severity"))}
         for f in findings
-    ]
-    session.add(review)
-    session.flush()
-    audit_id = audit.record(session, actor=actor, action="prescription.check", subject=f"review:{review.id}",
-                            after={**summary, "queued": True, "review_id": review.id, "status": "pending"})
-    return CheckRecord(True, review.id, audit_id)
+    ])
+    audit_id = audit.record(session, actor=actor, action="prescription.check", subject=f"review:{review_id}",
+                            after={**summary, "queued": True, "review_id": review_id, "status": "pending"})
+    return CheckRecord(True, review_id, audit_id)
 
 
 # --- reading --------------------------------------------------------------------------------
