@@ -193,3 +193,14 @@ def test_review_page_in_chromium(served_app):
     finally:
         db.dispose()
     assert (SCREENSHOTS / "review_page.png").stat().st_size > 10_000
+
+
+def test_page_says_when_the_database_is_down(review_app):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with TestClient(review_app(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test")) as client:
+        assert _sign_in(client, "pharmacist").status_code == 303
+        for path in ("/review", "/review/1"):
+            r = client.get(path)
+            assert r.status_code == 503 and "unavailable" in r.text, path
