@@ -19,7 +19,7 @@ from prescription_check.rules import ALL as RULES
 from prescription_check.rules.context import Ctx
 from prescription_check.schemas import (SEVERITY_RANK, CheckResult, Finding, NormalizedItem, Prescription,
                                         PrescriptionItem)
-from prescription_check.sig_parser import parse_sig
+from prescription_check.sig_parser import ROUTES, parse_sig
 
 log = logging.getLogger("prescription_check.engine")
 
@@ -111,6 +111,10 @@ class Checker:
                     duration_days=item.duration_days or p.duration_days, prn=item.prn or p.prn, sig=item.sig)
                 from_sig = True
         written = item.drug
+        route = None
+        if item.route:
+            r = item.route.strip().lower().replace(".", "")
+            route = ROUTES.get(r) or ("intramuscular" == r and "im") or r
         res = self.kb.normalizer.resolve(written) if written else None
         ings = res.ingredients if res else []
         atc = [c for i in ings for c in self.kb.atc_codes(i)]
@@ -155,7 +159,7 @@ class Checker:
         return NormalizedItem(
             index=index, written=written, ingredients=ings, atc_codes=atc, match=res.match if res else None,
             dose=item.dose, unit=unit, dose_mg=dose_mg, frequency=item.frequency, frequency_per_day=per_day,
-            daily_mg=ing_daily.get(ings[0]) if ings else None, route=item.route, duration_days=item.duration_days,
+            daily_mg=ing_daily.get(ings[0]) if ings else None, route=route, duration_days=item.duration_days,
             prn=item.prn, strengths_mg=strengths, ingredient_dose_mg=ing_dose, ingredient_daily_mg=ing_daily,
             from_sig=from_sig)
 

@@ -10,14 +10,15 @@ _ROUTE_ALIASES = {"oral": "oral", "sublingual": "oral", "iv": "iv", "im": "im", 
 
 
 def _rows(ctx: Ctx, ing: str, route: str | None, population: str) -> list[dict]:
+    """Limit rows for the route (route not written: oral), else the route-independent ('any') rows.  For a
+    child the adult rows also apply as an upper bound (a child's dose never exceeds the adult maximum)."""
     want = _ROUTE_ALIASES.get(route or "oral", route or "oral")
-    rows = [r for r in ctx.kb.rows_for("dose_limits", ing) if r["population"] == population]
-    exact = [r for r in rows if r["route"] == want]
-    if exact:
-        return exact
-    if route is None:  # route not written: compare with oral limits, else any route
-        return [r for r in rows if r["route"] == "any"]
-    return [r for r in rows if r["route"] == "any"]
+    out: list[dict] = []
+    for pop in (("pediatric", "adult") if population == "pediatric" else ("adult",)):
+        rows = [r for r in ctx.kb.rows_for("dose_limits", ing) if r["population"] == pop]
+        exact = [r for r in rows if r["route"] == want]
+        out.extend(exact or [r for r in rows if r["route"] == "any"])
+    return out
 
 
 def _fmt(x: float) -> str:
@@ -38,7 +39,7 @@ def run(ctx: Ctx) -> list[Finding]:
             daily = it.ingredient_daily_mg.get(ing)
             per_day = it.frequency_per_day
             for r in rows:
-                base_ev = {"ingredient": ing, "written": it.written, "route": r["route"], "population": population,
+                base_ev = {"ingredient": ing, "written": it.written, "route": r["route"], "population": r["population"],
                            "dose": it.dose, "unit": it.unit, "dose_mg": single, "frequency": it.frequency,
                            "frequency_per_day": per_day, "daily_mg": daily, "row": r["_row"]}
                 rule = r.get("frequency_rule") or ""
@@ -58,7 +59,7 @@ def run(ctx: Ctx) -> list[Finding]:
                 if single is not None and r["max_single_mg"] is not None and single > r["max_single_mg"] * 1.0001:
                     out.append(Finding(
                         rule_id="DOSE-MAX-SINGLE", category="dose", severity="major", drugs=[ing],
-                        message=f"Single dose of {ing} {_fmt(single)} mg exceeds the {population} maximum of "
+                        message=f"Single dose of {ing} {_fmt(single)} mg exceeds the {r['population']} maximum of "
                                 f"{_fmt(r['max_single_mg'])} mg ({r['route']}).",
                         evidence={**base_ev, "max_single_mg": r["max_single_mg"]}, source=r["source"],
                         action=f"Reduce the dose to at most {_fmt(r['max_single_mg'])} mg or confirm with the prescriber."))
@@ -66,7 +67,7 @@ def run(ctx: Ctx) -> list[Finding]:
                     out.append(Finding(
                         rule_id="DOSE-MAX-DAILY", category="dose", severity="major", drugs=[ing],
                         message=f"Daily dose of {ing} {_fmt(daily)} mg ({_fmt(single or 0)} mg x {per_day:.3g}/day) "
-                                f"exceeds the {population} maximum of {_fmt(r['max_daily_mg'])} mg/day.",
+                                f"exceeds the {r['population']} maximum of {_fmt(r['max_daily_mg'])} mg/day.",
                         evidence={**base_ev, "max_daily_mg": r["max_daily_mg"]}, source=r["source"],
                         action=f"Reduce to at most {_fmt(r['max_daily_mg'])} mg/day or confirm with the prescriber."))
                 if r["max_single_mg_per_kg"] is not None or r["max_daily_mg_per_kg"] is not None:

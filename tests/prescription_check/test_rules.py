@@ -126,3 +126,17 @@ def test_negated_condition_does_not_fire(rx_checker):
     assert not any(f.category == "contraindication" for f in r.findings)
     r = check(rx_checker, [{"drug": "ibuprofen"}], age_years=50, conditions=["history of peptic ulcer"])
     assert any(f.category == "contraindication" for f in r.findings)
+
+
+def test_structured_route_spelling_and_adult_cap_for_children(rx_checker):
+    a = check(rx_checker, [{"drug": "acetaminophen", "dose": 1000, "unit": "mg", "route": "PO", "frequency": "q4h"}],
+              age_years=40)
+    b = check(rx_checker, [{"drug": "acetaminophen", "dose": 1000, "unit": "mg", "route": "oral", "frequency": "q4h"}],
+              age_years=40)
+    assert [f.rule_id for f in a.findings if f.category == "dose"] == [f.rule_id for f in b.findings
+                                                                      if f.category == "dose"]
+    assert a.items[0].route == "oral"
+    # a 16-year-old, 70 kg: 6 g/day acetaminophen exceeds the adult daily maximum too
+    r = check(rx_checker, [{"drug": "acetaminophen", "dose": 1000, "unit": "mg", "frequency": "q4h"}], age_years=16,
+              weight_kg=70)
+    assert any(f.category == "dose" and f.evidence.get("population") == "adult" for f in r.findings)
