@@ -41,7 +41,7 @@ def _key(table: str, row: dict[str, str]) -> str:
     if table == "age_rules.csv":
         return f"{row['ingredient'] or row['atc_prefix']}|{row['age_min_years']}|{row['age_max_years']}"
     if table == "condition_contraindications.csv":
-        return f"{row['ingredient'] or row['atc_prefix']}|{row['icd10_prefixes']}"
+        return f"{row['ingredient'] or row['atc_prefix']}|{row['condition_terms'].split('|')[0]}"
     if table == "allergy_classes.csv":
         return row["class_id"]
     if table == "cross_sensitivity.csv":
