@@ -142,6 +142,13 @@ class Checker:
                         ing_dose[ing] = item.dose * strengths[ing]
         ing_daily = {k: v * per_day for k, v in ing_dose.items()} if per_day is not None else {}
         dose_mg = ing_dose.get(ings[0]) if ings else None
+        if res is not None and res.match in {"partial", "fuzzy"}:
+            findings.append(Finding(
+                rule_id=f"DRUG-{res.match.upper()}-MATCH", category="unrecognised_drug", severity="minor",
+                drugs=ings, message=f"{written!r} was {res.note} = {' + '.join(ings)}; check that this is the intended drug"
+                                    + (" and that no other ingredient is meant." if res.match == "partial" else "."),
+                evidence={"written": written, "ingredients": ings, "match": res.match},
+                source="name normalisation", action="Confirm the drug with the prescriber if in doubt."))
         if item.frequency and per_day is None and ings:
             findings.append(Finding(
                 rule_id="FREQUENCY-UNPARSED", category="unparsed_sig", severity="minor", drugs=ings,

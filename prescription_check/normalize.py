@@ -27,7 +27,8 @@ FORM_WORDS = frozenset(
     """tab tabs tablet tablets cap caps capsule capsules oral po solution susp suspension syrup elixir inj injection
     injectable vial amp ampoule cream ointment gel patch inhaler neb nebulizer drops drop er xr sr cr la xl dr ec ds
     es od odt chewable chew film coated mr modified release extended delayed immediate ir pfs pen solostar flexpen
-    kwikpen generic brand strength extra regular""".split()
+    kwikpen generic brand strength extra regular usp bp ph eur po iv im sc sq subq prn daily qd od bid tid qid qhs
+    hs weekly once twice""".split()
 )
 
 _SPACE = re.compile(r"\s+")
@@ -250,7 +251,7 @@ class FuzzyIndex:
 class Resolution:
     written: str
     ingredients: list[str] = field(default_factory=list)
-    match: str | None = None  # exact | salt | form | combination | fuzzy
+    match: str | None = None  # exact | salt | form | combination | partial | fuzzy
     strengths_mg: dict[str, float] = field(default_factory=dict)
     strength_mg_per_ml: float | None = None
     note: str | None = None
@@ -346,7 +347,9 @@ class Normalizer:
             for n in range(len(words) - 1, 0, -1):
                 hit = self._exact(" ".join(words[:n]))
                 if hit:
-                    res.ingredients, res.match = list(hit), "form"
+                    # "tylenol pm": the dropped words may name more ingredients; the engine reports it
+                    res.ingredients, res.match = list(hit), "partial"
+                    res.note = f"read as {' '.join(words[:n])!r}, ignoring {' '.join(words[n:])!r}"
                     return res
         # plain misspelling
         target = strip_salts(short or key)

@@ -107,3 +107,11 @@ def test_sig_and_drug_disagree_and_unknown_frequency(rx_checker):
     r = rx_checker.check(rx([{"drug": "metformin", "dose": 500, "unit": "mg", "frequency": "whenever"}]))
     f = next(f for f in r.findings if f.rule_id == "FREQUENCY-UNPARSED")
     assert f.severity == "minor" and r.items[0].daily_mg is None
+
+
+def test_partial_and_fuzzy_matches_are_reported(rx_checker):
+    r = rx_checker.check(rx([{"drug": "Tylenol Cold Flu Max"}, {"drug": "amoxicilin"}]))
+    rules = {f.rule_id: f for f in r.findings}
+    assert rules["DRUG-PARTIAL-MATCH"].severity == "minor" and "cold flu max" in rules["DRUG-PARTIAL-MATCH"].message
+    assert "amoxicillin" in rules["DRUG-FUZZY-MATCH"].message
+    assert [i.match for i in r.items] == ["partial", "fuzzy"]
