@@ -214,7 +214,7 @@ PSEUDO_NEG = [
     "not gone away", "not going away", "not get better", "not getting better", "not improve",
 ]
 POST_NEG = ["ruled out", "went away", "gone away", "has gone", "have gone", "is gone", "resolved",
-            "denied", "free"]
+            "denied", "free", "normal", "is fine", "are fine", "is okay", "is ok", "seems fine"]
 HYPOTHETICAL = [
     "risk of", "risks of", "signs of", "sign of", "symptoms of", "symptom of", "chance of",
     "chances of", "prevent", "preventing", "worried about", "worry about", "afraid of", "scared of",
