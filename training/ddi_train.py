@@ -1,0 +1,583 @@
+"""Train, evaluate, export and register the ``ddi-severity`` model.
+
+    python -m training ddi                      # full run (all DDInter pairs), registers a version
+    python -m training ddi --alias champion     # ... and points the alias at it
+    python -m training ddi --fast               # small subset, few trees (tests, smoke runs)
+
+One run = three fits of the same recipe plus baselines, all logged to the MLflow experiment
+``ddi-severity``:
+
+* **random** split (pairs at random, 80/20): optimistic, both drugs were seen in training;
+* **drug-disjoint** split (20 % of drugs held out): "one unseen" and "both unseen" test sets;
+* **final** fit on every labelled pair: the artifact that is exported to ONNX and registered.
+
+Model: scikit-learn ``HistGradientBoostingClassifier`` on order-free pair features
+(``prescription_check.ddi_model.pair_matrix``) of per-drug features: WHO ATC levels 1-4,
+Morgan + MACCS fingerprints, RDKit descriptors (``training.ddi_data``), plus each drug's
+*interaction profile* (log count and severity mix of its known DDInter pairs; out-of-fold and
+randomly masked in training so the model also learns the unseen-drug case).  Baselines in the same
+run: majority class, and logistic regression on drug id + ATC.  Exported with skl2onnx and checked
+against onnxruntime (max |probability difference|).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training import ddi_data
+from training.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "ddi-severity"
+EXPERIMENT = "ddi-severity"
+LABELS = list(ddi_data.LABELS)          # class ids 0..2 = major, moderate, minor
+MAJOR = LABELS.index("major")
+
+
+@dataclass
+class DDIResult:
+    run_id: str
+    version: str | None
+    model_dir: Path
+    metrics: dict
+
+
+# ----------------------------------------------------------------------------------------------
+# pair features from a set of labelled pairs (out-of-fold for training pairs)
+# ----------------------------------------------------------------------------------------------
+class PairFeaturiser:
+    """Builds ``prescription_check.ddi_model.DrugContext`` objects from labelled pairs and the pair
+    feature matrices the classifier sees (the serving code computes the very same features)."""
+
+    def __init__(self, feats: ddi_data.DrugFeatures, k: int = 10):
+        self.feats = feats
+        self.n_labelled = int(feats.in_ddinter.sum())
+        self.knn_idx, self.knn_w = ddi_data.structural_neighbours(feats.morgan, self.n_labelled, k)
+
+    def label_counts(self, ra, rb, y) -> np.ndarray:
+        L = np.zeros((self.n_labelled, self.n_labelled, len(LABELS)), dtype=np.uint8)
+        L[ra, rb, y] = 1
+        L[rb, ra, y] = 1
+        return L
+
+    def context(self, ra, rb, y, prior):
+        from prescription_check.ddi_model import DrugContext
+
+        f = self.feats
+        return DrugContext(f.binary, f.physchem, f.atc[2], f.atc[3], f.atc[4], self.knn_idx, self.knn_w,
+                           self.label_counts(ra, rb, y), prior)
+
+    def train_matrix(self, ra, rb, y, prior, seed, mask_rate, folds=5) -> np.ndarray:
+        """Out-of-fold: a training pair's features come from the other folds' labels only (never
+        its own); each drug slot is hidden ("unseen") with probability ``mask_rate``."""
+        rng = np.random.default_rng(seed + 7)
+        fold = rng.integers(0, folds, size=len(y))
+        ua = rng.random(len(y)) < mask_rate
+        ub = rng.random(len(y)) < mask_rate
+        x = None
+        for k in range(folds):
+            inside = np.flatnonzero(fold == k)
+            out = fold != k
+            ctx = self.context(ra[out], rb[out], y[out], prior)
+            part = ctx.pair_features(ra[inside], rb[inside], ua[inside], ub[inside])
+            if x is None:
+                x = np.empty((len(y), part.shape[1]), dtype=np.float32)
+            x[inside] = part
+        return x
+
+    def test_matrix(self, ra, rb, train_ra, train_rb, train_y, prior) -> np.ndarray:
+        return self.context(train_ra, train_rb, train_y, prior).pair_features(ra, rb)
+
+    def feature_names(self, ctx) -> list[str]:
+        return ctx.feature_names(self.feats.binary_names, list(ddi_data.PHYSCHEM))
+
+
+# ----------------------------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------------------------
+def class_weights(y: np.ndarray, power: float) -> np.ndarray:
+    """Per-sample weights (n / (k * n_c)) ** power: 0 = unweighted, 1 = balanced."""
+    counts = np.bincount(y, minlength=len(LABELS)).astype(float)
+    w = (len(y) / (len(LABELS) * np.maximum(counts, 1))) ** power
+    return w[y]
+
+
+def fit_hgb(x, y, opts: dict):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    clf = HistGradientBoostingClassifier(
+        max_iter=opts["max_iter"],
+        learning_rate=opts["learning_rate"],
+        max_leaf_nodes=opts["max_leaf_nodes"],
+        min_samples_leaf=opts["min_samples_leaf"],
+        l2_regularization=opts["l2_regularization"],
+        max_features=opts["max_features"],
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=opts["n_iter_no_change"],
+        random_state=opts["seed"],
+    )
+    clf.fit(x, y, sample_weight=class_weights(y, opts["class_weight_power"]))
+    return clf
+
+
+class MajorityBaseline:
+    """Always the most frequent training class; probabilities = training class shares."""
+
+    def fit(self, y):
+        self.prior = np.bincount(y, minlength=len(LABELS)) / len(y)
+        return self
+
+    def predict_proba(self, n: int) -> np.ndarray:
+        return np.tile(self.prior, (n, 1))
+
+
+class IdAtcLogReg:
+    """Logistic regression on drug identity (one-hot of both drugs, summed) + ATC levels 1-4 multi-hot
+    (summed).  A drug unseen in training has an all-zero identity part."""
+
+    def __init__(self, feats: ddi_data.DrugFeatures, seed: int, class_weight_power: float = 0.0):
+        n12 = len(feats.atc_vocab[1]) + len(feats.atc_vocab[2])
+        self.atc = np.hstack([feats.binary[:, :n12], feats.atc[3], feats.atc[4]]).astype(np.float32)
+        self.seed = seed
+        self.power = class_weight_power
+
+    def _x(self, ra, rb):
+        from scipy import sparse
+
+        n = len(ra)
+        ids = sparse.csr_matrix(
+            (np.ones(2 * n, dtype=np.float32), (np.repeat(np.arange(n), 2), np.column_stack([ra, rb]).ravel())),
+            shape=(n, self.atc.shape[0]),
+        )[:, self.id_cols]
+        atc = sparse.csr_matrix(self.atc[ra] + self.atc[rb])
+        return sparse.hstack([ids, atc]).tocsr()
+
+    def fit(self, ra, rb, y):
+        from sklearn.linear_model import LogisticRegression
+
+        self.id_cols = np.unique(np.concatenate([ra, rb]))
+        self.clf = LogisticRegression(C=1.0, max_iter=300, random_state=self.seed)
+        self.clf.fit(self._x(ra, rb), y, sample_weight=class_weights(y, self.power))
+        return self
+
+    def predict_proba(self, ra, rb):
+        p = np.zeros((len(ra), len(LABELS)))
+        p[:, self.clf.classes_] = self.clf.predict_proba(self._x(ra, rb))
+        return p
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics and plots
+# ----------------------------------------------------------------------------------------------
+def ece(y: np.ndarray, proba: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the top-label confidence (equal-width bins)."""
+    conf = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(total)
+
+
+def _renorm(proba: np.ndarray) -> np.ndarray:
+    p = np.clip(proba, 1e-7, 1)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def evaluate(y: np.ndarray, proba: np.ndarray) -> dict:
+    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, log_loss, recall_score, roc_auc_score
+
+    pred = proba.argmax(axis=1)
+    out = {
+        "n": int(len(y)),
+        "accuracy": float(accuracy_score(y, pred)),
+        "macro_f1": float(f1_score(y, pred, labels=range(len(LABELS)), average="macro", zero_division=0)),
+        "ece": ece(y, proba),
+        "log_loss": float(log_loss(y, _renorm(proba), labels=range(len(LABELS)))),
+    }
+    rec = recall_score(y, pred, labels=range(len(LABELS)), average=None, zero_division=0)
+    for label, r in zip(LABELS, rec):
+        out[f"recall_{label}"] = float(r)
+    major = (y == MAJOR).astype(int)
+    if 0 < major.sum() < len(major):
+        out["major_auroc"] = float(roc_auc_score(major, proba[:, MAJOR]))
+        out["major_aupr"] = float(average_precision_score(major, proba[:, MAJOR]))
+    else:
+        out["major_auroc"] = out["major_aupr"] = float("nan")
+    return out
+
+
+def reliability_plot(curves: dict, path: Path) -> Path:
+    """curves: {split: {model: (y, proba)}} -> one panel per split, top-label reliability."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4.5), squeeze=False)
+    edges = np.linspace(0, 1, 11)
+    for ax, (split, models) in zip(axes[0], curves.items()):
+        ax.plot([0, 1], [0, 1], "k:", lw=1)
+        for name, (y, proba) in models.items():
+            conf = proba.max(axis=1)
+            correct = proba.argmax(axis=1) == y
+            idx = np.clip(np.digitize(conf, edges[1:-1]), 0, 9)
+            xs, ys = [], []
+            for b in range(10):
+                m = idx == b
+                if m.sum() >= 20:
+                    xs.append(conf[m].mean())
+                    ys.append(correct[m].mean())
+            ax.plot(xs, ys, "o-", label=f"{name} (ECE {ece(y, proba):.3f})")
+        ax.set_title(split)
+        ax.set_xlabel("predicted probability of top class")
+        ax.set_ylabel("observed accuracy")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX
+# ----------------------------------------------------------------------------------------------
+def export_onnx(clf, n_features: int, path: Path) -> Path:
+    from skl2onnx import to_onnx
+    from skl2onnx.common import tree_ensemble
+    from skl2onnx.common.data_types import FloatTensorType
+
+    # skl2onnx 1.20 passes HistGradientBoosting's missing-value flags as Python/NumPy booleans,
+    # which onnx 1.23's make_attribute rejects ("Expected an int, got a boolean"): cast them.
+    original = tree_ensemble.add_node
+
+    def add_node(*args, nodes_missing_value_tracks_true=0, **kwargs):
+        return original(*args, nodes_missing_value_tracks_true=int(nodes_missing_value_tracks_true), **kwargs)
+
+    tree_ensemble.add_node = add_node
+    try:
+        onx = to_onnx(
+            clf,
+            initial_types=[("X", FloatTensorType([None, n_features]))],
+            options={id(clf): {"zipmap": False}},
+            target_opset={"": 17, "ai.onnx.ml": 3},
+        )
+    finally:
+        tree_ensemble.add_node = original
+    path.write_bytes(onx.SerializeToString())
+    return path
+
+
+def onnx_parity(path: Path, clf, x: np.ndarray) -> dict:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(["probabilities"], {"X": x.astype(np.float32)})[0]
+    ref = clf.predict_proba(x)
+    return {
+        "parity_max_abs_prob_diff": float(np.abs(got - ref).max()),
+        "parity_argmax_agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
+        "parity_n": int(len(x)),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+# ----------------------------------------------------------------------------------------------
+DEFAULTS = {
+    "seed": 0,
+    "test_frac": 0.2,
+    "test_drug_frac": 0.2,
+    "morgan_bits": 1024,
+    "morgan_radius": 2,
+    "knn": 10,
+    "include_external_drugs": True,
+    "profile_mask_rate": 0.25,
+    "max_iter": 300,
+    "learning_rate": 0.1,
+    "max_leaf_nodes": 31,
+    "min_samples_leaf": 40,
+    "l2_regularization": 1.0,
+    "max_features": 1.0,
+    "n_iter_no_change": 20,
+    "class_weight_power": 0.5,
+    "baseline_class_weight_power": 0.0,
+    "limit": None,
+}
+FAST = {"morgan_bits": 256, "include_external_drugs": False, "max_iter": 30, "limit": 4000, "n_iter_no_change": 5}
+
+
+def _resolve_opts(fast: bool, overrides: dict) -> dict:
+    opts = dict(DEFAULTS)
+    if fast:
+        opts.update(FAST)
+    opts.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(opts) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown train_ddi option(s): {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    return opts
+
+
+def train_ddi(settings: Settings | None = None, *, fast: bool = False, alias: str | None = None,
+              register: bool = True, **overrides) -> DDIResult:
+    import mlflow
+
+    from training import registry
+    from training.sources import hashes_for
+
+    settings = settings or get_settings()
+    opts = _resolve_opts(fast, overrides)
+    seed = opts["seed"]
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    # ---- data ---------------------------------------------------------------------------------
+    pairs = ddi_data.load_pairs(settings)
+    n_all = len(pairs)
+    if opts["limit"]:
+        pairs = pairs.sample(n=min(int(opts["limit"]), len(pairs)), random_state=seed).sort_values(
+            ["drug_a", "drug_b"]).reset_index(drop=True)
+    table = ddi_data.build_drug_table(settings, include_external=opts["include_external_drugs"])
+    feats = ddi_data.featurise(table, morgan_bits=opts["morgan_bits"], morgan_radius=opts["morgan_radius"])
+    timings["data_s"] = time.perf_counter() - t0
+    ra = np.array([table.aliases[n] for n in pairs["drug_a"]], dtype=np.int64)
+    rb = np.array([table.aliases[n] for n in pairs["drug_b"]], dtype=np.int64)
+    y = pairs["level"].map({label: i for i, label in enumerate(LABELS)}).to_numpy().astype(np.int64)
+    fz = PairFeaturiser(feats, opts["knn"])
+    hgb_opts = {k: opts[k] for k in ("max_iter", "learning_rate", "max_leaf_nodes", "min_samples_leaf",
+                                     "l2_regularization", "max_features", "n_iter_no_change",
+                                     "class_weight_power", "seed")}
+
+    rnd_train, rnd_test = ddi_data.random_split(len(pairs), seed, opts["test_frac"])
+    cold = ddi_data.drug_disjoint_split(pairs, seed, opts["test_drug_frac"])
+    scenarios = {
+        "random": (rnd_train, {"random": rnd_test}),
+        "drug_disjoint": (cold["train"], {"one_unseen": cold["one_unseen"], "both_unseen": cold["both_unseen"]}),
+    }
+
+    metrics: dict[str, dict] = {}
+    curves: dict[str, dict] = {}
+    n_iters: dict[str, int] = {}
+    for scenario, (tr, tests) in scenarios.items():
+        ts = time.perf_counter()
+        prior = np.bincount(y[tr], minlength=len(LABELS)) / len(tr)
+        x_tr = fz.train_matrix(ra[tr], rb[tr], y[tr], prior, seed, opts["profile_mask_rate"])
+        model = fit_hgb(x_tr, y[tr], hgb_opts)
+        n_iters[scenario] = int(model.n_iter_)
+        del x_tr
+        maj = MajorityBaseline().fit(y[tr])
+        lr = IdAtcLogReg(feats, seed, opts["baseline_class_weight_power"]).fit(ra[tr], rb[tr], y[tr])
+        for split, te in tests.items():
+            if len(te) == 0:
+                continue
+            x_te = fz.test_matrix(ra[te], rb[te], ra[tr], rb[tr], y[tr], prior)
+            probs = {
+                "model": model.predict_proba(x_te),
+                "majority": maj.predict_proba(len(te)),
+                "logreg_id_atc": lr.predict_proba(ra[te], rb[te]),
+            }
+            metrics[split] = {name: evaluate(y[te], p) for name, p in probs.items()}
+            curves[split] = {name: (y[te], p) for name, p in probs.items() if name != "majority"}
+        timings[f"{scenario}_s"] = time.perf_counter() - ts
+        log.info("ddi %s done in %.0fs", scenario, timings[f"{scenario}_s"])
+
+    # ---- final model on every labelled pair --------------------------------------------------
+    ts = time.perf_counter()
+    prior = np.bincount(y, minlength=len(LABELS)) / len(y)
+    x_all = fz.train_matrix(ra, rb, y, prior, seed, opts["profile_mask_rate"])
+    final = fit_hgb(x_all, y, hgb_opts)
+    n_iters["final"] = int(final.n_iter_)
+    timings["final_s"] = time.perf_counter() - ts
+    n_features = x_all.shape[1]
+
+    # ---- artifact folder ----------------------------------------------------------------------
+    configure_uri = registry.configure(settings)
+    exp_id = registry.experiment_id(EXPERIMENT, settings)
+    with mlflow.start_run(experiment_id=exp_id, run_name="ddi-fast" if fast else "ddi") as run:
+        run_id = run.info.run_id
+        build = settings.work_dir / "ddi-builds" / run_id
+        model_dir = build / "model"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        export_onnx(final, n_features, model_dir / "model.onnx")
+        rng = np.random.default_rng(seed)
+        check_rows = rng.choice(len(x_all), size=min(2000, len(x_all)), replace=False)
+        parity = onnx_parity(model_dir / "model.onnx", final, x_all[check_rows])
+        del x_all
+
+        # served arrays: static drug features + the labels of ALL pairs (derived features are
+        # recomputed from them at load time by the same DrugContext code)
+        f = feats
+        keys = sorted(f.aliases)
+        np.savez_compressed(
+            model_dir / "drug_features.npz",
+            names=np.array(f.names), binary=f.binary, physchem=f.physchem,
+            atc2=f.atc[2], atc3=f.atc[3], atc4=f.atc[4], knn_idx=fz.knn_idx, knn_w=fz.knn_w,
+            label_counts=fz.label_counts(ra, rb, y), prior=prior,
+            alias_keys=np.array(keys), alias_rows=np.array([f.aliases[k] for k in keys], dtype=np.int64),
+        )
+        final_ctx = fz.context(ra, rb, y, prior)
+        has = final_ctx.has_profile
+        (model_dir / "labels.json").write_text(json.dumps(LABELS))
+        data_hashes = hashes_for(ddi_data.data_files())
+        cold_metrics = {s: metrics[s]["model"] for s in ("one_unseen", "both_unseen", "random") if s in metrics}
+        meta = {
+            "model_name": MODEL_NAME,
+            "run_id": run_id,
+            "labels": LABELS,
+            "task": "severity of a DDInter-style interaction given that one exists (major/moderate/minor); "
+                    "not trained to detect whether a pair interacts",
+            "estimator": "sklearn HistGradientBoostingClassifier",
+            "n_features": int(n_features),
+            "feature_names_file": "feature_names.json",
+            "pair_features": "sum of binary drug features; fmin/fmax of continuous ones "
+                             "(prescription_check.ddi_model.pair_matrix)",
+            "drug_features": feats.spec | {"profile_smoothing": 2.0, "knn": int(fz.knn_idx.shape[1])},
+            "prior": prior.tolist(),
+            "n_drugs_in_training_labels": int(has.sum()),
+            "n_pairs": int(len(pairs)),
+            "n_pairs_all_labelled": int(n_all),
+            "unknown_level": "excluded (DDInter 'Unknown' = interaction listed, severity not given)",
+            "negatives": "none (pairs DDInter does not list are not evidence of no interaction)",
+            "options": opts,
+            "n_iter": n_iters,
+            "metrics": metrics,
+            "parity": parity,
+            "data_sha256": data_hashes,
+            "licence": "trained on DDInter (CC BY-NC-SA 4.0) and WHO ATC (non-commercial): non-commercial use only",
+            "versions": _versions(),
+        }
+        (model_dir / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
+        (model_dir / "feature_names.json").write_text(json.dumps(fz.feature_names(final_ctx)))
+
+        # ---- splits, plots, report --------------------------------------------------------------
+        np.savez_compressed(
+            build / "splits.npz", drug_a=pairs["drug_a"].to_numpy(dtype=str), drug_b=pairs["drug_b"].to_numpy(dtype=str),
+            level=y, random_train=rnd_train, random_test=rnd_test, cold_train=cold["train"],
+            one_unseen=cold["one_unseen"], both_unseen=cold["both_unseen"], test_drugs=np.array(cold["test_drugs"]),
+        )
+        reliability_plot(curves, build / "reliability.png")
+        report = render_report(metrics, parity, n_iters, opts, timings, len(pairs), n_all, cold)
+        (build / "report.md").write_text(report)
+
+        mlflow.log_params({k: str(v) for k, v in opts.items()})
+        mlflow.log_params({"n_features": n_features, "n_pairs": len(pairs), "n_drug_rows": len(feats.names),
+                           "tracking_uri": configure_uri})
+        flat = {f"{split}.{name}.{k}": v for split, ms in metrics.items() for name, m in ms.items()
+                for k, v in m.items() if isinstance(v, float) and np.isfinite(v)}
+        flat.update(parity)
+        flat.update({f"time.{k}": v for k, v in timings.items()})
+        flat.update({f"n_iter.{k}": float(v) for k, v in n_iters.items()})
+        mlflow.log_metrics(flat)
+        mlflow.set_tags({f"data.{k}": v[:16] for k, v in data_hashes.items()} | {"fast": str(fast)})
+        mlflow.log_dict(data_hashes, "data_sha256.json")
+        mlflow.log_artifact(str(build / "report.md"))
+        mlflow.log_artifact(str(build / "reliability.png"), "plots")
+        mlflow.log_artifact(str(build / "splits.npz"), "splits")
+        mlflow.log_artifacts(str(model_dir), "model")
+        version = None
+        if register:
+            version = registry.register_run_artifact(
+                MODEL_NAME, run_id, "model",
+                tags={"one_unseen_macro_f1": f"{cold_metrics.get('one_unseen', {}).get('macro_f1', float('nan')):.4f}",
+                      "both_unseen_macro_f1": f"{cold_metrics.get('both_unseen', {}).get('macro_f1', float('nan')):.4f}",
+                      "parity_max_abs_prob_diff": f"{parity['parity_max_abs_prob_diff']:.2e}", "fast": fast},
+            )
+            if alias:
+                registry.set_alias(MODEL_NAME, alias, version)
+    timings["total_s"] = time.perf_counter() - t0
+    flat_out = {split: ms["model"] for split, ms in metrics.items()} | {"parity": parity, "timings": timings}
+    return DDIResult(run_id=run_id, version=version, model_dir=model_dir, metrics=flat_out | {"all": metrics})
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o))
+
+
+def _versions() -> dict:
+    import onnxruntime
+    import sklearn
+    import skl2onnx
+    from rdkit import __version__ as rdkit_version
+
+    return {"python": platform.python_version(), "sklearn": sklearn.__version__, "skl2onnx": skl2onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "rdkit": rdkit_version, "numpy": np.__version__,
+            "pandas": pd.__version__}
+
+
+def render_report(metrics, parity, n_iters, opts, timings, n_pairs, n_all, cold) -> str:
+    lines = [f"# ddi-severity run report\n", f"pairs used: {n_pairs} of {n_all} labelled (Unknown excluded); "
+             f"held-out drugs: {len(cold['test_drugs'])}; trees (iterations): {n_iters}\n",
+             "| split | model | n | accuracy | macro-F1 | recall major | recall moderate | recall minor | "
+             "major AUROC | major AUPR | ECE |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for split in ("random", "one_unseen", "both_unseen"):
+        for name, m in metrics.get(split, {}).items():
+            lines.append(
+                f"| {split} | {name} | {m['n']} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['recall_major']:.3f} | "
+                f"{m['recall_moderate']:.3f} | {m['recall_minor']:.3f} | {m['major_auroc']:.3f} | "
+                f"{m['major_aupr']:.3f} | {m['ece']:.3f} |")
+    lines.append(f"\nONNX parity: max |prob diff| {parity['parity_max_abs_prob_diff']:.2e}, argmax agreement "
+                 f"{parity['parity_argmax_agreement']:.4f} on {parity['parity_n']} rows\n")
+    lines.append("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    lines.append("\noptions: " + json.dumps(opts))
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training ddi", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fast", action="store_true", help="small subset and few trees (smoke test)")
+    parser.add_argument("--limit", type=int, help="use at most this many labelled pairs")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--max-iter", type=int, help="boosting iterations (early stopping may stop sooner)")
+    parser.add_argument("--class-weight-power", type=float, help="0 unweighted .. 1 balanced")
+    parser.add_argument("--alias", help="point this registry alias (e.g. champion) at the new version")
+    parser.add_argument("--no-register", action="store_true", help="log the run but register no version")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OpenMP threads for training (default 1: on a shared, loaded machine more threads "
+                        "made HistGradientBoosting ~10x slower)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads)
+    except ImportError:  # pragma: no cover
+        pass
+    result = train_ddi(
+        fast=args.fast, alias=args.alias, register=not args.no_register, limit=args.limit, seed=args.seed,
+        max_iter=args.max_iter, class_weight_power=args.class_weight_power,
+    )
+    print((result.model_dir.parent / "report.md").read_text())
+    print(f"run {result.run_id}  version {result.version}  model {result.model_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
