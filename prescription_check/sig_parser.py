@@ -138,8 +138,9 @@ class _Parser:
         from spacy.util import filter_spans
 
         norm = _prenormalise(text)
-        doc = self.nlp(norm)
-        matches = self.matcher(doc)
+        with self.lock:  # the route handlers run in a thread pool; keep spaCy calls serial
+            doc = self.nlp(norm)
+            matches = self.matcher(doc)
         spans = filter_spans([doc[s:e] for _, s, e in matches])
         labelled = []
         by_span = {(s, e): self.nlp.vocab.strings[mid] for mid, s, e in matches}
