@@ -74,8 +74,15 @@ def session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _by_length(texts) -> tuple[list[str], np.ndarray]:
+    """Texts sorted by length (less padding per batch) and the permutation to undo it."""
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    return [texts[i] for i in order], np.argsort(order)
+
+
 def onnx_logits(sess, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
     names = {i.name for i in sess.get_inputs()}
+    texts, undo = _by_length(list(texts))
     out = []
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(
@@ -86,13 +93,14 @@ def onnx_logits(sess, tokenizer, texts: list[str], max_length: int, batch_size: 
             return_tensors="np",
         )
         out.append(sess.run(None, {k: np.asarray(enc[k], dtype=np.int64) for k in INPUT_NAMES if k in names})[0])
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out)[undo] if out else np.zeros((0, 0), dtype=np.float32)
 
 
 def torch_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
     import torch
 
     model.eval()
+    texts, undo = _by_length(list(texts))
     out = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
@@ -104,7 +112,7 @@ def torch_logits(model, tokenizer, texts: list[str], max_length: int, batch_size
                 return_tensors="pt",
             )
             out.append(model(**enc).logits.float().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(out)[undo] if out else np.zeros((0, 0), dtype=np.float32)
 
 
 def parity(model, tokenizer, onnx_path: str | Path, texts: list[str], max_length: int) -> dict:

@@ -72,6 +72,7 @@ class TrainOptions:
     alias: str | None = None
     output_dir: Path | None = None
     cross_source: bool = True
+    cross_source_epochs: int | None = None  # default: epochs
     few_shot: str = "prototypes"
     freeze_embeddings: bool = True  # word-embedding matrix (11.7M of 22.7M weights) stays fixed: 2x faster steps
     setfit_pairs: int = 8  # contrastive pairs per training example (setfit/both)
@@ -175,14 +176,17 @@ def MeanPoolClassifier(seq_model):  # noqa: N802 - class factory (torch is impor
 def embed_texts(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
     import torch
 
+    from training.onnx_export import _by_length
+
     model.eval()
+    texts, undo = _by_length(list(texts))
     out = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             enc = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
                             max_length=max_length, return_tensors="pt")
             out.append(model.embed(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).numpy())
-    return np.concatenate(out)
+    return np.concatenate(out)[undo]
 
 
 def init_prototypes(model, tokenizer, texts: list[str], y: np.ndarray, n_classes: int, max_length: int,
@@ -221,6 +225,15 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for start in range(0, n, batch_size):
         yield order[start : start + batch_size]
+
+
+def _length_batches(texts: list[str], batch_size: int, rng: np.random.Generator):
+    """Batches of similar-length texts in random order: far less padding than random batches
+    (Avey vignettes are 5x longer than speech phrases), same examples per epoch."""
+    noisy = np.array([len(t) for t in texts], dtype=np.float64) * rng.uniform(0.8, 1.25, size=len(texts))
+    order = np.argsort(noisy, kind="stable")
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [chunks[i] for i in rng.permutation(len(chunks))]
 
 
 def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
@@ -315,7 +328,7 @@ def fit(
         model.train()
         total, seen = 0.0, 0
         bar = tqdm(
-            list(_batches(len(train_texts), opts.batch_size, rng)),
+            _length_batches(train_texts, opts.batch_size, rng),
             desc=f"{desc} epoch {epoch}/{opts.epochs}",
             disable=not opts.progress,
         )
@@ -374,6 +387,7 @@ def _prepare(settings: Settings, opts: TrainOptions, examples=None):
         raise TriageDataError(f"examples use centers the taxonomy {taxonomy.version} does not route: {unknown}")
     if "split" not in df.columns:
         df = make_splits(df, opts.seed)
+    full = df
     if opts.limit_per_center:
         n = int(opts.limit_per_center)
         df = df.sample(frac=1.0, random_state=opts.seed)
@@ -383,7 +397,7 @@ def _prepare(settings: Settings, opts: TrainOptions, examples=None):
         df = (
             __import__("pandas").concat(parts).sort_values(["split", "center"], kind="stable").reset_index(drop=True)
         )
-    return taxonomy, labels, df
+    return taxonomy, labels, df, full
 
 
 def _support(df) -> dict:
@@ -436,7 +450,7 @@ def _cross_source(df_all, opts: TrainOptions, taxonomy) -> dict:
         index = {c: i for i, c in enumerate(shared)}
         ytr = tr["center"].map(index).to_numpy()
         yte = te["center"].map(index).to_numpy()
-        sub = dataclasses.replace(opts)
+        sub = dataclasses.replace(opts, epochs=opts.cross_source_epochs or opts.epochs)
         model, tok, history, _ = fit(shared, list(tr["text"]), ytr, None, None, sub, log_metrics=False, desc=f"xsrc {name}")
         probs = ev.softmax(predict_logits(model, tok, list(te["text"]), opts.max_length))
         base = ev.tfidf_baseline(list(tr["text"]), ytr, list(te["text"]), len(shared), opts.seed)
@@ -478,7 +492,7 @@ def train_triage(settings: Settings | None = None, examples=None, **options) -> 
     if opts.epochs < 1 or opts.layers < 1 or opts.max_length < 8 or opts.batch_size < 1:
         raise ValueError("epochs, layers and batch size must be >= 1 and max length >= 8")
     started = time.time()
-    taxonomy, labels, df = _prepare(settings, opts, examples)
+    taxonomy, labels, df, full_df = _prepare(settings, opts, examples)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     out = Path(opts.output_dir or settings.work_dir / "runs" / "triage" / stamp)
     model_dir, report_dir = out / "model", out / "report"
@@ -580,10 +594,15 @@ def train_triage(settings: Settings | None = None, examples=None, **options) -> 
         tokenizer.save_pretrained(str(model_dir / "tokenizer"))
         if not (model_dir / "tokenizer" / "tokenizer.json").is_file():
             raise RuntimeError("tokenizer export wrote no tokenizer.json (fast tokenizer required)")
+        # torch weights stay beside the run (not in the served artifact) for the torch-vs-ONNX benchmark
+        import torch
+
+        torch.save({"state_dict": model.state_dict(), "labels": labels, "layers": opts.layers,
+                    "max_length": opts.max_length}, out / "torch_model.pt")
         del model
 
         if opts.cross_source:
-            results["cross_source"] = _cross_source(df, opts, taxonomy)
+            results["cross_source"] = _cross_source(full_df, opts, taxonomy)
 
         # report + plots
         plots = [
@@ -691,6 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set this alias (e.g. champion) on the new version; default: champion only if none exists")
     p.add_argument("--output-dir", type=Path, default=None)
     p.add_argument("--cross-source", action=argparse.BooleanOptionalAction, default=d.cross_source)
+    p.add_argument("--cross-source-epochs", type=int, default=None, help="epochs of the cross-source models (default: --epochs)")
     p.add_argument("--few-shot", choices=FEW_SHOT_METHODS, default=d.few_shot,
                    help="help for thin centers: 'prototypes' (class-description rows + prototype-initialised "
                    "head), 'setfit' (contrastive sentence pairs before fine-tuning), both, or none")
