@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +45,11 @@ class Prediction:
 
 
 def clean_text(text: str) -> str:
-    """Whitespace normalisation applied before tokenising (the tokenizer lower-cases)."""
-    return " ".join(str(text).split())
+    """The training data's normalisation (``training.triage_data.normalise_text``): NFKC, control
+    and format characters to spaces, whitespace collapsed, stripped.  The tokenizer lower-cases."""
+    out = unicodedata.normalize("NFKC", str(text))
+    out = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in out)
+    return " ".join(out.split())
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -168,3 +168,13 @@ def test_serving_path_imports_no_torch(triage_model_dir):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_serving_normalisation_matches_training():
+    from training.triage_data import normalise_text
+    from triage.classifier import clean_text
+
+    for text in ["a\u200bb  c", "\uff46\uff55\uff4c\uff4c width\x00x", " cough\n\tand fever ", "头痛 三天"]:
+        assert clean_text(text) == normalise_text(text)
+    with pytest.raises(ValueError, match="empty after normalisation"):
+        TriageClassifier._check(None, ["\u200b\x00"])  # noqa: SLF001 - input check without a model
