@@ -620,7 +620,11 @@ class RedFlagMatcher:
         if any(t in INNER_NEG for t in norms[start + 1 : end]):
             return True  # "sick twice today no blood"
         for p in ctx.post_neg_starts:
-            if end <= p <= end + POST_NEG_WINDOW and ctx.clause[p] == ctx.clause[start]:
+            if (
+                end <= p <= end + POST_NEG_WINDOW
+                and ctx.clause[p] == ctx.clause[start]
+                and not any(t in PHRASE_BREAKS for t in norms[end:p])
+            ):
                 return True
         # question-and-answer style: "Chest pain? No."
         k = end
@@ -637,22 +641,18 @@ class RedFlagMatcher:
         clause_norms = norms[lo:hi]
         facts = ctx.clause_facts.get(cl)
         if facts is None:
-            history = bool(_seq_index(clause_norms, HISTORY)) or any(
-                len(t) == 4 and t.isdigit() and t[:2] in ("19", "20") and {"in", "since"} & set(clause_norms[max(0, k - 3) : k])
-                for k, t in enumerate(clause_norms)
-            )
             slo, shi = ctx.sentence_bounds[ctx.sentence[start]]
             sentence_norms = norms[slo:shi]
             recent_again = bool(_seq_index(sentence_norms, HISTORY_OVERRIDE)) and bool(
                 _seq_index(sentence_norms, HISTORY_OVERRIDE_RECENT)
             )
             recency = bool(_seq_index(clause_norms, RECENCY))
-            facts = ctx.clause_facts[cl] = (history, recent_again, recency)
-        history, recent_again, recency = facts
-        if history and not recent_again:
-            return True
-        # someone else's past: within the comma-bounded phrase, an other-person word and a past
-        # marker before the finding ("my father had a stroke"); "has had" is ongoing, not past
+            # a fronted time phrase scopes over the whole clause: "Last year, I had a seizure"
+            fronted = any(s == 0 and e < len(clause_norms) and clause_norms[e] == "," for s, e in _seq_index(clause_norms, HISTORY))
+            facts = ctx.clause_facts[cl] = (recent_again, recency, fronted)
+        recent_again, recency, fronted = facts
+        # otherwise history markers count within the comma-bounded phrase of the finding, so
+        # "crushing chest pain, ECG was normal last month" still fires
         plo = start
         while plo > lo and norms[plo - 1] not in PHRASE_BREAKS:
             plo -= 1
@@ -660,6 +660,14 @@ class RedFlagMatcher:
         while phi < hi and norms[phi] not in PHRASE_BREAKS:
             phi += 1
         phrase = norms[plo:phi]
+        history = fronted or bool(_seq_index(phrase, HISTORY)) or any(
+            len(t) == 4 and t.isdigit() and t[:2] in ("19", "20") and {"in", "since"} & set(phrase[max(0, k - 3) : k])
+            for k, t in enumerate(phrase)
+        )
+        if history and not recent_again:
+            return True
+        # someone else's past: within the comma-bounded phrase, an other-person word and a past
+        # marker before the finding ("my father had a stroke"); "has had" is ongoing, not past
         past_before = any(
             norms[k] in PAST_MARKERS and not (norms[k] == "had" and k and norms[k - 1] in ("has", "have", "'s", "'ve"))
             for k in range(plo, end)

@@ -129,6 +129,9 @@ def test_misspelling_offsets_are_of_the_original_spelling(matcher):
         "she doesn't have any slurred speech",
         "I have no thoughts of suicide",
         "Chest pain? No. Sweating? No.",
+        "stiff neck and my temperature is normal",
+        "Last year, I had a seizure",
+        "I had a seizure in 2019, nothing since",
     ],
 )
 def test_negated_history_and_family_do_not_fire(matcher, text):
@@ -148,6 +151,9 @@ def test_negated_history_and_family_do_not_fire(matcher, text):
         ("the bleeding won't stop", "heavy_bleeding"),
         ("I don't want to live anymore", "suicidal_intent"),
         ("my father had a stroke last year and now my own face is drooping", "stroke_fast"),
+        ("crushing chest pain, ecg was normal last month", "chest_pain_severe"),
+        ("crushing chest pain right now, I had something similar last year", "chest_pain_severe"),
+        ("stiff neck, temperature 39.2, the doctor said bloods were normal", "meningitis_neck"),
     ],
 )
 def test_positive_context(matcher, text, rule):
