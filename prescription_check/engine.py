@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -27,6 +28,26 @@ log = logging.getLogger("prescription_check.engine")
 def severity_rank(sev: str) -> int:
     """0 = contraindicated (most severe) ... 4 = info."""
     return SEVERITY_RANK[sev]
+
+
+_RATIO = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)(?:\s*/\s*(\d+(?:\.\d+)?))?(?![\d.])")
+_MASS = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*(mg|mcg|g)\b", re.I)
+
+
+def _strengths_in_name(written: str, ings: list[str]) -> dict[str, float]:
+    """Per-unit strengths written in the product name: 'Norco 5/325' -> {hydrocodone: 5, acetaminophen: 325}
+    (in the order the product lists its ingredients); 'lisinopril 10 mg' -> {lisinopril: 10}."""
+    m = _RATIO.search(written)
+    if m and "ml" not in written[m.end():m.end() + 4].lower():
+        nums = [float(x) for x in m.groups() if x]
+        if len(nums) == len(ings):
+            return dict(zip(ings, nums))
+        return {}
+    masses = _MASS.findall(written)
+    if len(ings) == 1 and len(masses) == 1:
+        value, unit = masses[0]
+        return {ings[0]: float(value) * MASS_UNITS_MG[unit.lower()]}
+    return {}
 
 
 class Checker:
@@ -121,6 +142,8 @@ class Checker:
         unit = canonical_unit(item.unit)
         per_day = frequency_per_day(item.frequency)
         strengths = dict(res.strengths_mg) if res else {}
+        if written and ings and not strengths:
+            strengths = _strengths_in_name(written, ings)
         per_ml = item.strength_mg_per_ml or (res.strength_mg_per_ml if res else None)
         ing_dose: dict[str, float] = {}
         raw_unit = (item.unit or "mg").strip().lower().rstrip(".") if item.dose is not None else None

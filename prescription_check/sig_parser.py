@@ -39,8 +39,11 @@ FREQ_TOKENS = {
     "nightly": "qhs", "mane": "qam", "nocte": "qhs", "bid": "bid", "bd": "bid", "tid": "tid", "tds": "tid",
     "qid": "qid", "qds": "qid", "qod": "every other day", "eod": "every other day", "weekly": "weekly",
     "qw": "weekly", "qwk": "weekly", "biw": "twice weekly", "tiw": "three times weekly", "monthly": "monthly",
-    "stat": "stat", "once": "once", "hourly": "q1h", "ac": "ac", "pc": "pc",
+    "stat": "stat", "once": "once", "hourly": "q1h", "ac": "ac", "pc": "pc", "qweek": "weekly", "qwk.": "weekly",
+    "with meals": "tid", "before meals": "tid", "after meals": "tid", "at night": "qhs", "at bedtime": "qhs",
+    "at nighttime": "qhs",
 }
+_MEAL_ONCE = {"breakfast", "dinner", "supper", "lunch"}
 _WORDNUM = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "ten": 10, "fourteen": 14,
             "half": 0.5}
 DURATION_UNITS = {"d": 1, "day": 1, "days": 1, "dys": 1, "wk": 7, "wks": 7, "week": 7, "weeks": 7, "w": 7,
@@ -78,6 +81,8 @@ def _prenormalise(text: str) -> str:
     t = re.sub(r"\b(po|iv|im|sc|prn|qhs|bid|tid|qid|qd|hs)\.(?=\s|$)", r"\1", t)
     t = _QRANGE.sub(lambda m: f"q{m.group(1)}-{m.group(2)}h", t)
     t = _QH.sub(lambda m: f"q{m.group(1)}h", t)
+    t = re.sub(r"\b([1-4])\s*x\s*/\s*(day|d|week|wk)\b",
+               lambda m: f"{m.group(1)} times a {'week' if m.group(2) in ('week', 'wk') else 'day'}", t)
     t = _X_NUM.sub("x ", t)
     t = _NUM_UNIT.sub(r"\1 ", t)
     t = _STRENGTH_RE.sub(lambda m: f" {m.group(1)}{m.group(2)}/{m.group(3) or '1'}ml ", t)
@@ -120,6 +125,9 @@ class _Parser:
             [{"LOWER": "in"}, {"LOWER": "the"}, {"LOWER": {"IN": ["morning", "evening"]}}],
             [{"LOWER": {"IN": ["alternate", "alternating"]}}, {"LOWER": {"IN": ["day", "days"]}}],
             [{"LOWER": {"IN": ["before", "after", "with"]}}, {"LOWER": "meals"}],
+            [{"LOWER": {"IN": ["before", "after", "with"]}}, {"LOWER": {"IN": ["evening", "morning", "the"]}, "OP": "?"},
+             {"LOWER": {"IN": ["meal", "breakfast", "dinner", "supper", "lunch"]}}],
+            [{"LOWER": {"IN": ["q", "every", "per", "a", "once"]}}, {"LOWER": {"IN": ["week", "wk"]}}],
         ])
         m.add("DURATION", [
             [{"LOWER": {"IN": ["x", "for", "×", "times"]}}, num, {"LOWER": {"IN": list(DURATION_UNITS)}}],
@@ -199,7 +207,14 @@ class _Parser:
                     w in key for w in ("inhaler", "nebulizer")) else None)
             elif label == "FREQ" and frequency is None:
                 key = " ".join(toks)
-                frequency = FREQ_TOKENS.get(key, key)
+                if key in FREQ_TOKENS:
+                    frequency = FREQ_TOKENS[key]
+                elif toks[-1] in _MEAL_ONCE or toks[-1] == "meal":  # "with evening meal", "before breakfast"
+                    frequency = "daily"
+                elif toks[-1] in {"week", "wk"}:
+                    frequency = "weekly"
+                else:
+                    frequency = key
             elif label == "DURATION" and duration is None:
                 nums = [t for t in toks if _num(t) is not None]
                 per = DURATION_UNITS.get(toks[-1], 1)

@@ -115,3 +115,12 @@ def test_partial_and_fuzzy_matches_are_reported(rx_checker):
     assert rules["DRUG-PARTIAL-MATCH"].severity == "minor" and "cold flu max" in rules["DRUG-PARTIAL-MATCH"].message
     assert "amoxicillin" in rules["DRUG-FUZZY-MATCH"].message
     assert [i.match for i in r.items] == ["partial", "fuzzy"]
+
+
+def test_strengths_written_in_the_product_name(rx_checker):
+    r = rx_checker.check(rx([{"sig": "Norco 5/325 2 tabs q4h prn"}]))
+    assert r.items[0].ingredient_dose_mg == {"hydrocodone": 10, "acetaminophen": 650}
+    assert r.items[0].ingredient_daily_mg["acetaminophen"] == 3900
+    r = rx_checker.check(rx([{"drug": "acetaminophen 500 mg", "dose": 3, "unit": "tab", "frequency": "q4h"}]))
+    assert r.items[0].ingredient_daily_mg == {"acetaminophen": 9000}
+    assert any(f.category == "dose" for f in r.findings)

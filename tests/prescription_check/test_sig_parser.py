@@ -32,3 +32,11 @@ def test_unparseable_is_not_a_crash(sig):
     parsed = parse_sig(sig)
     assert not parsed.ok
     assert parsed.problems
+
+
+@pytest.mark.parametrize("sig,freq", [("MTX 10mg PO qweek", "weekly"), ("alendronate 70 mg once a week", "weekly"),
+                                      ("metformin XR 750mg 2 tabs with evening meal", "daily"),
+                                      ("insulin lispro 6 units sc with meals", "tid"),
+                                      ("lisinopril 10 mg 2x/day", "2 times a day")])
+def test_more_frequency_styles(sig, freq):
+    assert parse_sig(sig).item.frequency == freq
