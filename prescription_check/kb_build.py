@@ -230,6 +230,12 @@ def build_kb(settings: Settings | None = None, curated_dir: Path = CURATED_DIR) 
     src = lambda s, f: source_file(s, f, settings=settings)  # noqa: E731
     files: dict[str, str] = {}
     nb = _NameBuilder()
+    # curated tables first: a bad row fails the build at once, naming file and row
+    curated: dict[str, list[dict] | None] = {}
+    for name in CURATED_SCHEMAS:
+        curated[name] = read_curated(name, curated_dir)
+        if curated[name] is not None:
+            files[f"project/{name}"] = _hash_file(curated_dir / name)
 
     # 1. drug_ner synonyms
     p = src("drug_ner_synonyms", "variant_to_canonical.tsv")
@@ -417,11 +423,6 @@ def build_kb(settings: Settings | None = None, curated_dir: Path = CURATED_DIR) 
                         "row": f"drug_interaction_mcp_interactions.csv#{lineno}",
                     }
 
-    curated: dict[str, list[dict] | None] = {}
-    for name in CURATED_SCHEMAS:
-        curated[name] = read_curated(name, curated_dir)
-        if curated[name] is not None:
-            files[f"project/{name}"] = _hash_file(curated_dir / name)
     unresolved: list[str] = []
 
     def canon_curated(name: str, where: str) -> str:

@@ -69,3 +69,16 @@ def test_log_mlflow(rx_checker, tmp_path):
     assert exp.name == "knowledge-base"
     arts = [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "kb")]
     assert arts == [f"kb/{rx_checker.kb.path.name}"]
+
+
+def test_cli_rejects_a_bad_table(tmp_path, capsys):
+    from prescription_check.kb_build import main
+
+    src = CURATED_DIR / "cross_sensitivity.csv"
+    if not src.exists():
+        pytest.skip("table not written yet")
+    _copy_with_bad_row(tmp_path, "cross_sensitivity.csv", lambda r: r.update(severity="severe"))
+    out = tmp_path / "kb.json"
+    assert main(["--output", str(out), "--curated-dir", str(tmp_path)]) == 1
+    assert "cross_sensitivity.csv row 2: severity 'severe'" in capsys.readouterr().err
+    assert not out.exists()
