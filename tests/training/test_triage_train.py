@@ -117,7 +117,8 @@ def test_cross_source_runs_both_directions_with_baseline(settings):
     from triage.taxonomy import load_taxonomy
 
     df = load_examples(settings)
-    opts = TrainOptions(layers=1, epochs=1, limit_per_center=3, max_length=32, progress=False, few_shot="none")
+    # "both" also exercises the SetFit-style pair stage and the prototype head
+    opts = TrainOptions(layers=1, epochs=1, limit_per_center=3, max_length=32, progress=False, few_shot="both")
     results = _cross_source(df, opts, load_taxonomy())
     assert set(results) == {"speech->s2d", "s2d->speech"}
     for res in results.values():
