@@ -33,6 +33,7 @@ class Phrase:
     kind: str
     age_years: float | None
     pregnant: bool | None
+    split: str = "dev"  # "holdout": written after the rules were frozen, first scored blind
 
 
 def load_phrases(path: str | Path = DEFAULT_PHRASES_PATH) -> list[Phrase]:
@@ -58,6 +59,7 @@ def load_phrases(path: str | Path = DEFAULT_PHRASES_PATH) -> list[Phrase]:
                         kind,
                         float(age) if age else None,
                         {"1": True, "0": False, "": None}[preg],
+                        (row.get("split") or "dev").strip() or "dev",
                     )
                 )
             except (KeyError, ValueError) as exc:
@@ -73,13 +75,17 @@ def evaluate_redflags(
     urgency_of = {rid: matcher.rule(rid).urgency for rid in matcher.rule_ids()}
     per_rule = defaultdict(lambda: {"positives": 0, "recalled": 0, "false_positives": 0})
     per_kind = defaultdict(lambda: {"n": 0, "correct": 0})
+    per_split = defaultdict(lambda: {"positives": 0, "recalled": 0, "negatives": 0, "false_positives": 0})
     missed, missed_emergencies, false_positives = [], [], []
     positives = negatives = recalled = fp = 0
     for p in phrases:
         hits = matcher.match(p.text, age_years=p.age_years, pregnant=p.pregnant)
         fired = {h.rule_id for h in hits}
         per_kind[p.kind]["n"] += 1
+        split = per_split[p.split]
         if p.expect_fire:
+            split["positives"] += 1
+            split["recalled"] += p.expected_rule_id in fired
             if p.expected_rule_id not in urgency_of:
                 raise ValueError(f"phrase {p.text!r} expects unknown rule {p.expected_rule_id!r}")
             positives += 1
@@ -95,6 +101,8 @@ def evaluate_redflags(
                 missed_emergencies.append({"text": p.text, "expected": p.expected_rule_id, "fired": sorted(fired)})
         else:
             negatives += 1
+            split["negatives"] += 1
+            split["false_positives"] += bool(fired)
             if fired:
                 fp += 1
                 false_positives.append({"text": p.text, "kind": p.kind, "fired": sorted(fired)})
@@ -116,6 +124,7 @@ def evaluate_redflags(
         "false_positives": false_positives,
         "per_rule": {rid: dict(v) for rid, v in per_rule.items()},
         "per_kind": {k: dict(v) for k, v in per_kind.items()},
+        "per_split": {k: dict(v) for k, v in per_split.items()},
     }
 
 
@@ -134,6 +143,9 @@ def render_markdown(report: dict) -> str:
     for rid, s in report["per_rule"].items():
         rec = f"{s['recalled'] / s['positives']:.0%}" if s["positives"] else "-"
         lines.append(f"| {rid} | {s['positives']} | {s['recalled']} | {rec} | {s['false_positives']} |")
+    lines += ["", "| split | positives | recalled | negatives | false positives |", "|---|---:|---:|---:|---:|"]
+    for name, s in sorted(report["per_split"].items()):
+        lines.append(f"| {name} | {s['positives']} | {s['recalled']} | {s['negatives']} | {s['false_positives']} |")
     lines += ["", "| kind | n | correct |", "|---|---:|---:|"]
     for kind, s in sorted(report["per_kind"].items()):
         lines.append(f"| {kind} | {s['n']} | {s['correct']} |")

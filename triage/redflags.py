@@ -86,6 +86,7 @@ CONDITION_KEYS = {
     "temp_required_c": float,
     "pregnant": ("yes",),
     "sex": ("male", "female"),
+    "window": float,  # max tokens spanned by all groups (default GROUP_WINDOW)
 }
 WINDOW_CAP = 48  # tokens per Matcher call at most (bounds work on repetitive input)
 GROUP_WINDOW = 40  # all groups of a combination rule must lie within this many tokens
@@ -176,7 +177,7 @@ def _stem(word: str) -> str:
             break
     if w.endswith("y") and len(w) > 4:
         w = w[:-1]
-    if w.endswith("e") and len(w) > 4:
+    if w.endswith("e") and len(w) > 3 and not w.endswith("ee"):
         w = w[:-1]
     return w
 
@@ -807,7 +808,8 @@ class RedFlagMatcher:
             options = [found.get((rule.index, "g", gi)) for gi in range(len(rule.groups))]
             if any(o is None for o in options):
                 continue
-            spans = self._closest(options) if len(options) > 1 else [options[0][0]]
+            window = int(rule.conditions.get("window", GROUP_WINDOW))
+            spans = self._closest(options, window) if len(options) > 1 else [options[0][0]]
             if spans is None:
                 continue
             if any((rule.index, "x", gi) in found for gi in range(len(rule.excludes))):
@@ -824,8 +826,8 @@ class RedFlagMatcher:
         return hits
 
     @staticmethod
-    def _closest(options: list[list[tuple[int, int]]]) -> list[tuple[int, int]] | None:
-        """One span per group, all within GROUP_WINDOW tokens of each other (earliest such set)."""
+    def _closest(options: list[list[tuple[int, int]]], window: int = GROUP_WINDOW) -> list[tuple[int, int]] | None:
+        """One span per group, all within `window` tokens of each other (earliest such set)."""
         for anchor in options[0]:
             chosen = [anchor]
             for group in options[1:]:
@@ -833,7 +835,7 @@ class RedFlagMatcher:
                 chosen.append(best)
             lo = min(sp[0] for sp in chosen)
             hi = max(sp[1] for sp in chosen)
-            if hi - lo <= GROUP_WINDOW:
+            if hi - lo <= window:
                 return chosen
         return None
 
