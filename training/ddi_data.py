@@ -209,10 +209,10 @@ def build_drug_table(settings: Settings | None = None, include_external: bool = 
         for c in sorted(set(smiles_by_canon) | {k for k in atc_by_canon if k == canon(k)}):
             if c not in aliases:
                 add(c, [c], False)
-        # WHO INN names as aliases of the canonical row (e.g. "paracetamol" -> acetaminophen)
-        for n in sorted(atc_by_canon):
-            if n not in aliases and canon(n) in aliases:
-                aliases[n] = aliases[canon(n)]
+    # WHO INN names (and other known variants) as aliases of a row (e.g. "paracetamol" -> acetaminophen)
+    for n in sorted(atc_by_canon):
+        if n not in aliases and canon(n) in aliases:
+            aliases[n] = aliases[canon(n)]
     return DrugTable(names, atc, smiles, np.array(in_dd, dtype=bool), aliases)
 
 

@@ -1,0 +1,100 @@
+"""DDIPredictor: loads the registered ddi-severity artifact, numpy + onnxruntime only."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from prescription_check.ddi_model import DDIPredictor
+from training.registry import ModelNotFoundError
+
+
+@pytest.fixture(scope="module")
+def predictor(ddi_model_dir):
+    return DDIPredictor.load(str(ddi_model_dir))
+
+
+def test_loads_from_registry_alias(ddi_settings):
+    p = DDIPredictor.load("models:/ddi-severity@champion", settings=ddi_settings)
+    assert p.version == "1"
+    assert p.knows("warfarin")
+
+
+def test_loads_from_path_and_names_the_run(predictor, ddi_model_dir):
+    meta = json.loads((ddi_model_dir / "meta.json").read_text())
+    assert predictor.version == f"run:{meta['run_id'][:12]}"
+    assert predictor.labels == ["major", "moderate", "minor"]
+
+
+def test_knows_canonical_ddinter_and_who_names(predictor):
+    assert predictor.knows("acetaminophen")
+    assert predictor.knows("Paracetamol ")        # WHO INN name, any case/spacing
+    assert predictor.knows("WARFARIN")
+    assert not predictor.knows("not-a-drug-xyz")
+    assert not predictor.knows(None)
+
+
+def test_predict_pairs_symmetric_batched_and_normalised(predictor):
+    pairs = [("warfarin", "fluconazole"), ("fluconazole", "warfarin"), ("simvastatin", "clarithromycin"),
+             ("clarithromycin", "simvastatin"), ("acetaminophen", "amoxicillin")]
+    out = predictor.predict_pairs(pairs)
+    assert len(out) == len(pairs)
+    for p in out:
+        assert set(p) == {"major", "moderate", "minor"}
+        assert abs(sum(p.values()) - 1) < 1e-5
+    for i in (0, 2):
+        for k in out[i]:
+            assert out[i][k] == pytest.approx(out[i + 1][k], abs=1e-6)
+    # one batched call gives what single calls give
+    single = [predictor.predict_pairs([pr])[0] for pr in pairs]
+    for a, b in zip(out, single):
+        assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_unknown_drugs_and_self_pairs_get_no_prediction(predictor):
+    out = predictor.predict_pairs([("warfarin", "not-a-drug-xyz"), ("warfarin", "Warfarin"),
+                                   ("warfarin", "aspirin")])
+    assert out[0] == {} and out[1] == {}
+    assert set(out[2]) == {"major", "moderate", "minor"}
+    assert predictor.predict_pairs([]) == []
+
+
+def test_bad_pair_shape_is_named(predictor):
+    with pytest.raises(ValueError, match="pair 0"):
+        predictor.predict_pairs([("warfarin",)])
+
+
+def test_missing_model_raises_model_not_found(settings, tmp_path, ddi_model_dir):
+    with pytest.raises(ModelNotFoundError):
+        DDIPredictor.load("models:/ddi-severity@champion", settings=settings)
+    with pytest.raises(ModelNotFoundError):
+        DDIPredictor.load(str(tmp_path / "nowhere"), settings=settings)
+    broken = tmp_path / "broken"
+    shutil.copytree(ddi_model_dir, broken)
+    (broken / "model.onnx").unlink()
+    with pytest.raises(ModelNotFoundError, match="model.onnx"):
+        DDIPredictor.load(str(broken), settings=settings)
+
+
+def test_serving_imports_neither_torch_nor_rdkit_nor_sklearn(ddi_model_dir):
+    code = (
+        "import sys\n"
+        "from prescription_check.ddi_model import DDIPredictor\n"
+        f"p = DDIPredictor.load({str(ddi_model_dir)!r})\n"
+        "assert p.predict_pairs([('warfarin', 'aspirin')])[0]\n"
+        "bad = [m for m in ('torch', 'rdkit', 'sklearn', 'mlflow') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_predictions_match_the_trained_models_classes(predictor):
+    """A drug pair DDInter lists: the prediction should usually rank its true class above chance."""
+    x, keep = predictor.features([("warfarin", "aspirin")])
+    assert x.shape == (1, predictor.context.n_features) and keep.tolist() == [0]
+    assert np.isfinite(predictor.predict_proba(x)).all()

@@ -1,0 +1,120 @@
+"""ddi-severity training: real DDInter data, real MLflow store in a temp dir, real ONNX export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training import ddi_data
+from training.ddi_train import LABELS, PairFeaturiser, evaluate, train_ddi
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return ddi_data.load_pairs()
+
+
+def test_pairs_are_unique_unordered_and_known_severity(pairs):
+    assert (pairs["drug_a"] < pairs["drug_b"]).all()
+    assert not pairs.duplicated(["drug_a", "drug_b"]).any()
+    assert set(pairs["level"]) == set(LABELS)          # Unknown excluded
+    # DDInter README: 160,235 unique pairs of which 29,813 Unknown
+    assert len(pairs) == 160_235 - 29_813
+    with_unknown = ddi_data.load_pairs(include_unknown=True)
+    assert len(with_unknown) == 160_235
+
+
+def test_drug_disjoint_split_really_disjoint_and_reproducible(pairs):
+    s = ddi_data.drug_disjoint_split(pairs, seed=3)
+    held = set(s["test_drugs"])
+    train = pairs.iloc[s["train"]]
+    train_drugs = set(train["drug_a"]) | set(train["drug_b"])
+    assert held and not (held & train_drugs)
+    one = pairs.iloc[s["one_unseen"]]
+    assert ((one["drug_a"].isin(held)).astype(int) + one["drug_b"].isin(held).astype(int) == 1).all()
+    both = pairs.iloc[s["both_unseen"]]
+    assert both["drug_a"].isin(held).all() and both["drug_b"].isin(held).all()
+    assert len(s["train"]) + len(s["one_unseen"]) + len(s["both_unseen"]) == len(pairs)
+    again = ddi_data.drug_disjoint_split(pairs, seed=3)
+    assert again["test_drugs"] == s["test_drugs"]
+    assert ddi_data.drug_disjoint_split(pairs, seed=4)["test_drugs"] != s["test_drugs"]
+
+
+def test_out_of_fold_features_never_see_own_label():
+    """A drug with a single labelled pair must look unseen (no own profile) to that pair in training."""
+    table = ddi_data.build_drug_table(include_external=False)
+    feats = ddi_data.featurise(table, morgan_bits=64)
+    fz = PairFeaturiser(feats, k=3)
+    ra = np.array([0, 0, 0, 5], dtype=np.int64)   # drug 5 and 6 each have one pair: (5, 6)
+    rb = np.array([1, 2, 3, 6], dtype=np.int64)
+    y = np.array([0, 1, 1, 2], dtype=np.int64)
+    prior = np.array([0.2, 0.7, 0.1])
+    x = fz.train_matrix(ra, rb, y, prior, seed=0, mask_rate=0.0, folds=4)
+    ctx = fz.context(ra, rb, y, prior)
+    names = fz.feature_names(ctx)
+    col = names.index("sum:has_profile")
+    assert x[3, col] == 0          # out of fold: (5, 6) is its own fold, neither drug has other labels
+    full = ctx.pair_features(ra[3:], rb[3:])
+    assert full[0, col] == 2       # with its own label in the context both drugs look "seen"
+
+
+def test_pair_features_symmetric():
+    table = ddi_data.build_drug_table(include_external=False)
+    feats = ddi_data.featurise(table, morgan_bits=64)
+    fz = PairFeaturiser(feats, k=3)
+    rng = np.random.default_rng(0)
+    ra, rb = rng.integers(0, 500, 200), rng.integers(500, 1000, 200)
+    y = rng.integers(0, 3, 200)
+    ctx = fz.context(ra, rb, y, np.array([0.2, 0.7, 0.1]))
+    ia, ib = rng.integers(0, len(feats.names), 50), rng.integers(0, len(feats.names), 50)
+    np.testing.assert_array_equal(ctx.pair_features(ia, ib), ctx.pair_features(ib, ia))
+
+
+def test_evaluate_metrics():
+    y = np.array([0, 1, 1, 2, 0, 1])
+    perfect = np.eye(3)[y] * 0.98 + 0.01 / 1
+    m = evaluate(y, perfect / perfect.sum(1, keepdims=True))
+    assert m["accuracy"] == 1.0 and m["macro_f1"] == 1.0 and m["major_auroc"] == 1.0
+    wrong = np.eye(3)[(y + 1) % 3]
+    assert evaluate(y, wrong)["accuracy"] == 0.0
+
+
+def test_unknown_option_is_refused(settings):
+    with pytest.raises(TypeError, match="max_itre"):
+        train_ddi(settings, fast=True, max_itre=3)
+
+
+def test_train_exports_checks_parity_logs_and_registers(settings):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from training import registry
+
+    res = train_ddi(settings, fast=True, limit=1500, max_iter=8, alias="champion")
+    assert res.version == "1"
+    for f in ("model.onnx", "drug_features.npz", "labels.json", "meta.json"):
+        assert (res.model_dir / f).is_file(), f
+    meta = json.loads((res.model_dir / "meta.json").read_text())
+    assert meta["labels"] == LABELS and meta["run_id"] == res.run_id
+    assert meta["parity"]["parity_max_abs_prob_diff"] < 1e-4
+    assert meta["parity"]["parity_argmax_agreement"] == 1.0
+    for split in ("random", "one_unseen", "both_unseen"):
+        assert set(meta["metrics"][split]) == {"model", "majority", "logreg_id_atc"}
+        assert 0 <= res.metrics[split]["macro_f1"] <= 1
+    registry.configure(settings)
+    assert registry.get_alias_version("ddi-severity", "champion") == "1"
+    run = MlflowClient().get_run(res.run_id)
+    assert "one_unseen.model.macro_f1" in run.data.metrics
+    assert run.data.params["limit"] == "1500"
+    assert any(k.startswith("data.ddinter/") for k in run.data.tags)
+    arts = {a.path for a in MlflowClient().list_artifacts(res.run_id)}
+    assert {"model", "plots", "splits", "report.md", "data_sha256.json"} <= arts
+    hashes = mlflow.artifacts.load_dict(f"runs:/{res.run_id}/data_sha256.json")
+    assert hashes["ddinter/ddinter_downloads_code_A.csv"].startswith("5bb75de3")
+    folder, version = registry.resolve_model_dir("models:/ddi-severity@champion", settings)
+    assert version == "1" and (folder / "model.onnx").is_file()
+    # the held-out drugs are saved with the run
+    splits = np.load(res.model_dir.parent / "splits.npz")
+    assert len(splits["test_drugs"]) > 0
