@@ -24,7 +24,7 @@ stated in the text such as "my 6 week old"), ``pregnant=yes`` (the ``pregnant`` 
 non-negated mention of pregnancy in the text), ``sex=male`` (skipped when sex is known and
 different), ``temp_min_c`` (when a temperature reading is in the text it must reach this value;
 a fever word alone suffices otherwise), ``temp_required_c`` (a reading of at least this value must
-be present).
+be present), ``window`` (all groups within this many tokens instead of ``GROUP_WINDOW``).
 
 Context (NegEx-style)
 ---------------------
@@ -35,8 +35,9 @@ A matched phrase does not count when it is
   subject ("and my ...", "and now ...") and at commas unless the comma continues a list
   ("no fever, cough or rash").  A bare "not" only negates when it governs the finding
   ("not feeling dizzy", "haven't got a fever"), so "I couldn't sleep, chest pain..." still fires;
-* history: "last year", "years ago", "history of", "used to", "as a child", "in 2019" in the clause
-  (unless the sentence says "again"/"another"/"just had");
+* history: "last year", "years ago", "history of", "used to", "as a child", "in 2019" in the
+  finding's comma-bounded phrase or fronted ("Last year, ..."), unless the sentence says it is
+  happening again now;
 * about someone else in the past: a family/other-person word together with a past marker
   ("my father had a stroke", "my mum died of a heart attack", "runs in the family"), unless a
   recency marker says it is happening now ("my baby had a fit 10 minutes ago" fires);

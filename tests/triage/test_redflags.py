@@ -34,6 +34,7 @@ def test_phrase_set_size_and_coverage(matcher):
     per_rule = {rid: sum(p.expected_rule_id == rid for p in positives) for rid in matcher.rule_ids()}
     thin = {rid: n for rid, n in per_rule.items() if n < 2}
     assert not thin, f"rules with fewer than 2 positive phrasings: {thin}"
+    assert sum(p.split == "holdout" for p in PHRASES) >= 50
     kinds = {p.kind for p in PHRASES}
     assert {"positive", "negated", "history", "family", "unrelated", "misspelt"} <= kinds
 
@@ -165,6 +166,12 @@ def test_combination_groups_must_be_close(matcher):
     far = "My chest hurts. " + "Work has been busy and stressful for weeks now. " * 6 + "The pain goes into my left arm."
     assert "chest_pain_cardiac" in _ids(matcher.match(near))
     assert "chest_pain_cardiac" not in _ids(matcher.match(far))
+
+
+def test_per_rule_window(matcher):
+    assert "child_ingestion" in _ids(matcher.match("my toddler swallowed some of my blood pressure pills"))
+    far = "My child ate dinner and then later in the evening after his bath and a story we gave him his medicine"
+    assert "child_ingestion" not in _ids(matcher.match(far))
 
 
 # ---------------------------------------------------------------------------------------------
