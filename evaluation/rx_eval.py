@@ -112,8 +112,13 @@ def evaluate_sigs(rows: list[dict]) -> dict:
                 errors.append((r["sig"], fld, item.get(fld), r[fld]))
         exact += allok
     n = len(rows) or 1
-    return {"n": len(rows), "accuracy": {f: correct[f] / n for f in SIG_FIELDS}, "line_exact": exact / n,
-            "errors": errors}
+    out = {"n": len(rows), "accuracy": {f: correct[f] / n for f in SIG_FIELDS}, "line_exact": exact / n,
+           "errors": errors}
+    splits = sorted({r.get("split") or "dev" for r in rows})
+    if len(splits) > 1:
+        out["splits"] = {sp: evaluate_sigs([{**r, "split": None} for r in rows if (r.get("split") or "dev") == sp])
+                         for sp in splits}
+    return out
 
 
 def summarise(gold: dict) -> dict:
@@ -155,10 +160,16 @@ def markdown(gold: dict, sigs: dict | None) -> str:
         lines.append(f"| {prov} | {v['expected']} | {v['found']} | {v['unsafe']} | {v['detected']} | {v['safe']} | "
                      f"{v['false_alarm']} |")
     if sigs:
-        lines += ["", f"## Sig parser ({sigs['n']} lines)", "", "| field | accuracy |", "|---|---|"]
+        splits = sigs.get("splits", {})
+        head = " | ".join(f"{sp} ({v['n']})" for sp, v in splits.items())
+        lines += ["", f"## Sig parser ({sigs['n']} lines)", "",
+                  f"| field | all | {head} |" if splits else "| field | accuracy |",
+                  "|---|---|" + "---|" * len(splits)]
         for f, a in sigs["accuracy"].items():
-            lines.append(f"| {f} | {a:.1%} |")
-        lines.append(f"| all fields of a line | {sigs['line_exact']:.1%} |")
+            extra = "".join(f" {v['accuracy'][f]:.1%} |" for v in splits.values())
+            lines.append(f"| {f} | {a:.1%} |{extra}")
+        extra = "".join(f" {v['line_exact']:.1%} |" for v in splits.values())
+        lines.append(f"| all fields of a line | {sigs['line_exact']:.1%} |{extra}")
     return "\n".join(lines)
 
 

@@ -90,7 +90,8 @@ COUNT_UNITS = {"tab": "tab", "tabs": "tab", "tablet": "tab", "tablets": "tab", "
                "capsule": "cap", "capsules": "cap", "pill": "tab", "pills": "tab", "puff": "puff", "puffs": "puff",
                "drop": "drop", "drops": "drop", "gtt": "drop", "gtts": "drop", "patch": "patch",
                "supp": "supp", "suppository": "supp", "sachet": "sachet", "spray": "spray", "sprays": "spray",
-               "unit": "units", "units": "units", "u": "units", "iu": "units", "application": "application"}
+               "unit": "units", "units": "units", "u": "units", "iu": "units", "application": "application",
+               "meq": "mEq", "mmol": "mmol"}
 
 
 def canonical_unit(unit: str | None) -> str | None:

@@ -86,6 +86,8 @@ def _prenormalise(text: str) -> str:
     t = _X_NUM.sub("x ", t)
     t = _NUM_UNIT.sub(r"\1 ", t)
     t = _STRENGTH_RE.sub(lambda m: f" {m.group(1)}{m.group(2)}/{m.group(3) or '1'}ml ", t)
+    # "Augmentin 875/125 mg one tab": a ratio with a mass unit is the product's strengths, not a dose
+    t = re.sub(r"(?<![\d.])(\d+(?:\.\d+)?/\d+(?:\.\d+)?)\s+(mg|mcg|g)\b(?!\s*/)", r"\1-\2", t)
     t = re.sub(r"(\d)\s*-\s*(\d)(?=\s*(tab|cap|pill|puff|drop|ml|mg)s?\b)", r"\1-\2", t)
     return re.sub(r"\s+", " ", t).strip()
 
@@ -173,7 +175,7 @@ class _Parser:
             bare_strength = float(drug_tokens.pop())
             bare_unit = "mg"
         # "lisinopril 10mg" where drug text ends with a glued strength token
-        drug = " ".join(drug_tokens).strip(" -:") or None
+        drug = re.sub(r"(\d)-(mg|mcg|g)\b", r"\1 \2", " ".join(drug_tokens)).strip(" -:") or None
         problems: list[str] = []
         dose = unit = route = frequency = None
         duration = None

@@ -40,3 +40,16 @@ def test_unparseable_is_not_a_crash(sig):
                                       ("lisinopril 10 mg 2x/day", "2 times a day")])
 def test_more_frequency_styles(sig, freq):
     assert parse_sig(sig).item.frequency == freq
+
+
+def test_strength_ratio_is_not_a_dose():
+    # "875/125 mg" must never be read as 875 / 125 = 7 mg
+    item = parse_sig("Augmentin 875/125 mg one tab twice daily x 7 days").item
+    assert (item.dose, item.unit) == (1, "tab") and "875/125" in item.drug
+    item = parse_sig("take 1/2 tab of warfarin 5 mg daily").item
+    assert item is None or item.dose != 0.5 or item.unit == "tab"
+
+
+def test_meq_is_a_unit():
+    item = parse_sig("KCl 20 mEq po daily").item
+    assert (item.drug, item.dose, item.unit) == ("kcl", 20, "mEq")
