@@ -93,8 +93,9 @@ def test_predicted_interactions_only_for_pairs_without_kb_entry(rx_checker):
                    for f in r.findings)
 
 
-def test_load_builds_missing_kb(tmp_path, rx_checker):
-    # Checker.load reuses an existing artefact given by path; version is the content hash
+def test_load_existing_artefact(tmp_path, rx_checker):
+    # Checker.load reuses an existing artefact given by path (the session fixture itself is built by
+    # Checker.load from a missing artefact); the version is the content hash
     c = Checker.load(Settings(work_dir=tmp_path / "var", api_keys={}), kb_path=rx_checker.kb.path,
                      ddi_predictor=False, warm=False)
     assert c.kb_version == rx_checker.kb_version
