@@ -30,6 +30,13 @@ def pairs(ctx: Ctx):
                     yield a, b, la, lb
 
 
+def _label(ctx: Ctx, ing: str) -> str:
+    """'simvastatin (HMG CoA reductase inhibitors)': the ATC level-4 class helps the pharmacist judge the pair."""
+    codes = ctx.kb.atc_codes(ing)
+    name = ctx.kb.atc_names.get(codes[0][:5]) if codes else None
+    return f"{ing} ({name})" if name else ing
+
+
 def run(ctx: Ctx) -> list[Finding]:
     out: list[Finding] = []
     unknown: list[tuple[str, str, str, str]] = []
@@ -43,7 +50,8 @@ def run(ctx: Ctx) -> list[Finding]:
         if entry.get("origin") == "ddinter":
             level = entry["ddinter_level"]
             graded = "" if level != "Unknown" else " (DDInter lists it without a severity grade; reported as minor)"
-            msg = f"Documented interaction between {a} and {b}: DDInter level {level}{graded}."
+            msg = (f"Documented interaction between {_label(ctx, a)} and {_label(ctx, b)}: DDInter level "
+                   f"{level}{graded}.")
             source = DDINTER_SOURCE.format(level=level)
             action = DEFAULT_ACTIONS[sev]
             rule = f"DDI-DDINTER-{level.upper()}"
