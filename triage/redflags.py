@@ -89,6 +89,7 @@ CONDITION_KEYS = {
     "sex": ("male", "female"),
     "window": float,  # max tokens spanned by all groups (default GROUP_WINDOW)
 }
+REPEAT_LIMIT = 8  # a table word this often in one text switches to the strict patterns
 WINDOW_CAP = 48  # tokens per Matcher call at most (bounds work on repetitive input)
 GROUP_WINDOW = 40  # all groups of a combination rule must lie within this many tokens
 MAX_GAP = 4  # other tokens allowed between two consecutive words of a term
@@ -468,29 +469,37 @@ class RedFlagMatcher:
         # gaps may not hold punctuation (commas, full stops); newlines are caught by the clause check
         gap = {"IS_PUNCT": False, "OP": "{0,%d}" % MAX_GAP}
         by_first: dict[str, dict[str, list]] = {}
+        self._pattern_words: set[str] = set()
         for rule in self.rules:
             for kind, groups in (("g", rule.groups), ("x", rule.excludes)):
                 for gi, terms in enumerate(groups):
                     key = f"{rule.index}|{kind}|{gi}"
                     for words in terms:
-                        pat: list[dict] = []
+                        fast: list[dict] = []
+                        strict: list[dict] = []
                         for wi, word in enumerate(words):
                             if wi:
-                                # a gap token may not be the next word itself: matching stays
-                                # leftmost and deterministic (no state explosion on "can't can't ...")
-                                pat.append(dict(gap, LEMMA={"NOT_IN": [word]}))
-                            pat.append({"LEMMA": word})
-                        by_first.setdefault(words[0], {}).setdefault(key, []).append(pat)
+                                fast.append(dict(gap))
+                                # strict: a gap token may not be the next word itself, so matching is
+                                # leftmost and linear even on "can't can't can't ..." (slower per call)
+                                strict.append(dict(gap, LEMMA={"NOT_IN": [word]}))
+                            fast.append({"LEMMA": word})
+                            strict.append({"LEMMA": word})
+                        self._pattern_words.update(words)
+                        by_first.setdefault(words[0], {}).setdefault(key, []).append((fast, strict))
         self.matchers: dict[str, Matcher] = {}
+        self.strict_matchers: dict[str, Matcher] = {}
         self._reach: dict[str, int] = {}  # longest possible match (tokens) per first word
         for first, keyed in by_first.items():
-            matcher = Matcher(self.nlp.vocab)
+            matcher, strict_matcher = Matcher(self.nlp.vocab), Matcher(self.nlp.vocab)
             reach = 1
-            for key, patterns in keyed.items():
-                matcher.add(key, patterns)
-                for pat in patterns:
+            for key, pairs in keyed.items():
+                matcher.add(key, [f for f, _ in pairs])
+                strict_matcher.add(key, [st for _, st in pairs])
+                for pat, _ in pairs:
                     reach = max(reach, sum(MAX_GAP if "OP" in p else 1 for p in pat))
             self.matchers[first] = matcher
+            self.strict_matchers[first] = strict_matcher
             self._reach[first] = reach
         # fuzzy map: raw words of length >= 6 used in the table, keyed by their one-deletions
         self._fuzzy_exact = {w for w in self._vocab_words if len(w) >= 6 and w.isalpha()}
@@ -759,8 +768,11 @@ class RedFlagMatcher:
     def _raw_matches(self, doc, positions: dict[str, list[int]]) -> list[tuple[int, int, int]]:
         raw_matches: list[tuple[int, int, int]] = []
         n_tokens = len(doc)
+        # repetitive text (a table word 8+ times) uses the strict, linear-time patterns
+        repetitive = any(len(w) >= REPEAT_LIMIT for lem, w in positions.items() if lem in self._pattern_words)
+        matchers = self.strict_matchers if repetitive else self.matchers
         for lemma, where in positions.items():
-            matcher = self.matchers.get(lemma)
+            matcher = matchers.get(lemma)
             if matcher is None:
                 continue
             # a spaCy Matcher call costs O(len(doclike)); run it only on the windows where a
