@@ -81,7 +81,8 @@ class DrugContext:
         m3 = np.asarray(atc3, dtype=np.float32)
         self.atc3 = m3
         m3l = m3[: self.n_labelled]
-        self.class_pair3 = np.einsum("ia,ijc,jb->abc", m3l, self.L, m3l, optimize=True)
+        self.class_pair3 = np.ascontiguousarray(np.einsum("ia,ijc,jb->abc", m3l, self.L, m3l, optimize=True))
+        self._class_pair_flat = self.class_pair3.reshape(m3.shape[1], -1)
 
     @property
     def n_features(self) -> int:
@@ -116,7 +117,7 @@ class DrugContext:
             if ok.any():
                 idx = self.knn_idx[x[ok]]
                 ev[ok] += (self.knn_w[x[ok]][:, :, None] * self.L[idx, y[ok][:, None]]).sum(axis=1)
-        cls = np.einsum("pa,abc,pb->pc", self.atc3[ia], self.class_pair3, self.atc3[ib], optimize=True)
+        cls = self._class_pair_counts(ia, ib)
         own_pair = np.zeros_like(cls)
         both = (ia < self.n_labelled) & (ib < self.n_labelled)
         own_pair[both] = self.L[ia[both], ib[both]]      # a listed pair's own label never feeds its class count
@@ -125,6 +126,17 @@ class DrugContext:
             binary, (has_a + has_b)[:, None].astype(np.float32), lo, hi,
             profile(ev, self.prior), profile(cls, self.prior),
         ]).astype(np.float32)
+
+    def _class_pair_counts(self, ia: np.ndarray, ib: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        """sum over a's ATC-3 classes x and b's classes y of class_pair3[x, y] (the labels of all pairs
+        between those classes), as two small matrix products."""
+        n3, _, c = self.class_pair3.shape
+        flat = self._class_pair_flat
+        out = np.empty((len(ia), c), dtype=np.float32)
+        for s in range(0, len(ia), chunk):
+            t = (self.atc3[ia[s : s + chunk]] @ flat).reshape(-1, n3, c)
+            out[s : s + chunk] = (t * self.atc3[ib[s : s + chunk]][:, :, None]).sum(axis=1)
+        return out
 
     def feature_names(self, binary_names: list[str], physchem_names: list[str]) -> list[str]:
         cont = list(physchem_names) + [f"{g}_{p}" for g in ("own", "atc2", "atc3", "atc4", "knn")
