@@ -64,6 +64,8 @@ class ParsedSig:
     spans: list[tuple[str, str]] = field(default_factory=list)
 
 
+_MAX_PER_DAY = re.compile(r"\bmax(?:imum)?\.?\s*(?:of\s*)?(\d+)\s*(doses?|tabs?|tablets?|caps?|capsules?|pills?|"
+                          r"times)?\s*(?:per|/|a|in|each)?\s*(?:day|daily|24\s*h(?:ours?|rs?)?|d)\b")
 _DOTTED = re.compile(r"\b((?:[a-z]\.){2,}[a-z]?\.?)")
 _NUM_UNIT = re.compile(r"(?<![a-z\d.])(\d+(?:\.\d+)?(?:/\d+)?)(?=(" + "|".join(map(re.escape, _UNIT_WORDS)) +
                        r"|d|days?|wks?|weeks?|mos?|months?|x)\b)")
@@ -239,6 +241,15 @@ class _Parser:
                 dose, unit = bare_strength * counts[0][0], bare_unit
         elif bare_strength is not None:
             dose, unit = bare_strength, bare_unit
+        # "q4h prn, max 3 doses/day" / "max 6 tabs in 24 h": the stated maximum bounds the daily dose
+        mx = _MAX_PER_DAY.search(norm)
+        if mx:
+            n = float(mx.group(1))
+            what = mx.group(2) or "doses"
+            per_dose = counts[0][0] if counts and what.startswith(("tab", "cap", "pill")) else 1.0
+            times = n / per_dose if per_dose else n
+            if times > 0:
+                frequency = f"{times:g} times a day"
         if not drug:
             problems.append("no drug name found")
         if dose is None and frequency is None:

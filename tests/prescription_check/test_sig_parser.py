@@ -53,3 +53,12 @@ def test_strength_ratio_is_not_a_dose():
 def test_meq_is_a_unit():
     item = parse_sig("KCl 20 mEq po daily").item
     assert (item.drug, item.dose, item.unit) == ("kcl", 20, "mEq")
+
+
+@pytest.mark.parametrize("sig,per_day", [("ibuprofen 400 mg q4h prn pain, max 3 doses/day", 3),
+                                         ("Tylenol ES 2 tabs q4h prn max 6 tabs in 24 hours", 3),
+                                         ("oxycodone 5 mg q4h prn", 6)])
+def test_prn_maximum_bounds_the_daily_dose(sig, per_day):
+    from prescription_check.normalize import frequency_per_day
+
+    assert frequency_per_day(parse_sig(sig).item.frequency) == per_day
