@@ -237,6 +237,21 @@ def test_odd_and_repetitive_input_does_not_break(matcher, text):
             assert text[span.start : span.end] == span.text
 
 
+def test_repetitive_text_uses_strict_patterns_with_same_results(matcher):
+    text = "pain " * 10 + "in the middle of my chest and I'm sweating, can't breathe"
+    assert {"chest_pain_cardiac", "severe_breathing"} <= _ids(matcher.match(text))
+    # the strict and the default pattern sets agree on every phrase of the set
+    for phrase in PHRASES[::7]:
+        doc, _norms, positions = matcher._doc(phrase.text)
+        fast = sorted(matcher._raw_matches(doc, positions))
+        strict = sorted(
+            (m, s, e) for lem, where in positions.items() if lem in matcher.strict_matchers
+            for m, s, e in matcher.strict_matchers[lem](doc)
+            if s in where
+        )
+        assert {(m, s) for m, s, _ in strict} <= {(m, s) for m, s, _ in fast}
+
+
 def test_hyphenated_and_capitalised_forms(matcher):
     assert "suicidal_intent" in _ids(matcher.match("I've been self-harming again"))
     assert "chest_pain_cardiac" in _ids(matcher.match("CHEST-PAIN AND SWEATING"))
