@@ -217,7 +217,7 @@ PSEUDO_NEG = [
     "not gone away", "not going away", "not get better", "not getting better", "not improve",
 ]
 POST_NEG = ["ruled out", "went away", "gone away", "has gone", "have gone", "is gone", "resolved",
-            "denied", "free", "normal", "is fine", "are fine", "is okay", "is ok", "seems fine"]
+            "denied", "free", "normal", "negative", "is fine", "are fine", "is okay", "is ok", "seems fine"]
 HYPOTHETICAL = [
     "risk of", "risks of", "signs of", "sign of", "symptoms of", "symptom of", "chance of",
     "chances of", "prevent", "preventing", "worried about", "worry about", "afraid of", "scared of",
@@ -264,7 +264,7 @@ AND_SUBJECTS = frozenset(
 INNER_NEG = frozenset({"no", "never", "without", "nor", "denies", "denied"})
 SENTENCE_BREAKS = frozenset({".", "!", "?", ";", "...", "…"})
 PHRASE_BREAKS = SENTENCE_BREAKS | {",", ":", "(", ")"}
-PREGNANCY_WORDS = ("pregnant", "pregnancy", "expecting a baby", "weeks along", "trimester")
+PREGNANCY_WORDS = ("pregnant", "pregnancy", "trimester", "weeks along", "expecting a baby")
 
 
 @lru_cache(maxsize=64)
@@ -730,10 +730,13 @@ class RedFlagMatcher:
         return out
 
     def _pregnant_in_text(self, ctx: _Context) -> bool:
-        for start, _end in _seq_index([_stem(t) for t in ctx.norms], [_stem(w) for w in ("pregnant", "pregnancy", "trimester")]):
-            if not (ctx.negated[start] or ctx.hypothetical[start]):
+        """A current, non-negated mention of pregnancy ("I'm 9 weeks pregnant"; not "I'm not
+        pregnant", "pregnancy test negative", "when I was pregnant with my son")."""
+        stems = [_stem(t) for t in ctx.norms]
+        for start, end in _seq_index(stems, [" ".join(_stem(w) for w in p.split()) for p in PREGNANCY_WORDS]):
+            if not self._blocked(ctx, start, end):
                 return True
-        return bool(_seq_index(ctx.norms, ["weeks along", "expecting a baby", "weeks pregnant"]))
+        return False
 
     def _conditions_ok(self, rule: _Rule, text: str, ctx: _Context, age_years, sex, pregnant) -> bool:
         cond = rule.conditions

@@ -195,6 +195,9 @@ def test_pregnancy_rules_need_pregnancy(matcher):
     assert "pregnancy_bleeding" in _ids(matcher.match("I'm 9 weeks pregnant with light bleeding"))
     assert "pregnancy_bleeding" not in _ids(matcher.match("I'm not pregnant, light bleeding after sex"))
     assert "pregnancy_bleeding" not in _ids(matcher.match("some light bleeding", pregnant=True, sex="male"))
+    assert "pregnancy_bleeding" not in _ids(matcher.match("pregnancy test negative, light bleeding today"))
+    assert "pregnancy_bleeding" not in _ids(matcher.match("when I was pregnant years ago, I had light bleeding"))
+    assert "pregnancy_bleeding" in _ids(matcher.match("I'm in my first trimester and spotting"))
 
 
 def test_sex_condition(matcher):
