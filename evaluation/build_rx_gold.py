@@ -191,6 +191,35 @@ def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
         if codes:
             cases.append(_case(f"cond-icd-{r['_row']}", [{"drug": ing}], [("contraindication", [ing], r["severity"])],
                                f"table:{r['_row']}", patient={"age_years": 50, "conditions": [codes[0] + ("9" if len(codes[0]) == 3 else "")]}))
+    # safe controls: the same drugs for a patient outside every band / without the condition or context
+    renal_rows = read_curated("renal_dosing.csv", curated_dir) or []
+    cond_rows = read_curated("condition_contraindications.csv", curated_dir) or []
+    preg_rows = read_curated("pregnancy_lactation.csv", curated_dir) or []
+    seen_safe: set = set()
+
+    def renal_hits(ing, value):
+        return any(_canon(r["ingredient"]) == _canon(ing) and (r["egfr_min"] or 0) <= value <
+                   (r["egfr_max"] if r["egfr_max"] is not None else 1e9) and r["action"] != "max_daily"
+                   for r in renal_rows)
+
+    for kind, rows in (("renal", renal_rows), ("age", age_rows), ("cond", cond_rows), ("preg", preg_rows)):
+        for r in rows:
+            ing = r["ingredient"] or _example_for_prefix(kb, r["atc_prefix"])
+            if not ing or (kind, _canon(ing)) in seen_safe:
+                continue
+            seen_safe.add((kind, _canon(ing)))
+            age = 40.0
+            if _age_expect(age_rows, kb, ing, age):
+                continue
+            patient = {"age_years": age, "egfr": 95}
+            if renal_hits(ing, 95):
+                continue
+            if kind == "cond":
+                patient["conditions"] = ["seasonal allergic rhinitis"]
+            if kind == "preg":
+                patient.update(sex="female", pregnant=False, breastfeeding=False)
+            cases.append(_case(f"safe-{kind}-{r['_row']}", [{"drug": ing}], [], f"table:{r['_row']}",
+                               patient=patient, note="safe control"))
     # allergy classes and cross-sensitivity
     classes = {r["class_id"]: r for r in read_curated("allergy_classes.csv", curated_dir) or []}
     for cid, r in classes.items():
