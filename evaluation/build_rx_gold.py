@@ -291,9 +291,8 @@ def from_rxsafebench(kb: KnowledgeBase, n: int = 80, seed: int = 4) -> list[dict
         current = m.group(1) if m else name
         ia = kb.normalizer.resolve(sc["med_false"]).ingredients
         ib = kb.normalizer.resolve(current).ingredients
-        if not ia or not ib or set(ia) & set(ib):
-            continue
-        # the interacting pair: for combination products keep the first ingredient pair
+        if len(ia) != 1 or len(ib) != 1 or ia == ib:
+            continue  # single-ingredient products only: for a combination the interacting ingredient is not given
         out.append(_case(f"rxsafebench-{indication}-{k}", [{"drug": sc["med_false"]}],
                          [("interaction", sorted({ia[0], ib[0]}), "minor")], f"rxsafebench:{indication}#{k}",
                          patient={"age_years": 50, "current_medications": [current]}, unsafe=True,
