@@ -21,7 +21,7 @@ import random
 import re
 from pathlib import Path
 
-from training.config import PROJECT_ROOT, get_settings
+from training.config import PROJECT_ROOT
 from training.sources import source_file
 
 from prescription_check.kb import KnowledgeBase

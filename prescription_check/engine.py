@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from pathlib import Path
 
 from prescription_check.kb import KnowledgeBase
