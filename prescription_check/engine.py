@@ -11,7 +11,7 @@ import logging
 import re
 from pathlib import Path
 
-from prescription_check.kb import KnowledgeBase
+from prescription_check.kb import KBError, KnowledgeBase
 from prescription_check.normalize import (COUNT_UNITS, MASS_UNITS_MG, VOLUME_UNITS_ML, canonical_unit,
                                           frequency_per_day)
 from prescription_check.policy import Policy
@@ -76,7 +76,14 @@ class Checker:
 
             log.info("KB artefact %s missing: building it", path)
             write_kb(build_kb(settings), path)
-        kb = KnowledgeBase.load(path)
+        try:
+            kb = KnowledgeBase.load(path)
+        except KBError as exc:  # stale format or a truncated file: rebuild once
+            from prescription_check.kb_build import build_kb, write_kb
+
+            log.warning("%s: rebuilding", exc)
+            write_kb(build_kb(settings), path)
+            kb = KnowledgeBase.load(path)
         status = None
         predictor = ddi_predictor
         if ddi_predictor is False:

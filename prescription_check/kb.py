@@ -82,7 +82,15 @@ class KnowledgeBase:
         if not path.exists():
             raise KBError(f"KB artefact {path} does not exist (build it: python -m training kb)")
         t0 = time.perf_counter()
-        raw = _read(path)
+        try:
+            raw = _read(path)
+        except (OSError, ValueError) as exc:
+            raise KBError(f"KB artefact {path} is unreadable ({exc}); rebuild it: python -m training kb") from exc
+        from prescription_check.kb_build import KB_FORMAT
+
+        if raw.get("format") != KB_FORMAT:
+            raise KBError(f"KB artefact {path} has format {raw.get('format')!r}, this code reads {KB_FORMAT}; "
+                          "rebuild it: python -m training kb")
         kb = cls(raw, path=path)
         kb.load_seconds = time.perf_counter() - t0
         return kb

@@ -81,3 +81,17 @@ def test_cli_rejects_a_bad_table(tmp_path, capsys):
     assert main(["--output", str(out), "--curated-dir", str(tmp_path)]) == 1
     assert "cross_sensitivity.csv row 2: severity 'severe'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_unreadable_or_stale_artefact_is_a_clear_error(tmp_path):
+    from prescription_check.kb import KBError, KnowledgeBase
+
+    bad = tmp_path / "kb.json"
+    bad.write_text('{"format": 0}')
+    with pytest.raises(KBError, match="format 0"):
+        KnowledgeBase.load(bad)
+    bad.write_text("{trunc")
+    with pytest.raises(KBError, match="unreadable"):
+        KnowledgeBase.load(bad)
+    with pytest.raises(KBError, match="does not exist"):
+        KnowledgeBase.load(tmp_path / "missing.json")
