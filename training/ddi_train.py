@@ -336,6 +336,19 @@ def _resolve_opts(fast: bool, overrides: dict) -> dict:
     return opts
 
 
+_FEATURES: dict[tuple, tuple] = {}
+
+
+def drug_features(settings: Settings, include_external: bool, morgan_bits: int, morgan_radius: int):
+    """(DrugTable, DrugFeatures), cached per process: RDKit featurisation is the slow part of a small
+    run and depends only on the (sha256-verified) source files and these options."""
+    key = (str(settings.resolved_data_dir()), include_external, morgan_bits, morgan_radius)
+    if key not in _FEATURES:
+        table = ddi_data.build_drug_table(settings, include_external=include_external)
+        _FEATURES[key] = (table, ddi_data.featurise(table, morgan_bits=morgan_bits, morgan_radius=morgan_radius))
+    return _FEATURES[key]
+
+
 def train_ddi(settings: Settings | None = None, *, fast: bool = False, alias: str | None = None,
               register: bool = True, **overrides) -> DDIResult:
     import mlflow
@@ -355,8 +368,7 @@ def train_ddi(settings: Settings | None = None, *, fast: bool = False, alias: st
     if opts["limit"]:
         pairs = pairs.sample(n=min(int(opts["limit"]), len(pairs)), random_state=seed).sort_values(
             ["drug_a", "drug_b"]).reset_index(drop=True)
-    table = ddi_data.build_drug_table(settings, include_external=opts["include_external_drugs"])
-    feats = ddi_data.featurise(table, morgan_bits=opts["morgan_bits"], morgan_radius=opts["morgan_radius"])
+    table, feats = drug_features(settings, opts["include_external_drugs"], opts["morgan_bits"], opts["morgan_radius"])
     timings["data_s"] = time.perf_counter() - t0
     ra = np.array([table.aliases[n] for n in pairs["drug_a"]], dtype=np.int64)
     rb = np.array([table.aliases[n] for n in pairs["drug_b"]], dtype=np.int64)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from training import ddi_data
-from training.ddi_train import LABELS, PairFeaturiser, evaluate, train_ddi
+from training.config import get_settings
+from training.ddi_train import LABELS, PairFeaturiser, drug_features, evaluate, train_ddi
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,7 @@ def test_drug_disjoint_split_really_disjoint_and_reproducible(pairs):
 
 def test_out_of_fold_features_never_see_own_label():
     """A drug with a single labelled pair must look unseen (no own profile) to that pair in training."""
-    table = ddi_data.build_drug_table(include_external=False)
-    feats = ddi_data.featurise(table, morgan_bits=64)
+    _, feats = drug_features(get_settings(), False, 256, 2)    # what --fast uses (cached per process)
     fz = PairFeaturiser(feats, k=3)
     ra = np.array([0, 0, 0, 5], dtype=np.int64)   # drug 5 and 6 each have one pair: (5, 6)
     rb = np.array([1, 2, 3, 6], dtype=np.int64)
@@ -61,8 +61,7 @@ def test_out_of_fold_features_never_see_own_label():
 
 
 def test_pair_features_symmetric():
-    table = ddi_data.build_drug_table(include_external=False)
-    feats = ddi_data.featurise(table, morgan_bits=64)
+    _, feats = drug_features(get_settings(), False, 256, 2)    # what --fast uses (cached per process)
     fz = PairFeaturiser(feats, k=3)
     rng = np.random.default_rng(0)
     ra, rb = rng.integers(0, 500, 200), rng.integers(500, 1000, 200)
