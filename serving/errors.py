@@ -82,9 +82,20 @@ async def _on_validation(request: Request, exc: RequestValidationError) -> JSONR
     return validation_response(list(exc.errors()))
 
 
+_PARSE_FAILED = "There was an error parsing the body"
+
+
 async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    return JSONResponse(error_body(detail), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+    errors: list[dict[str, str]] = []
+    if exc.status_code == 400 and detail == _PARSE_FAILED:
+        # FastAPI's generic answer when the body cannot even be decoded (e.g. not UTF-8).
+        cause = exc.__cause__ or exc.__context__
+        why = "it is not UTF-8 text" if isinstance(cause, UnicodeDecodeError) else "it cannot be decoded"
+        message = f"malformed JSON: {why}"
+        detail = f"the request body is not valid JSON: {message}"
+        errors = [{"field": "body", "message": message}]
+    return JSONResponse(error_body(detail, errors), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
 async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -84,6 +84,11 @@ def configure_logging(level: str | int = "INFO", stream=None) -> None:
     logging.getLogger("uvicorn.access").disabled = True
 
 
+def log_extra(fields: dict) -> dict:
+    """``extra=`` for a structured record; the request id is bound now, not when formatted."""
+    return {"fields": fields, "request_id": request_id_var.get()}
+
+
 def log_event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields) -> None:
     if logger.isEnabledFor(level):
-        logger.log(level, msg, extra={"fields": fields})
+        logger.log(level, msg, extra=log_extra(fields))

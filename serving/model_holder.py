@@ -54,6 +54,15 @@ def _default_loader(uri: str, settings: Settings):
     return TriageClassifier.load(uri, settings=settings)
 
 
+def model_version_of(model: Any) -> str:
+    """The registry version, or ``local:<folder>`` for a model loaded from a plain path."""
+    version = getattr(model, "version", None)
+    if version is not None:
+        return str(version)
+    folder = getattr(model, "folder", None)
+    return f"local:{getattr(folder, 'name', 'model')}"
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip() or exc.__class__.__name__
     return f"{exc.__class__.__name__}: {text}"[:1000]
@@ -88,13 +97,13 @@ class ModelHolder:
     @property
     def version(self) -> str | None:
         model = self._model
-        return None if model is None else str(model.version)
+        return None if model is None else model_version_of(model)
 
     def is_ready(self) -> tuple[bool, str]:
         model = self._model
         if model is None:
             return False, f"not loaded ({self.uri}): {self.last_error or 'loading'}"
-        return True, f"version {model.version} from {self.uri}"
+        return True, f"version {model_version_of(model)} from {self.uri}"
 
     # -- loading -----------------------------------------------------------------------------
     def _check(self, model: Any) -> None:
@@ -145,10 +154,10 @@ class ModelHolder:
                 self._on_change(new)
             log_event(
                 log, "triage model loaded", uri=uri, previous_version=previous,
-                version=str(new.version), taxonomy_version=str(getattr(new, "taxonomy_version", None)),
+                version=model_version_of(new), taxonomy_version=str(getattr(new, "taxonomy_version", None)),
                 seconds=round(time.perf_counter() - started, 3),
             )
-            return ReloadResult(previous, str(new.version), True, None)
+            return ReloadResult(previous, model_version_of(new), True, None)
 
     load = reload
 

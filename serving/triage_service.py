@@ -22,9 +22,9 @@ from typing import Any
 
 from serving.batching import MicroBatcher
 from serving.errors import ServiceUnavailableError
-from serving.logs import SERVICE_LOGGER, log_event
+from serving.logs import SERVICE_LOGGER, log_event, log_extra
 from serving.metrics import Metrics
-from serving.model_holder import ModelHolder
+from serving.model_holder import ModelHolder, model_version_of
 from training.config import Settings
 
 log = logging.getLogger(SERVICE_LOGGER)
@@ -57,14 +57,6 @@ class TriageOutcome:
     urgency_reasons: list[str]
     model_version: str
     taxonomy_version: str
-
-
-def model_version_of(model: Any) -> str:
-    version = getattr(model, "version", None)
-    if version is not None:
-        return str(version)
-    folder = getattr(model, "folder", None)
-    return f"local:{getattr(folder, 'name', 'model')}"
 
 
 def _plain(value: Any) -> Any:
@@ -222,7 +214,7 @@ class TriageService:
             }
             if self.settings.log_patient_text:
                 fields["text"] = item.text
-            triage_log.info("triage", extra={"fields": fields})
+            triage_log.info("triage", extra=log_extra(fields))
 
     # -- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:

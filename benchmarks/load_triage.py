@@ -1,0 +1,265 @@
+"""Load benchmark of ``POST /v1/triage`` on loopback: micro-batching vs batch-size-1 serving.
+
+For each serving mode (``batched``: the configured ``batch_max_size``/``batch_max_wait_ms``;
+``unbatched``: ``batch_max_size=1``) the script
+
+1. starts the service as a separate process (``python -m serving --no-train``) on a free loopback
+   port with the real model (the registered champion, or ``--model PATH_OR_URI``) and waits for
+   ``/readyz``;
+2. runs a separate client process (httpx async) per concurrency level (1, 8, 64 by default),
+   bounded in time (``--duration`` s) and count (``--max-requests``), after a short warm-up;
+3. prints sustained requests/s, p50/p95/p99 latency and errors, side by side, with the
+   batched/unbatched ratio, and the 1-minute load average before each run (the CPU is shared).
+
+    .venv/bin/python benchmarks/load_triage.py --model var/runs/triage/<stamp>/model
+    .venv/bin/python benchmarks/load_triage.py --duration 5 --concurrency 1 8 64 --json out.json
+
+Goal on the 2-core machine: >= 400 req/s with p99 < 100 ms and zero errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_KEY = "bench-chat-key-not-secret"
+
+# Lay complaints of varied length (written for this benchmark; not patient data).
+TEXTS = [
+    "I have had a dry cough and a fever for three days and my chest feels tight",
+    "itchy red rash on both elbows that gets worse at night",
+    "toothache on the lower left side, hurts when I drink something cold",
+    "my knee swells up after running and it clicks when I climb stairs",
+    "burning when I pee and I need to go all the time",
+    "I feel anxious every morning and can't sleep more than four hours",
+    "my 4 year old has had an ear ache since yesterday and keeps pulling at his ear",
+    "heartburn after every meal for the past month, worse when lying down",
+    "blurry vision in my right eye and it is a bit red",
+    "lower back pain after lifting boxes at work on Monday, no numbness",
+    "my periods have been very irregular for six months",
+    "I get very thirsty and pee a lot, and I have lost weight without trying",
+    "sore throat and swollen glands, it hurts to swallow",
+    "the skin around my big toe nail is red, swollen and painful",
+    "I have had diarrhoea and stomach cramps since eating at a restaurant two days ago",
+    "my ankle is swollen and bruised after I twisted it playing football",
+    "headache behind my eyes most afternoons, better after resting",
+    "yellowish eyes and dark urine for a week, feel tired",
+    "small cut on my hand from a kitchen knife, it is a bit red around the edge",
+    "crushing chest pain spreading to my left arm and I'm sweating",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------- client
+async def _client(url: str, concurrency: int, duration: float, max_requests: int, warmup: float) -> dict:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {BENCH_KEY}"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    state = {"sent": 0, "measuring": False}
+
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30.0) as client:
+
+        async def worker(wid: int, stop_at: float, record: bool) -> None:
+            i = wid
+            while time.perf_counter() < stop_at:
+                if record:
+                    if state["sent"] >= max_requests:
+                        return
+                    state["sent"] += 1
+                text = TEXTS[i % len(TEXTS)]
+                i += concurrency
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v1/triage", json={"text": text, "age": 30 + i % 40})
+                    ok = r.status_code == 200
+                    key = None if ok else f"http {r.status_code}"
+                except httpx.HTTPError as exc:
+                    ok, key = False, exc.__class__.__name__
+                elapsed = time.perf_counter() - t0
+                if record:
+                    if ok:
+                        latencies.append(elapsed)
+                    else:
+                        errors[key] = errors.get(key, 0) + 1
+
+        if warmup > 0:
+            stop = time.perf_counter() + warmup
+            await asyncio.gather(*(worker(w, stop, False) for w in range(concurrency)))
+        started = time.perf_counter()
+        stop = started + duration
+        await asyncio.gather(*(worker(w, stop, True) for w in range(concurrency)))
+        wall = time.perf_counter() - started
+
+    lat = sorted(latencies)
+
+    def pct(p: float) -> float | None:
+        if not lat:
+            return None
+        return round(lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))] * 1000, 2)
+
+    return {
+        "concurrency": concurrency,
+        "requests": len(lat) + sum(errors.values()),
+        "ok": len(lat),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "seconds": round(wall, 2),
+        "rps": round(len(lat) / wall, 1) if wall > 0 else 0.0,
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "p99_ms": pct(99),
+        "mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else None,
+    }
+
+
+def run_client_process(url: str, concurrency: int, duration: float, max_requests: int, warmup: float) -> dict:
+    cmd = [
+        sys.executable, __file__, "--client", "--url", url, "--concurrency", str(concurrency),
+        "--duration", str(duration), "--max-requests", str(max_requests), "--warmup", str(warmup),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 120)
+    if out.returncode != 0:
+        raise RuntimeError(f"client failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------- server
+class Server:
+    def __init__(self, model: str | None, batch_max_size: int, batch_max_wait_ms: float, log_path: Path, work_dir: str | None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ)
+        env.update(
+            {
+                "RXT_API_KEYS": json.dumps({BENCH_KEY: "chat"}),
+                "RXT_API_KEYS_FILE": "",
+                "RXT_BATCH_MAX_SIZE": str(batch_max_size),
+                "RXT_BATCH_MAX_WAIT_MS": str(batch_max_wait_ms),
+                "RXT_MODEL_POLL_SECONDS": "0",
+                "HF_HUB_OFFLINE": "1",
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            }
+        )
+        env.pop("RXT_API_KEYS_FILE")
+        if work_dir:
+            env["RXT_WORK_DIR"] = work_dir
+        cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port), "--no-train"]
+        if model:
+            cmd += ["--model", model]
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 180.0) -> dict:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                r = httpx.get(f"{self.url}/readyz", timeout=2)
+                last = r.json()
+                comps = last.get("components", {})
+                # Only the triage components matter here (other areas' components may be absent).
+                if all(comps.get(name, {}).get("ok") for name in ("triage_model", "red_flags")):
+                    return last
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"server not ready after {timeout}s: {last}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="triage model URI or folder (default: the configured champion)")
+    p.add_argument("--work-dir", help="RXT_WORK_DIR for the server (registry location)")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    p.add_argument("--duration", type=float, default=10.0, help="seconds measured per concurrency level")
+    p.add_argument("--warmup", type=float, default=1.5)
+    p.add_argument("--max-requests", type=int, default=20000, help="cap per concurrency level")
+    p.add_argument("--batch-max-size", type=int, default=32)
+    p.add_argument("--batch-max-wait-ms", type=float, default=3.0)
+    p.add_argument("--modes", nargs="+", default=["batched", "unbatched"], choices=["batched", "unbatched"])
+    p.add_argument("--json", help="also write the results to this file")
+    # client mode (internal)
+    p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.client:
+        result = asyncio.run(_client(args.url, args.concurrency[0], args.duration, args.max_requests, args.warmup))
+        print(json.dumps(result))
+        return 0
+
+    results: dict[str, list[dict]] = {}
+    log_dir = Path(tempfile.mkdtemp(prefix="load-triage-"))
+    for mode in args.modes:
+        size = args.batch_max_size if mode == "batched" else 1
+        server = Server(args.model, size, args.batch_max_wait_ms, log_dir / f"server-{mode}.log", args.work_dir)
+        try:
+            ready = server.wait_ready()
+            model = ready["components"]["triage_model"]["detail"]
+            print(f"[{mode}] batch_max_size={size} wait={args.batch_max_wait_ms}ms  {model}", flush=True)
+            rows = []
+            for c in args.concurrency:
+                load = os.getloadavg()[0]
+                row = run_client_process(server.url, c, args.duration, args.max_requests, args.warmup)
+                row["load_before"] = round(load, 2)
+                rows.append(row)
+                print(
+                    f"  c={c:<3} {row['rps']:>7.1f} req/s  p50 {row['p50_ms']} ms  p95 {row['p95_ms']} ms  "
+                    f"p99 {row['p99_ms']} ms  errors {row['errors']} {row['error_kinds'] or ''}  (load {load:.2f})",
+                    flush=True,
+                )
+            results[mode] = rows
+        finally:
+            server.stop()
+
+    print("\nconcurrency | " + " | ".join(f"{m}: req/s  p50  p95  p99  err" for m in results) + (" | batched/unbatched req/s" if len(results) == 2 else ""))
+    for i, c in enumerate(args.concurrency):
+        cells = []
+        for m in results:
+            r = results[m][i]
+            cells.append(f"{r['rps']:.0f}  {r['p50_ms']}  {r['p95_ms']}  {r['p99_ms']}  {r['errors']}")
+        ratio = ""
+        if len(results) == 2 and results["unbatched"][i]["rps"]:
+            ratio = f" | {results['batched'][i]['rps'] / results['unbatched'][i]['rps']:.2f}x"
+        print(f"{c:>11} | " + " | ".join(cells) + ratio)
+    print(f"(server logs in {log_dir}; {os.cpu_count()} CPUs; load average now {os.getloadavg()[0]:.2f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "args": vars(args)}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
