@@ -188,13 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gold", type=Path, default=GOLD)
     parser.add_argument("--sigs", type=Path, default=SIGS)
     parser.add_argument("--show-errors", type=int, default=0)
+    parser.add_argument("--ddi-model", action="store_true",
+                        help="also load the registered DDI model (settings.ddi_model_uri): predicted interactions "
+                             "then count towards verdicts, so false alarms on safe cases can be measured")
     args = parser.parse_args(argv)
     from prescription_check import Checker
 
-    checker = Checker.load(kb_path=args.kb, ddi_predictor=False)
+    checker = Checker.load(kb_path=args.kb, ddi_predictor=None if args.ddi_model else False)
     gold = evaluate_gold(checker, load_gold(args.gold))
     sigs = evaluate_sigs(load_sigs(args.sigs)) if args.sigs.exists() else None
-    print(f"KB {checker.kb_version}\n")
+    print(f"KB {checker.kb_version}; model: {checker.model_version or '-'} ({checker.model_status})\n")
     print(markdown(gold, sigs))
     if args.show_errors:
         print("\n### misses")
