@@ -10,15 +10,14 @@ DDInter pairs with a known severity only; see docs/ddi-model.md).  Its output is
 never a documented interaction.
 
     >>> p = DDIPredictor.load("models:/ddi-severity@champion")
-    >>> p.predict_pairs([("warfarin", "fluconazole")])
-    [{'major': 0.71, 'moderate': 0.27, 'minor': 0.02}]
+    >>> p.predict_pairs([("sertraline", "tramadol")])      # a pair DDInter does not list
+    [{'major': 0.82, 'moderate': 0.18, 'minor': 0.0}]        # (champion v1, rounded)
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +178,6 @@ class DDIPredictor:
         self._input = self._session.get_inputs()[0].name
         outputs = [o.name for o in self._session.get_outputs()]
         self._prob_output = "probabilities" if "probabilities" in outputs else outputs[-1]
-        self._lock = threading.Lock()
         expected = self.meta.get("n_features")
         if expected is not None and expected != self.context.n_features:
             raise ValueError(f"ddi-severity artifact {model_dir}: features give {self.context.n_features} columns, "
@@ -231,8 +229,8 @@ class DDIPredictor:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        with self._lock:
-            out = self._session.run([self._prob_output], {self._input: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        # InferenceSession.run is thread-safe: no lock, concurrent requests run side by side
+        out = self._session.run([self._prob_output], {self._input: np.ascontiguousarray(x, dtype=np.float32)})[0]
         return np.asarray(out, dtype=np.float32)
 
     def predict_pairs(self, pairs: list[tuple[str, str]]) -> list[dict[str, float]]:
