@@ -98,3 +98,26 @@ def test_predictions_match_the_trained_models_classes(predictor):
     x, keep = predictor.features([("warfarin", "aspirin")])
     assert x.shape == (1, predictor.context.n_features) and keep.tolist() == [0]
     assert np.isfinite(predictor.predict_proba(x)).all()
+
+
+def test_checker_reports_predictions_for_undocumented_pairs_only(predictor, settings):
+    """Integration with the engine (prescription_check.Checker): none of these 10 pairs is in DDInter,
+    so each one the KB lacks reaches the model and comes back marked as predicted, never documented."""
+    from prescription_check import Checker, Prescription
+
+    drugs = ["amoxicillin", "escitalopram", "docusate", "melatonin", "cyanocobalamin"]
+    rx = Prescription.model_validate({"patient": {"age_years": 50}, "items": [{"drug": d} for d in drugs]})
+    result = Checker.load(settings, ddi_predictor=predictor).check(rx)
+    assert result.model_status == "ok" and result.model_version == predictor.version
+    predicted = [f for f in result.findings if f.category == "predicted_interaction"]
+    assert predicted, result.findings
+    documented = {frozenset(f.drugs) for f in result.findings if f.category == "interaction"}
+    for f in predicted:
+        assert f.predicted and 0 <= f.probability <= 1
+        assert "predicted by model, not a documented interaction" in f.message
+        assert frozenset(f.drugs) not in documented
+        expected = predictor.predict_pairs([tuple(f.drugs)])[0]
+        assert f.severity == max(expected, key=expected.get)
+    rules_only = Checker.load(settings, ddi_predictor=False).check(rx)
+    assert rules_only.model_status.startswith("rules-only")
+    assert not [f for f in rules_only.findings if f.predicted]
