@@ -333,6 +333,13 @@ def _resolve_opts(fast: bool, overrides: dict) -> dict:
     unknown = set(opts) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown train_ddi option(s): {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    if opts["limit"] is not None and int(opts["limit"]) < 500:
+        raise ValueError(f"limit={opts['limit']}: use at least 500 pairs (drug-disjoint test sets would be empty)")
+    for key in ("test_frac", "test_drug_frac", "profile_mask_rate"):
+        if not 0 <= float(opts[key]) < 1:
+            raise ValueError(f"{key}={opts[key]} must be in [0, 1)")
+    if int(opts["max_iter"]) < 1:
+        raise ValueError(f"max_iter={opts['max_iter']} must be >= 1")
     return opts
 
 

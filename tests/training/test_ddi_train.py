@@ -80,9 +80,13 @@ def test_evaluate_metrics():
     assert evaluate(y, wrong)["accuracy"] == 0.0
 
 
-def test_unknown_option_is_refused(settings):
+def test_unknown_or_bad_options_are_refused(settings):
     with pytest.raises(TypeError, match="max_itre"):
         train_ddi(settings, fast=True, max_itre=3)
+    with pytest.raises(ValueError, match="limit"):
+        train_ddi(settings, fast=True, limit=10)
+    with pytest.raises(ValueError, match="test_drug_frac"):
+        train_ddi(settings, fast=True, test_drug_frac=1.5)
 
 
 def test_train_exports_checks_parity_logs_and_registers(settings):
