@@ -6,6 +6,7 @@ since that first item, and runs ``process(items)`` ONCE in a dedicated worker th
 event loop keeps accepting requests while onnxruntime computes).  While a batch computes, new
 requests queue up and form the next batch, so under load batches fill without waiting.
 
+``process`` may return an exception instance for an item: only that item's request fails.
 ``max_size=1`` turns batching off (one item per call, still serialised through one thread),
 which is what the load benchmark compares against.  A full queue refuses new work at once
 (``QueueFullError`` -> HTTP 503 with Retry-After) instead of letting latency grow without bound.
@@ -87,8 +88,9 @@ class MicroBatcher(Generic[T, R]):
                 if not fut.done():
                     fut.set_exception(BatcherClosedError("the service is shutting down"))
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            executor, self._executor = self._executor, None
+            # Wait for a batch still computing without blocking the event loop.
+            await asyncio.to_thread(executor.shutdown, wait=True)
 
     # -- submitting --------------------------------------------------------------------------
     def _enqueue(self, items: Sequence[T]) -> list[asyncio.Future]:
@@ -177,4 +179,8 @@ class MicroBatcher(Generic[T, R]):
                 self._metrics.batch_seconds.observe(time.perf_counter() - started)
             for (_, fut), result in zip(live, results):
                 if not fut.done():
-                    fut.set_result(result)
+                    # ``process`` may answer an item with an exception: it goes to that request only.
+                    if isinstance(result, BaseException):
+                        fut.set_exception(result)
+                    else:
+                        fut.set_result(result)

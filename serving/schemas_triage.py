@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from triage.classifier import clean_text
+
 Urgency = Literal["emergency", "urgent", "routine", "self_care"]
 
 BATCH_MAX_ITEMS = 256
@@ -58,8 +60,10 @@ class TriageRequest(BaseModel):
     @field_validator("text")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("text must not be empty or whitespace only")
+        # The classifier's own normalisation (NFKC, control/format characters dropped, whitespace
+        # collapsed): text that is empty after it cannot be triaged.
+        if not clean_text(value):
+            raise ValueError("text must not be empty, whitespace or control characters only")
         return value
 
 

@@ -128,7 +128,19 @@ class TriageService:
             raise ServiceUnavailableError(f"the red-flag rules are not loaded: {self.matcher_error}")
         version = model_version_of(model)
         taxonomy_version = str(getattr(model, "taxonomy_version", self.taxonomy.version))
-        predictions = model.predict([item.text for item in items])
+        try:
+            predictions = model.predict([item.text for item in items])
+        except Exception:  # noqa: BLE001 - isolate the item at fault: the others still get answers
+            if len(items) == 1:
+                raise
+            log.exception("triage batch of %d failed; retrying item by item", len(items))
+            outcomes: list = []
+            for item in items:
+                try:
+                    outcomes.append(self._process_batch([item])[0])
+                except Exception as exc:  # noqa: BLE001 - handed to that request only
+                    outcomes.append(exc)
+            return outcomes
         outcomes = []
         for item, pred in zip(items, predictions):
             flags = list(matcher.match(item.text, age_years=item.age, sex=item.sex, pregnant=item.pregnant))
