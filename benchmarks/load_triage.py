@@ -71,14 +71,18 @@ async def _client(url: str, concurrency: int, duration: float, max_requests: int
     import httpx
 
     headers = {"Authorization": f"Bearer {BENCH_KEY}"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     latencies: list[float] = []
     errors: dict[str, int] = {}
     state = {"sent": 0, "measuring": False}
 
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30.0) as client:
+    # One single-connection client per worker: httpx's shared pool costs CPU that grows with the
+    # number of connections, which made the client (not the server) the bottleneck at c=64.
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    clients = [httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30.0) for _ in range(concurrency)]
+    try:
 
         async def worker(wid: int, stop_at: float, record: bool) -> None:
+            client = clients[wid]
             i = wid
             while time.perf_counter() < stop_at:
                 if record:
@@ -108,6 +112,9 @@ async def _client(url: str, concurrency: int, duration: float, max_requests: int
         stop = started + duration
         await asyncio.gather(*(worker(w, stop, True) for w in range(concurrency)))
         wall = time.perf_counter() - started
+    finally:
+        for client in clients:
+            await client.aclose()
 
     lat = sorted(latencies)
 

@@ -2,7 +2,8 @@
 
 Requests put their item on a bounded queue and await a future.  One worker task takes the first
 waiting item, then collects more until it has ``max_size`` items or ``max_wait_ms`` has passed
-since that first item, and runs ``process(items)`` ONCE in a dedicated worker thread (so the
+since that first item (no wait at all when the previous batch was a lone item and nothing
+is queued: light load), and runs ``process(items)`` ONCE in a dedicated worker thread (so the
 event loop keeps accepting requests while onnxruntime computes).  While a batch computes, new
 requests queue up and form the next batch, so under load batches fill without waiting.
 
@@ -60,6 +61,7 @@ class MicroBatcher(Generic[T, R]):
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._last_size: int | None = None
 
     # -- life cycle --------------------------------------------------------------------------
     @property
@@ -129,7 +131,11 @@ class MicroBatcher(Generic[T, R]):
         queue = self._queue
         assert queue is not None and self._arrived is not None
         batch = [await queue.get()]
-        deadline = time.monotonic() + self.max_wait
+        # Adaptive wait: when the previous batch held a single item (light load) and nothing else
+        # is waiting, run at once instead of paying max_wait for company that is not coming.
+        # Under load batches hold several items and the bounded wait applies again.
+        wait = 0.0 if (self._last_size == 1 and queue.empty()) else self.max_wait
+        deadline = time.monotonic() + wait
         while len(batch) < self.max_size:
             while len(batch) < self.max_size and not queue.empty():
                 batch.append(queue.get_nowait())
@@ -158,6 +164,7 @@ class MicroBatcher(Generic[T, R]):
             if not live:
                 continue
             items = [item for item, _ in live]
+            self._last_size = len(items)
             started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self._process, items)

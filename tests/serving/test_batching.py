@@ -89,6 +89,23 @@ def test_wait_is_bounded():
     assert 0.025 <= elapsed < 2.0
 
 
+def test_no_wait_under_light_load():
+    async def main():
+        rec = Recorder()
+        b = MicroBatcher(rec, max_size=64, max_wait_ms=400)
+        await b.start()
+        try:
+            assert await b.submit(1) == 2  # first request: waits (no history)
+            t0 = time.perf_counter()
+            for i in range(3):  # one at a time: the previous batch was a lone item
+                assert await b.submit(i) == 2 * i
+            return time.perf_counter() - t0
+        finally:
+            await b.stop()
+
+    assert run(main()) < 0.4  # three waits would be >= 1.2 s
+
+
 def test_batch_size_one_means_one_item_per_call():
     async def main():
         rec = Recorder()
