@@ -151,6 +151,12 @@ def apply_gates(gates: dict, candidate: dict, champion: dict | None, extra: dict
         bound = f"minimum {rule['min']}" if "min" in rule else f"maximum {rule['max']}"
         checks.append(GateCheck(name, ok, f"{name}={_fmt(value)} ({bound})"))
     if champion is not None:
+        if champion.get("heldout_id") and candidate.get("heldout_id") != champion.get("heldout_id"):
+            checks.append(GateCheck(
+                "same held-out data", False,
+                f"candidate was scored on held-out split {candidate.get('heldout_id')}, champion on "
+                f"{champion.get('heldout_id')} (different seed, fractions or source files): not comparable",
+            ))
         for metric, tolerance in gates.get("non_inferiority", {}).items():
             a, b = champion.get(metric), candidate.get(metric)
             lower_is_better = metric in gates.get("lower_is_better", [])
@@ -283,7 +289,7 @@ def _find_number(meta: dict, keys: tuple[str, ...]):
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, dict):
-            for sub in ("max_abs_diff", "fp32", "value"):
+            for sub in ("max_abs_diff", "parity_max_abs_prob_diff", "fp32", "value"):
                 if isinstance(value.get(sub), (int, float)):
                     return float(value[sub])
     return None
@@ -372,7 +378,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
 
             print(model_card(kind_of(args.kind).registered_name, args.version, settings=settings,
                              log=not args.no_log))
-    except (LifecycleError, registry.ModelNotFoundError) as exc:
+    except (LifecycleError, registry.ModelNotFoundError, ValueError) as exc:
         print(f"error: {exc}")
         return 2
     return 0

@@ -58,7 +58,7 @@ def evaluate_ddi(model_dir: Path, dataset: str, settings: Settings) -> dict:
 
 def redflag_recall() -> float:
     """Recall of the red-flag rules on the project's phrase set (1.0 = no missed emergency)."""
-    from evaluation.redflag_eval import evaluate
+    from evaluation.redflag_eval import evaluate_redflags
 
-    result = evaluate()
+    result = evaluate_redflags()
     return float(result["recall"])

@@ -178,3 +178,12 @@ def test_model_card_is_logged_with_each_version(triage_registry):
     card = model_card(TRIAGE_MODEL_NAME, str(v1), settings=settings, log=False)
     assert "## Intended use" in card and "## Training data and licences" in card
     assert "medical_speech_intent" in card  # data provenance with its licence row
+
+
+def test_shipped_triage_gate_reads_redflag_recall_and_parity(lc):
+    """The shipped gate's extra values come from the red-flag phrase set and the version's meta.json."""
+    settings, v1 = lc
+    gates = lifecycle.load_gates(lifecycle.kind_of("triage"))
+    extra = lifecycle._extra_gate_values(lifecycle.kind_of("triage"), v1, settings, gates)
+    assert extra["redflag_recall"] == 1.0  # no missed red-flag phrase (docs/red-flags.md)
+    assert extra["onnx_parity_max_abs_diff"] is not None and extra["onnx_parity_max_abs_diff"] < 1e-3
