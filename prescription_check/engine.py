@@ -247,8 +247,10 @@ class Checker:
                 continue
             findings.append(Finding(
                 rule_id="DDI-PREDICTED", category="predicted_interaction", severity=sev, drugs=[a, b],
-                message=f"Possible {sev} interaction between {a} and {b} (p={prob:.2f}): predicted by model, "
-                        f"not a documented interaction.",
+                # the model grades severity *given* an interaction; it does not detect interactions
+                message=f"No documented interaction between {a} and {b} in the knowledge base. If they interact, "
+                        f"the model predicts {sev} severity (p={prob:.2f}): predicted by model, not a documented "
+                        f"interaction.",
                 evidence={"probabilities": {k: round(v, 4) for k, v in p.items()}},
                 source=f"ddi-severity model {self.model_version or ''}".strip(),
                 action="Check a drug-interaction reference before dispensing.", predicted=True,

@@ -7,7 +7,8 @@
   start-up (tests share one loaded checker between apps).  If it cannot be imported or loaded,
   ``app.state.checker_error`` says why, the check endpoint answers 503 with that reason, readiness "kb" is
   false.
-- readiness entries ``database`` and ``kb``.
+- readiness entries ``database``, ``kb`` and ``ddi_model`` (ok either way: without a model the checker runs
+  rules-only and the detail says ``degraded: rules-only: <why>``).
 - ``app.state.review_session_secret``: signs the /review page's session cookie (see
   ``serving.routes.review_page.session_secret``).
 """
@@ -67,8 +68,19 @@ async def startup(app: FastAPI) -> None:
     readiness = getattr(app.state, "readiness", None)
     if readiness is None:
         readiness = app.state.readiness = {}
+    def ddi_model_state() -> tuple[bool, str]:
+        # rules-only is a supported, degraded mode: ready, and the detail says so (each check response
+        # repeats it in model_status)
+        checker = getattr(app.state, "checker", None)
+        if checker is None:
+            return False, "prescription checker not loaded"
+        if getattr(checker, "ddi", None) is None:
+            return True, f"degraded: {checker.model_status}"
+        return True, f"ddi-severity {checker.model_version or '?'}"
+
     readiness["database"] = db.ping
     readiness["kb"] = kb_ready
+    readiness["ddi_model"] = ddi_model_state
     log.info("review queue on %s (%s)", describe(db.url), db.dialect)
 
 

@@ -121,3 +121,25 @@ def test_checker_reports_predictions_for_undocumented_pairs_only(predictor, sett
     rules_only = Checker.load(settings, ddi_predictor=False).check(rx)
     assert rules_only.model_status.startswith("rules-only")
     assert not [f for f in rules_only.findings if f.predicted]
+
+
+def test_service_with_the_model_names_it_in_readiness_and_responses(ddi_model_dir, rx_checker_settings, tmp_path):
+    """The app loads the DDI model from its URI at start-up; /readyz and each check name its version."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from tests.plugins.db import API_KEYS, auth
+    from training.config import Settings
+
+    settings = Settings(work_dir=tmp_path / "var", api_keys=API_KEYS, kb_path=rx_checker_settings.resolved_kb_path(),
+                        ddi_model_uri=str(ddi_model_dir), triage_model_uri=str(tmp_path / "no-triage"))
+    app = create_app(settings)
+    with TestClient(app) as client:
+        state = client.get("/readyz").json()["components"]["ddi_model"]
+        version = app.state.checker.model_version
+        assert state == {"ok": True, "detail": f"ddi-severity {version}"} and version.startswith("run:")
+        rx = {"patient": {"age_years": 50}, "items": [{"drug": "amoxicillin"}, {"drug": "escitalopram"}]}
+        body = client.post("/v1/prescriptions/check", json=rx, headers=auth("prescriber")).json()
+        assert body["model_status"] == "ok" and body["model_version"] == version
+        predicted = [f for f in body["findings"] if f["predicted"]]
+        assert predicted and all(f["source"] == f"ddi-severity model {version}" for f in predicted)

@@ -312,6 +312,8 @@ def test_app_loads_the_checker_at_start_up(rx_checker, rx_checker_settings, tmp_
         components = client.get("/readyz").json()["components"]
         assert components["kb"] == {"ok": True, "detail": f"kb {rx_checker.kb_version}"}
         assert components["database"]["ok"] is True
+        assert components["ddi_model"]["ok"] is True
+        assert components["ddi_model"]["detail"].startswith("degraded: rules-only")
 
 
 def test_misconfigured_queue_threshold_stops_start_up(review_app, sqlite_url):
