@@ -6,9 +6,13 @@ Runs the service on the embedded defaults:
    ``models:/triage-classifier@champion``) does not resolve, trains and registers one first with
    ``training.triage_train.train_triage`` on its defaults and sets the alias (skip with ``--no-train``:
    the service then starts not-ready and says why at ``/readyz``).
-2. If no API keys are configured (``RXT_API_KEYS`` / ``RXT_API_KEYS_FILE``), writes random
+2. Likewise for the prescription risk model (``RXT_DDI_MODEL_URI``, default ``models:/ddi-severity@champion``):
+   trains and registers it with ``training.ddi_train.train_ddi`` when absent (DDInter and WHO ATC are
+   non-commercial sources: see docs/licences.md).  With ``--no-train`` the checker runs rules-only and says
+   so in ``/readyz`` and in each response.
+3. If no API keys are configured (``RXT_API_KEYS`` / ``RXT_API_KEYS_FILE``), writes random
    development keys, one per role, to ``<work_dir>/api_keys.json`` (mode 0600) and prints where.
-3. Starts uvicorn and prints the URL of the interactive docs (``/docs``).
+4. Starts uvicorn and prints the URL of the interactive docs (``/docs``).
 """
 
 from __future__ import annotations
@@ -71,6 +75,31 @@ def ensure_model(settings: Settings, train: bool) -> str:
     return f"trained and registered {TRIAGE_MODEL_NAME} version {result.version} as @{alias[1]}"
 
 
+def ensure_ddi_model(settings: Settings, train: bool) -> str:
+    """Resolve the DDI risk model; train + register one when the registry has none (and allowed)."""
+    from training.registry import ModelNotFoundError, resolve_model_dir
+
+    uri = settings.ddi_model_uri
+    try:
+        folder, version = resolve_model_dir(uri, settings)
+        return f"ddi model {uri} -> version {version or 'local'} ({folder})"
+    except ModelNotFoundError as exc:
+        reason = str(exc)
+    from serving.model_holder import parse_alias_uri
+    from training.ddi_train import MODEL_NAME
+
+    alias = parse_alias_uri(uri)
+    if not train or alias is None or alias[0] != MODEL_NAME:
+        return f"ddi model {uri} not available ({reason}); prescription checks run rules-only"
+    from training.ddi_train import train_ddi
+
+    print(f"[serving] {reason}", file=sys.stderr)
+    print(f"[serving] training and registering the ddi-severity model (alias {alias[1]}); about 10 minutes on 2 cores ...",
+          file=sys.stderr, flush=True)
+    result = train_ddi(settings, alias=alias[1])
+    return f"trained and registered {MODEL_NAME} version {result.version} as @{alias[1]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -96,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if keys_path is not None:
         print(f"[serving] no API keys configured: development keys (one per role) are in {keys_path} (mode 0600)", file=sys.stderr)
     print(f"[serving] {ensure_model(settings, train=not args.no_train)}", file=sys.stderr)
+    print(f"[serving] {ensure_ddi_model(settings, train=not args.no_train)}", file=sys.stderr)
     print(f"[serving] API docs: http://{args.host}:{args.port}/docs  (readiness: /readyz, metrics: /metrics)", file=sys.stderr, flush=True)
     uvicorn.run(
         create_app(settings),
