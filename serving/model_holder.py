@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -49,39 +48,16 @@ def parse_alias_uri(uri: str) -> tuple[str, str] | None:
     return (name, alias) if name and alias else None
 
 
-def _serving_session(model: Any) -> None:
-    """Rebuild the onnxruntime session for serving: no busy-wait spinning of the intra-op threads.
-
-    By default onnxruntime's worker threads spin after each call, burning CPU that the event loop
-    (HTTP parsing, red-flag rules) needs on a small machine.  ``TriageClassifier`` has no hook for
-    session options yet, so the serving path swaps the session of the freshly loaded object before
-    it is published (never while serving).  Skipped when the classifier does not look as expected.
-    """
-    import onnxruntime as ort
-
-    session = getattr(model, "_session", None)
-    folder, variant = getattr(model, "folder", None), getattr(model, "variant", None)
-    if session is None or folder is None or variant is None:
-        return
-    from triage.classifier import VARIANTS
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = SERVING_INTRA_OP_THREADS
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    model._session = ort.InferenceSession(str(folder / VARIANTS[variant]), options, providers=["CPUExecutionProvider"])
-
-
 SERVING_INTRA_OP_THREADS = 2
 
 
 def _default_loader(uri: str, settings: Settings):
     from triage.classifier import TriageClassifier
 
-    model = TriageClassifier.load(uri, settings=settings)
-    if os.environ.get("RXT_ORT_SPINNING", "0") != "1":
-        _serving_session(model)
-    return model
+    # no busy-wait spinning of onnxruntime's idle worker threads by default: on a small machine it burns
+    # the CPU that the event loop (HTTP parsing, red-flag rules) needs (+24% req/s at c=8, docs/serving.md)
+    return TriageClassifier.load(uri, settings=settings, intra_op_threads=SERVING_INTRA_OP_THREADS,
+                                 spinning=settings.ort_spinning)
 
 
 def model_version_of(model: Any) -> str:

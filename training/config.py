@@ -58,10 +58,18 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(
         default=None, description="A JSON file with the same shape as RXT_API_KEYS."
     )
+    session_secret: str | None = Field(
+        default=None, repr=False,
+        description="Signs the /review page's session cookie. Unset: a random secret persisted (0600) in "
+        "<work_dir>/session_secret. Set it when several service processes share one review page.",
+    )
     max_text_chars: int = Field(default=2000, ge=1, description="Longest accepted complaint text.")
     batch_max_size: int = Field(default=32, ge=1)
     batch_max_wait_ms: float = Field(default=3.0, ge=0)
     log_patient_text: bool = False
+    ort_spinning: bool = Field(
+        default=False, description="Let onnxruntime's idle worker threads busy-wait (its default); off in the service."
+    )
     model_poll_seconds: float = Field(
         default=0.0, ge=0, description="Poll the registry for a new champion; 0 disables."
     )

@@ -94,7 +94,8 @@ class TriageClassifier:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(
-        cls, uri_or_path: str, settings=None, variant: str | None = "int8", deterministic: bool = True
+        cls, uri_or_path: str, settings=None, variant: str | None = "int8", deterministic: bool = True,
+        intra_op_threads: int | None = None, spinning: bool = True,
     ) -> "TriageClassifier":
         """Load from ``models:/name@alias``, ``models:/name/<version>`` or a local folder.
 
@@ -104,12 +105,16 @@ class TriageClassifier:
         from training.registry import resolve_model_dir
 
         folder, version = resolve_model_dir(str(uri_or_path), settings)
-        return cls.from_folder(folder, variant=variant, version=version, deterministic=deterministic)
+        return cls.from_folder(folder, variant=variant, version=version, deterministic=deterministic,
+                               intra_op_threads=intra_op_threads, spinning=spinning)
 
     @classmethod
     def from_folder(
-        cls, folder: str | Path, variant: str | None = "int8", version: str | None = None, deterministic: bool = True
+        cls, folder: str | Path, variant: str | None = "int8", version: str | None = None, deterministic: bool = True,
+        intra_op_threads: int | None = None, spinning: bool = True,
     ):
+        """``intra_op_threads`` (None: onnxruntime's default, one per core) and ``spinning`` (onnxruntime's
+        busy-wait of idle worker threads; the service turns it off so the event loop keeps the CPU)."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -143,6 +148,10 @@ class TriageClassifier:
             raise ModelArtifactError(f"cannot read tokenizer {folder / 'tokenizer' / 'tokenizer.json'}: {exc}") from exc
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = int(intra_op_threads)
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types

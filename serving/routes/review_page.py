@@ -73,10 +73,10 @@ SECURITY_HEADERS = {
 
 
 def session_secret(settings) -> str:
-    """RXT_SESSION_SECRET, else a generated secret persisted in <work_dir>/session_secret."""
-    env = os.environ.get("RXT_SESSION_SECRET", "").strip()
-    if env:
-        return env
+    """``settings.session_secret`` (RXT_SESSION_SECRET), else a generated secret persisted in <work_dir>/session_secret."""
+    configured = (getattr(settings, "session_secret", None) or "").strip()
+    if configured:
+        return configured
     path = Path(settings.work_dir) / "session_secret"
     try:
         existing = path.read_text().strip()
