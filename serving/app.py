@@ -24,6 +24,7 @@ from serving.logs import SERVICE_LOGGER, log_event
 from serving.metrics import Metrics
 from serving.middleware import RequestContextMiddleware
 from serving.routes import admin, health, prescriptions, review_page, reviews, triage
+from serving.ddi_reload import DDIReloader
 from serving.triage_service import TriageService
 from training.config import Settings, get_settings
 
@@ -31,17 +32,20 @@ log = logging.getLogger(SERVICE_LOGGER)
 
 
 async def _poll_models(app: FastAPI, every: float) -> None:
-    """Reload the triage model when the registry alias moves (settings.model_poll_seconds > 0)."""
+    """Reload a model when its registry alias moves (settings.model_poll_seconds > 0): triage and DDI."""
     service: TriageService = app.state.triage
+    pollers = {"triage": service.holder.poll_once, "ddi": app.state.ddi_reloader.poll_once}
     while True:
         await asyncio.sleep(every)
-        try:
-            result = await asyncio.to_thread(service.holder.poll_once)
-        except Exception as exc:  # noqa: BLE001 - a registry hiccup must not kill the poller
-            log_event(log, "model poll failed", level=logging.WARNING, error=f"{exc.__class__.__name__}: {exc}")
-            continue
-        if result is not None:
-            app.state.metrics.reloads.labels(outcome="ok" if result.reloaded else "failed").inc()
+        for name, poll in pollers.items():
+            try:
+                result = await asyncio.to_thread(poll)
+            except Exception as exc:  # noqa: BLE001 - a registry hiccup must not kill the poller
+                log_event(log, "model poll failed", level=logging.WARNING, model=name,
+                          error=f"{exc.__class__.__name__}: {exc}")
+                continue
+            if result is not None:
+                app.state.metrics.reloads.labels(model=name, outcome="ok" if result.reloaded else "failed").inc()
 
 
 @asynccontextmanager
@@ -55,8 +59,6 @@ async def lifespan(app: FastAPI):
     # a reload or the poller can bring it in later.
     await asyncio.gather(asyncio.to_thread(service.holder.load), asyncio.to_thread(service.load_red_flags))
     await service.start()
-    if settings.model_poll_seconds > 0:
-        background.append(asyncio.create_task(_poll_models(app, settings.model_poll_seconds), name="model-poller"))
     # --- end triage startup -----------------------------------------------------------------
 
     # --- startup: prescription review (review DB, prescription checker) go here ------------
@@ -66,6 +68,10 @@ async def lifespan(app: FastAPI):
 
     await review_wiring.startup(app)
     # --- end prescription review startup ----------------------------------------------------
+
+    # one poller for both models' registry aliases (after both areas have loaded theirs)
+    if settings.model_poll_seconds > 0:
+        background.append(asyncio.create_task(_poll_models(app, settings.model_poll_seconds), name="model-poller"))
 
     try:
         yield
@@ -100,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_keys = settings.resolved_api_keys()
     app.state.metrics = Metrics()
     app.state.triage = TriageService(settings, app.state.metrics)
+    app.state.ddi_reloader = DDIReloader(app)
     app.state.readiness = {
         "triage_model": app.state.triage.holder.is_ready,
         "red_flags": app.state.triage.red_flags_ready,

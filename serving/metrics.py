@@ -11,7 +11,7 @@ Exposed at ``GET /metrics`` (text exposition format).  Names:
   ``rxt_triage_urgency_total{level}``; the abstention and red-flag *rates* are
   ``abstained_total / predictions_total`` and ``red_flag_total / predictions_total``.
 - ``rxt_triage_model_info{version,taxonomy_version}`` (1 for the model serving now),
-  ``rxt_model_reloads_total{outcome}``
+  ``rxt_model_reloads_total{model,outcome}``
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class Metrics:
             "rxt_triage_model_info", "1 for the triage model version serving now",
             ["version", "taxonomy_version"], registry=r,
         )
-        self.reloads = Counter("rxt_model_reloads", "Model reload attempts by outcome", ["outcome"], registry=r)
+        self.reloads = Counter("rxt_model_reloads", "Model reload attempts by model and outcome", ["model", "outcome"],
+                               registry=r)
 
     def set_model(self, version: str | None, taxonomy_version: str | None) -> None:
         self.model_info.clear()

@@ -165,8 +165,10 @@ class ReloadResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {"previous_version": "3", "current_version": "4", "reloaded": True, "error": None},
+                {"model": "triage", "previous_version": "3", "current_version": "4", "reloaded": True,
+                 "error": None},
                 {
+                    "model": "triage",
                     "previous_version": "3",
                     "current_version": "3",
                     "reloaded": False,
@@ -176,6 +178,9 @@ class ReloadResponse(BaseModel):
         }
     )
 
+    model: Literal["triage", "ddi"] = Field(
+        "triage", description="Which model was reloaded: the triage classifier or the prescription DDI risk model."
+    )
     previous_version: str | None
     current_version: str | None
     reloaded: bool

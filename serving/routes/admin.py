@@ -1,16 +1,18 @@
-"""Administration: ``POST /v1/admin/models/reload`` (role admin).
+"""Administration: ``POST /v1/admin/models/reload?model=triage|ddi`` (role admin).
 
-Reloads the triage model from the configured URI (default ``models:/triage-classifier@champion``,
-so it picks up whatever version the alias points at now).  The swap is atomic; requests already
-in a micro-batch finish on the old model.  A failed reload keeps serving the old model: the answer
-is 200 with ``reloaded: false`` and ``error`` saying why (the request itself was fine).
+Reloads a model from its configured URI (``RXT_TRIAGE_MODEL_URI``, default
+``models:/triage-classifier@champion``; ``RXT_DDI_MODEL_URI``, default ``models:/ddi-severity@champion``), so it
+picks up whatever version the alias points at now.  The swap is atomic: triage requests already in a
+micro-batch, and prescription checks already running, finish on the old model.  A failed reload keeps serving
+the old model: the answer is 200 with ``reloaded: false`` and ``error`` saying why (the request itself was fine).
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from serving.deps import Admin
 from serving.schemas_triage import ErrorResponse, ReloadResponse
@@ -25,10 +27,15 @@ router = APIRouter(tags=["admin"])
         401: {"model": ErrorResponse, "description": "No API key, or an unknown one."},
         403: {"model": ErrorResponse, "description": "Only the admin role may reload models."},
     },
-    summary="Swap in the current champion triage model without a restart",
+    summary="Swap in the current champion model (triage classifier or DDI risk model) without a restart",
 )
-async def reload_model(request: Request, _: Admin) -> ReloadResponse:
-    service = request.app.state.triage
-    result = await asyncio.to_thread(service.holder.reload)
-    request.app.state.metrics.reloads.labels(outcome="ok" if result.reloaded else "failed").inc()
-    return ReloadResponse(**result.as_dict())
+async def reload_model(
+    request: Request,
+    _: Admin,
+    model: Literal["triage", "ddi"] = Query("triage", description="`triage` (default) or `ddi`."),
+) -> ReloadResponse:
+    state = request.app.state
+    reload = state.triage.holder.reload if model == "triage" else state.ddi_reloader.reload
+    result = await asyncio.to_thread(reload)
+    state.metrics.reloads.labels(model=model, outcome="ok" if result.reloaded else "failed").inc()
+    return ReloadResponse(model=model, **result.as_dict())

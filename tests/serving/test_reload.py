@@ -49,7 +49,8 @@ def test_reload_swaps_to_the_new_champion(own_registry, triage_model_dir, tmp_pa
         assert _version(c) == v1  # nothing changes until a reload (polling is off)
         r = c.post("/v1/admin/models/reload", headers=ADMIN)
         assert r.status_code == 200
-        assert r.json() == {"previous_version": v1, "current_version": v2, "reloaded": True, "error": None}
+        assert r.json() == {"model": "triage", "previous_version": v1, "current_version": v2, "reloaded": True,
+                            "error": None}
         assert _version(c) == v2
         assert f'rxt_triage_model_info{{taxonomy_version="' in c.get("/metrics").text
         assert f'version="{v2}"' in c.get("/metrics").text and f'version="{v1}"' not in c.get("/metrics").text
@@ -82,7 +83,7 @@ def test_failed_reload_keeps_the_old_model_and_says_why(own_registry, triage_mod
         assert bad != v1
         assert _version(c) == v1  # still serving the old model
         assert c.get("/readyz").json()["components"]["triage_model"]["ok"] is True
-        assert 'rxt_model_reloads_total{outcome="failed"} 1.0' in c.get("/metrics").text
+        assert 'rxt_model_reloads_total{model="triage",outcome="failed"} 1.0' in c.get("/metrics").text
 
 
 def test_reload_when_the_alias_was_deleted_keeps_serving(own_registry):
@@ -107,7 +108,7 @@ def test_polling_picks_up_a_new_champion(own_registry, triage_model_dir, tmp_pat
         time.sleep(1.0)  # several polls: the broken version is tried once, then skipped
         assert _version(c) == v1
         text = c.get("/metrics").text
-        assert 'rxt_model_reloads_total{outcome="failed"} 1.0' in text, text
+        assert 'rxt_model_reloads_total{model="triage",outcome="failed"} 1.0' in text, text
         v3 = register_folder(settings, copy_model(triage_model_dir, tmp_path / "good"))
         deadline = time.monotonic() + 15
         while _version(c) != v3 and time.monotonic() < deadline:
