@@ -42,62 +42,48 @@ def ensure_api_keys(settings: Settings) -> tuple[Settings, Path | None]:
     return settings.model_copy(update={"api_keys_file": path}), path
 
 
-def ensure_model(settings: Settings, train: bool) -> str:
-    """Resolve the triage model; train + register one when the registry has none (and allowed)."""
+def _ensure(settings: Settings, train: bool, *, what: str, uri: str, model_name: str, train_fn, without: str,
+            duration: str) -> str:
+    """Resolve a model URI; train + register one when its registry alias has none (and allowed)."""
+    from training import registry
     from training.registry import ModelNotFoundError, resolve_model_dir
 
-    uri = settings.triage_model_uri
     try:
         folder, version = resolve_model_dir(uri, settings)
-        return f"triage model {uri} -> version {version or 'local'} ({folder})"
+        return f"{what} {uri} -> version {version or 'local'} ({folder})"
     except ModelNotFoundError as exc:
         reason = str(exc)
     from serving.model_holder import parse_alias_uri
-    from training.triage_train import TRIAGE_MODEL_NAME
 
     alias = parse_alias_uri(uri)
-    if not train or alias is None or alias[0] != TRIAGE_MODEL_NAME:
-        return f"triage model {uri} not available ({reason}); the service starts NOT ready"
-    from training import registry
-    from training.triage_train import train_triage
-
+    if not train or alias is None or alias[0] != model_name:
+        return f"{what} {uri} not available ({reason}); {without}"
     print(f"[serving] {reason}", file=sys.stderr)
-    print(
-        f"[serving] training and registering a triage model on the embedded defaults (alias {alias[1]}); "
-        "this takes a while on CPU ...",
-        file=sys.stderr,
-        flush=True,
-    )
-    result = train_triage(settings, alias=alias[1])
+    print(f"[serving] training and registering {model_name} on the embedded defaults (alias {alias[1]}); "
+          f"{duration} ...", file=sys.stderr, flush=True)
+    result = train_fn(settings, alias=alias[1])
     registry.configure(settings)
-    if registry.get_alias_version(TRIAGE_MODEL_NAME, alias[1]) is None and result.version is not None:
-        registry.set_alias(TRIAGE_MODEL_NAME, alias[1], str(result.version))
-    return f"trained and registered {TRIAGE_MODEL_NAME} version {result.version} as @{alias[1]}"
+    if registry.get_alias_version(model_name, alias[1]) is None and result.version is not None:
+        registry.set_alias(model_name, alias[1], str(result.version))
+    return f"trained and registered {model_name} version {result.version} as @{alias[1]}"
+
+
+def ensure_model(settings: Settings, train: bool) -> str:
+    """The triage model: without it the service starts not ready."""
+    from training.triage_train import TRIAGE_MODEL_NAME, train_triage
+
+    return _ensure(settings, train, what="triage model", uri=settings.triage_model_uri, model_name=TRIAGE_MODEL_NAME,
+                   train_fn=train_triage, without="the service starts NOT ready",
+                   duration="about 20 minutes on 2 CPU cores")
 
 
 def ensure_ddi_model(settings: Settings, train: bool) -> str:
-    """Resolve the DDI risk model; train + register one when the registry has none (and allowed)."""
-    from training.registry import ModelNotFoundError, resolve_model_dir
+    """The DDI risk model: without it prescription checks run rules-only (and say so)."""
+    from training.ddi_train import MODEL_NAME, train_ddi
 
-    uri = settings.ddi_model_uri
-    try:
-        folder, version = resolve_model_dir(uri, settings)
-        return f"ddi model {uri} -> version {version or 'local'} ({folder})"
-    except ModelNotFoundError as exc:
-        reason = str(exc)
-    from serving.model_holder import parse_alias_uri
-    from training.ddi_train import MODEL_NAME
-
-    alias = parse_alias_uri(uri)
-    if not train or alias is None or alias[0] != MODEL_NAME:
-        return f"ddi model {uri} not available ({reason}); prescription checks run rules-only"
-    from training.ddi_train import train_ddi
-
-    print(f"[serving] {reason}", file=sys.stderr)
-    print(f"[serving] training and registering the ddi-severity model (alias {alias[1]}); about 10 minutes on 2 cores ...",
-          file=sys.stderr, flush=True)
-    result = train_ddi(settings, alias=alias[1])
-    return f"trained and registered {MODEL_NAME} version {result.version} as @{alias[1]}"
+    return _ensure(settings, train, what="ddi model", uri=settings.ddi_model_uri, model_name=MODEL_NAME,
+                   train_fn=train_ddi, without="prescription checks run rules-only",
+                   duration="about 10 minutes on 2 CPU cores")
 
 
 def main(argv: list[str] | None = None) -> int:

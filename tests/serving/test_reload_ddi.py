@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 
-import mlflow
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.plugins.db import API_KEYS, auth
+from tests.plugins.registry_support import register_copy
 from training import registry
 from training.ddi_train import MODEL_NAME
 
@@ -17,13 +16,10 @@ RX = {"patient": {"age_years": 50}, "items": [{"drug": "amoxicillin"}, {"drug": 
 
 
 def _register(settings, src, dest, broken=False) -> str:
-    shutil.copytree(src, dest)
-    if broken:
-        (dest / "model.onnx").write_bytes(b"not an onnx model")
-    registry.configure(settings)
-    with mlflow.start_run(experiment_id=registry.experiment_id("ddi-severity", settings)) as run:
-        mlflow.log_artifacts(str(dest), "model")
-    return registry.register_run_artifact(MODEL_NAME, run.info.run_id, "model")
+    def damage(folder):
+        (folder / "model.onnx").write_bytes(b"not an onnx model")
+
+    return register_copy(settings, src, dest, MODEL_NAME, damage if broken else None)
 
 
 @pytest.fixture

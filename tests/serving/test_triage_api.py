@@ -275,7 +275,8 @@ def test_not_ready_without_a_model_then_ready_after_reload(module_registry):
 
         version = register_folder(settings, good, alias="candidate")
         r = c.post("/v1/admin/models/reload", headers=ADMIN)
-        assert r.json() == {"previous_version": None, "current_version": version, "reloaded": True, "error": None}
+        assert r.json() == {"model": "triage", "previous_version": None, "current_version": version, "reloaded": True,
+                            "error": None}
         body = c.get("/readyz").json()
         assert body["components"]["triage_model"]["ok"] is True
         assert body["ready"] == all(comp["ok"] for comp in body["components"].values())

@@ -7,27 +7,20 @@ non-inferiority gate) and a copy whose label order is scrambled (a genuinely wor
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from datetime import datetime, timezone
 
-import mlflow
 import pytest
 
 from training import lifecycle, registry
 from training.lifecycle import LifecycleError
 from training.triage_train import TRIAGE_MODEL_NAME
 
+from tests.plugins.registry_support import register_copy
+
 
 def _register_copy(settings, model_dir, tmp_path, name, mutate=None) -> str:
-    folder = tmp_path / name
-    shutil.copytree(model_dir, folder)
-    if mutate:
-        mutate(folder)
-    registry.configure(settings)
-    with mlflow.start_run(experiment_id=registry.experiment_id("triage", settings)) as run:
-        mlflow.log_artifacts(str(folder), "model")
-    return registry.register_run_artifact(TRIAGE_MODEL_NAME, run.info.run_id, "model")
+    return register_copy(settings, model_dir, tmp_path / name, TRIAGE_MODEL_NAME, mutate)
 
 
 def _broken_export(folder):

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
 
-import mlflow
 import pytest
 
 from training import lifecycle, registry
 from training.ddi_train import MODEL_NAME
 
+from tests.plugins.registry_support import register_copy
+
 
 def _register_copy(settings, model_dir, tmp_path, name, mutate=None) -> str:
-    folder = tmp_path / name
-    shutil.copytree(model_dir, folder)
-    if mutate:
-        mutate(folder)
-    registry.configure(settings)
-    with mlflow.start_run(experiment_id=registry.experiment_id("ddi-severity", settings)) as run:
-        mlflow.log_artifacts(str(folder), "model")
-    return registry.register_run_artifact(MODEL_NAME, run.info.run_id, "model")
+    return register_copy(settings, model_dir, tmp_path / name, MODEL_NAME, mutate)
 
 
 def _edit_meta(fn):
