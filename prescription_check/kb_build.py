@@ -76,6 +76,7 @@ DUPLICATE_SOURCE = ("STOPP/START v3 (O'Mahony et al., Eur Geriatr Med 2023) crit
 _NUM = "num"
 _SEV = "sev"
 _INT = "int"
+HEPATIC_GRADES = ("mild", "moderate", "severe")  # patient.hepatic_impairment, least to most severe (after "none")
 CURATED_SCHEMAS: dict[str, dict[str, object]] = {
     "dose_limits.csv": {
         "ingredient": "req", "route": ("oral", "iv", "im", "sc", "rectal", "inhaled", "topical", "any"),
@@ -86,6 +87,11 @@ CURATED_SCHEMAS: dict[str, dict[str, object]] = {
         "ingredient": "req", "egfr_min": _NUM, "egfr_max": _NUM, "measure": ("egfr", "crcl"),
         "action": ("contraindicated", "avoid", "reduce_dose", "max_daily"), "max_daily_mg": _NUM, "severity": _SEV,
         "message": "req",
+    },
+    # Child-Pugh A/B/C = mild/moderate/severe; a row applies to its min_grade and every worse grade
+    "hepatic_dosing.csv": {
+        "ingredient": "req", "min_grade": HEPATIC_GRADES, "action": ("contraindicated", "avoid", "reduce_dose", "caution"),
+        "max_daily_mg": _NUM, "severity": _SEV, "message": "req",
     },
     "pregnancy_lactation.csv": {
         "ingredient": "opt", "atc_prefix": "opt", "context": ("pregnancy", "breastfeeding"),
@@ -167,6 +173,9 @@ def read_curated(name: str, directory: Path = CURATED_DIR) -> list[dict] | None:
             if name == "condition_contraindications.csv" and not (row["condition_terms"] or row["icd10_prefixes"]):
                 raise KBBuildError(f"{where}: one of 'condition_terms' or 'icd10_prefixes' must be filled")
             # a dose_limits row with no limit at all documents "no labelled maximum" (e.g. warfarin): kept, unused
+            if name == "hepatic_dosing.csv" and row["action"] == "contraindicated" and row["severity"] != "contraindicated":
+                raise KBBuildError(f"{where}: action 'contraindicated' needs severity 'contraindicated', "
+                                   f"got {row['severity']!r}")
             if name == "age_rules.csv" and row["age_min_years"] is None and row["age_max_years"] is None:
                 raise KBBuildError(f"{where}: age_min_years or age_max_years must be given")
             row["_row"] = f"{path.name}#{lineno}"

@@ -16,11 +16,11 @@ SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}  # 0 = 
 
 Category = Literal[
     "interaction", "predicted_interaction", "duplicate", "allergy", "dose", "pregnancy", "breastfeeding",
-    "age", "renal", "contraindication", "unrecognised_drug", "unparsed_sig",
+    "age", "renal", "hepatic", "contraindication", "unrecognised_drug", "unparsed_sig",
 ]
 CATEGORIES: tuple[str, ...] = (
     "interaction", "predicted_interaction", "duplicate", "allergy", "dose", "pregnancy", "breastfeeding",
-    "age", "renal", "contraindication", "unrecognised_drug", "unparsed_sig",
+    "age", "renal", "hepatic", "contraindication", "unrecognised_drug", "unparsed_sig",
 )
 
 _Input = ConfigDict(extra="forbid", str_strip_whitespace=True)

@@ -1,4 +1,4 @@
-"""Patient-specific rules: pregnancy, breastfeeding, age, renal function, condition contraindications."""
+"""Patient-specific rules: pregnancy, breastfeeding, age, renal and hepatic function, condition contraindications."""
 
 from __future__ import annotations
 
@@ -98,6 +98,41 @@ def _renal(ctx: Ctx, out: list[Finding]) -> None:
                                source=r["source"], action=DEFAULT_ACTIONS[r["severity"]]))
 
 
+# patient.hepatic_impairment -> rank; mild/moderate/severe = Child-Pugh A/B/C
+HEPATIC_RANK = {"none": 0, "mild": 1, "moderate": 2, "severe": 3}
+_CHILD_PUGH = {"mild": "A", "moderate": "B", "severe": "C"}
+
+
+def _hepatic(ctx: Ctx, out: list[Finding]) -> None:
+    grade = ctx.patient.hepatic_impairment
+    rank = HEPATIC_RANK.get(grade or "none", 0)
+    if rank == 0:
+        return
+    for it, ing in _ings(ctx):
+        rows = [r for r in ctx.kb.rows_for("hepatic_dosing", ing) if HEPATIC_RANK[r["min_grade"]] <= rank]
+        if not rows:
+            continue
+        # a row applies to its grade and worse; where a drug has rows for several grades (celecoxib: moderate
+        # -> reduce dose, severe -> avoid), the one written for the grade closest to the patient's supersedes
+        top = max(HEPATIC_RANK[r["min_grade"]] for r in rows)
+        for r in rows:
+            if HEPATIC_RANK[r["min_grade"]] != top:
+                continue
+            daily, limit = it.ingredient_daily_mg.get(ing), r["max_daily_mg"]
+            if limit is not None and daily is not None and daily <= limit * 1.0001:
+                continue  # within the hepatic daily maximum
+            msg = f"{ing} with {grade} hepatic impairment (Child-Pugh {_CHILD_PUGH[grade]}): {r['message']}"
+            if limit is not None:
+                msg += (f" (prescribed {daily:g} mg/day > {limit:g} mg/day)" if daily is not None else
+                        f" (daily dose could not be computed: check it is <= {limit:g} mg/day)")
+            out.append(Finding(
+                rule_id=f"HEPATIC-{ing.upper().replace(' ', '_')}-{r['action'].upper()}",
+                category="hepatic", severity=r["severity"], drugs=[ing], message=msg,
+                evidence={"hepatic_impairment": grade, "child_pugh": _CHILD_PUGH[grade], "min_grade": r["min_grade"],
+                          "action": r["action"], "daily_mg": daily, "max_daily_mg": limit, "row": r["_row"]},
+                source=r["source"], action=DEFAULT_ACTIONS[r["severity"]]))
+
+
 def _conditions(ctx: Ctx, out: list[Finding]) -> None:
     conds = ctx.patient.conditions
     if not conds:
@@ -126,5 +161,6 @@ def run(ctx: Ctx) -> list[Finding]:
     _pregnancy(ctx, out)
     _age(ctx, out)
     _renal(ctx, out)
+    _hepatic(ctx, out)
     _conditions(ctx, out)
     return _one_per(out)

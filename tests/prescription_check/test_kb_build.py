@@ -31,6 +31,24 @@ def test_bad_row_names_file_and_row(tmp_path):
         read_curated("renal_dosing.csv", tmp_path)
 
 
+def test_bad_hepatic_row_is_a_clear_build_error(tmp_path, capsys):
+    from prescription_check.kb_build import main
+
+    _copy_with_bad_row(tmp_path, "hepatic_dosing.csv", lambda r: r.update(min_grade="child-pugh d"))
+    with pytest.raises(KBBuildError, match=r"hepatic_dosing.csv row 2: column 'min_grade' value 'child-pugh d' "
+                                           r"not in \('mild', 'moderate', 'severe'\)"):
+        read_curated("hepatic_dosing.csv", tmp_path)
+    out = tmp_path / "kb.json"
+    assert main(["--output", str(out), "--curated-dir", str(tmp_path)]) == 1
+    assert "hepatic_dosing.csv row 2: column 'min_grade'" in capsys.readouterr().err and not out.exists()
+    _copy_with_bad_row(tmp_path, "hepatic_dosing.csv", lambda r: r.update(action="contraindicated", severity="major"))
+    with pytest.raises(KBBuildError, match=r"row 2: action 'contraindicated' needs severity 'contraindicated'"):
+        read_curated("hepatic_dosing.csv", tmp_path)
+    _copy_with_bad_row(tmp_path, "hepatic_dosing.csv", lambda r: r.update(max_daily_mg="eight"))
+    with pytest.raises(KBBuildError, match=r"row 2: column 'max_daily_mg' must be a number"):
+        read_curated("hepatic_dosing.csv", tmp_path)
+
+
 def test_missing_table_is_skipped(tmp_path):
     assert read_curated("dose_limits.csv", tmp_path) is None
 
@@ -47,10 +65,10 @@ def test_built_kb(rx_checker):
     assert kb.version.startswith("kb-") and kb.version == rx_checker.kb_version
     assert kb.version == content_version(kb.raw)
     assert len(kb.ddinter) > 100_000  # all 8 DDInter files
-    assert len(kb.raw["sources"]) >= 12
+    assert len(kb.raw["sources"]) >= 12 and "project/hepatic_dosing.csv" in kb.raw["sources"]
     assert kb.interaction("warfarin", "aspirin")[1]["severity"] == "major"
     assert kb.duplicate_class("omeprazole") == kb.duplicate_class("pantoprazole") == "ppi"
-    for name in ("dose_limits", "renal_dosing"):
+    for name in ("dose_limits", "renal_dosing", "hepatic_dosing"):
         assert kb.tables.get(name), f"{name} missing from the KB"
         assert all(r["source"] for r in kb.tables[name])
 

@@ -81,6 +81,58 @@ def test_renal_band(rx_checker):
     assert not any(f.category == "renal" for f in r.findings)
 
 
+def _hepatic(result):
+    return [f for f in result.findings if f.category == "hepatic"]
+
+
+def test_hepatic_grade_and_worse_not_below_or_none(rx_checker):
+    # bosentan: "avoid" from moderate (Child-Pugh B) up; nothing for mild, none, or an unstated grade
+    for grade in ("moderate", "severe"):
+        fs = _hepatic(check(rx_checker, [{"drug": "Tracleer"}], age_years=50, hepatic_impairment=grade))
+        assert [f.drugs for f in fs] == [["bosentan"]] and fs[0].severity == "major", grade
+        f = fs[0]
+        assert f.rule_id == "HEPATIC-BOSENTAN-AVOID" and f.evidence["hepatic_impairment"] == grade
+        assert f.evidence["min_grade"] == "moderate" and f.evidence["row"].startswith("hepatic_dosing.csv#")
+        assert "Tracleer" in f.source and "dailymed" in f.source and f.action
+    for grade in ("mild", "none"):
+        assert not _hepatic(check(rx_checker, [{"drug": "Tracleer"}], age_years=50, hepatic_impairment=grade))
+    assert not _hepatic(check(rx_checker, [{"drug": "Tracleer"}], age_years=50))
+    # valproate from mild up: a contraindication blocks, also through a brand and salt
+    r = check(rx_checker, [{"drug": "Depakote", "dose": 500, "unit": "mg", "frequency": "bid"}], age_years=40,
+              hepatic_impairment="mild")
+    assert [(f.severity, f.drugs) for f in _hepatic(r)] == [("contraindicated", ["valproic acid"])]
+    assert r.verdict == "block"
+
+
+def test_hepatic_row_for_the_worse_grade_supersedes(rx_checker):
+    by_grade = {}
+    for grade in ("mild", "moderate", "severe"):
+        fs = _hepatic(check(rx_checker, [{"drug": "celecoxib", "dose": 100, "unit": "mg", "frequency": "bid"}],
+                            age_years=50, hepatic_impairment=grade))
+        by_grade[grade] = [f.rule_id for f in fs]
+    assert by_grade == {"mild": [], "moderate": ["HEPATIC-CELECOXIB-REDUCE_DOSE"],
+                        "severe": ["HEPATIC-CELECOXIB-AVOID"]}
+
+
+def test_hepatic_daily_dose_limit(rx_checker):
+    # ondansetron, severe impairment: at most 8 mg/day
+    over = _hepatic(check(rx_checker, [{"sig": "ondansetron 8 mg po bid"}], age_years=50,
+                          hepatic_impairment="severe"))
+    assert len(over) == 1 and over[0].evidence["daily_mg"] == 16 and over[0].evidence["max_daily_mg"] == 8
+    assert "16 mg/day > 8 mg/day" in over[0].message
+    assert not _hepatic(check(rx_checker, [{"sig": "ondansetron 4 mg po bid"}], age_years=50,
+                              hepatic_impairment="severe"))
+    assert not _hepatic(check(rx_checker, [{"sig": "ondansetron 8 mg po bid"}], age_years=50,
+                              hepatic_impairment="moderate"))
+    # no computable daily dose: reported, saying the dose could not be checked
+    f = _hepatic(check(rx_checker, [{"drug": "ondansetron"}], age_years=50, hepatic_impairment="severe"))
+    assert len(f) == 1 and "could not be computed" in f[0].message
+    # zolpidem: 5 mg/day from mild; 10 mg is flagged, 5 mg is not
+    assert _hepatic(check(rx_checker, [{"sig": "zolpidem 10 mg qhs"}], age_years=50, hepatic_impairment="mild"))
+    assert not _hepatic(check(rx_checker, [{"sig": "zolpidem 5 mg qhs"}], age_years=50,
+                              hepatic_impairment="moderate"))
+
+
 def test_pregnancy_age_condition(rx_checker):
     kb = rx_checker.kb
     if kb.tables.get("pregnancy_lactation"):

@@ -27,6 +27,8 @@ SCHEMAS: dict[str, list[str]] = {
                         "indication_note", *SOURCE_COLS],
     "renal_dosing.csv": ["ingredient", "egfr_min", "egfr_max", "measure", "action", "max_daily_mg",
                          "severity", "message", *SOURCE_COLS],
+    "hepatic_dosing.csv": ["ingredient", "min_grade", "action", "max_daily_mg", "severity", "message",
+                           *SOURCE_COLS],
     "pregnancy_lactation.csv": ["ingredient", "atc_prefix", "context", "trimester", "severity",
                                 "message", *SOURCE_COLS],
     "age_rules.csv": ["ingredient", "atc_prefix", "age_min_years", "age_max_years", "severity",
@@ -43,6 +45,7 @@ ROUTES = {"oral", "iv", "im", "sc", "rectal", "inhaled", "topical", "any"}
 POPULATIONS = {"adult", "pediatric"}
 FREQUENCY_RULES = {"", "weekly", "once_daily", "intermittent"}
 RENAL_ACTIONS = {"contraindicated", "avoid", "reduce_dose", "max_daily"}
+HEPATIC_ACTIONS = {"contraindicated", "avoid", "reduce_dose", "caution"}
 ATC_PREFIX = re.compile(r"^[A-Z]([0-9]{2}([A-Z]([A-Z]([0-9]{2})?)?)?)?$")
 ICD10_PREFIX = re.compile(r"^[A-Z][0-9]{2}(\.[0-9A-Z]{1,4})?$")
 NAME = re.compile(r"^[a-z0-9][a-z0-9 ,'()./-]*[a-z0-9)]$")
@@ -174,6 +177,30 @@ def test_renal_dosing():
     assert metformin and metformin[0]["action"] == "contraindicated" and float(metformin[0]["egfr_max"]) == 30
 
 
+def test_hepatic_dosing():
+    rows = load("hepatic_dosing.csv")
+    keys = set()
+    for i, row in enumerate(rows, start=2):
+        where = f"hepatic_dosing.csv:{i}"
+        check_name(row["ingredient"], where)
+        assert row["min_grade"] in {"mild", "moderate", "severe"}, f"{where}: min_grade {row['min_grade']!r}"
+        assert row["action"] in HEPATIC_ACTIONS, f"{where}: action {row['action']!r}"
+        key = (row["ingredient"], row["min_grade"])
+        assert key not in keys, f"{where}: duplicate {key} (one row per ingredient and grade)"
+        keys.add(key)
+        maxd = num(row["max_daily_mg"], where)
+        if maxd is not None:
+            assert maxd > 0 and row["action"] == "reduce_dose", f"{where}: a daily maximum is a reduce_dose row"
+        if row["action"] == "contraindicated" or row["severity"] == "contraindicated":
+            assert row["action"] == row["severity"] == "contraindicated", f"{where}: action/severity mismatch"
+    by = {(r["ingredient"], r["min_grade"]): r for r in rows}
+    assert len({r["ingredient"] for r in rows}) >= 15
+    assert by[("ketoconazole", "mild")]["action"] == "contraindicated"
+    assert by[("valproic acid", "mild")]["severity"] == "contraindicated"
+    assert float(by[("ondansetron", "severe")]["max_daily_mg"]) == 8
+    assert by[("rivaroxaban", "moderate")]["action"] == "avoid"
+
+
 def test_pregnancy_lactation():
     rows = load("pregnancy_lactation.csv")
     keys = set()
@@ -298,6 +325,7 @@ def test_ingredient_names_are_canonical():
     names = _canonical_names()
     unknown = set()
     for table, cols in [("dose_limits.csv", ["ingredient"]), ("renal_dosing.csv", ["ingredient"]),
+                        ("hepatic_dosing.csv", ["ingredient"]),
                         ("pregnancy_lactation.csv", ["ingredient"]), ("age_rules.csv", ["ingredient"]),
                         ("condition_contraindications.csv", ["ingredient"]),
                         ("interactions_curated.csv", ["drug_a", "drug_b"])]:

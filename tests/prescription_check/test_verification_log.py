@@ -36,6 +36,8 @@ def _key(table: str, row: dict[str, str]) -> str:
         return f"{row['ingredient']}|{row['route']}|{row['population']}"
     if table == "renal_dosing.csv":
         return f"{row['ingredient']}|{row['egfr_min']}|{row['egfr_max']}|{row['measure']}"
+    if table == "hepatic_dosing.csv":
+        return f"{row['ingredient']}|{row['min_grade']}"
     if table == "pregnancy_lactation.csv":
         return f"{row['ingredient'] or row['atc_prefix']}|{row['context']}|{row['trimester']}"
     if table == "age_rules.csv":
@@ -166,3 +168,17 @@ def test_every_contraindicated_interaction_was_checked(log_rows, tables):
     missing = [_key(path.name, r) for r in rows if r["severity"] == "contraindicated"
                and _key(path.name, r) not in logged]
     assert not missing, f"contraindicated pairs without a verification entry: {missing[:10]}"
+
+
+def test_every_hepatic_row_was_checked(log_rows, tables):
+    """The hepatic table is new (2026-11-30): every row carries a verification outcome, and every numeric
+    hepatic daily maximum was confirmed against source text."""
+    path = DRUG_DIR / "hepatic_dosing.csv"
+    _, rows = _read(path)
+    logged = {(r["row_key"], r["field"]): r["status"] for r in log_rows if r["table"] == path.name}
+    missing = [_key(path.name, r) for r in rows if not any(k == _key(path.name, r) for k, _ in logged)]
+    assert not missing, f"hepatic rows without a verification entry: {missing}"
+    for r in rows:
+        if r["max_daily_mg"]:
+            assert logged.get((_key(path.name, r), "max_daily_mg")) == "confirmed", \
+                f"hepatic maximum {_key(path.name, r)} = {r['max_daily_mg']} mg/day is not confirmed in the log"
