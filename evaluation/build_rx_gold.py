@@ -152,6 +152,42 @@ def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
             item.update(dose=chosen[0], unit="mg", frequency=chosen[1])
         cases.append(_case(f"renal-{r['_row']}", [item], [("renal", [ing], r["severity"])], f"table:{r['_row']}",
                            patient={"age_years": 60, key: value}))
+    # hepatic: a patient at the row's grade (above the hepatic daily maximum where the row has one); safe controls
+    # for the same drug with no impairment, one grade below the least severe row, and within the daily maximum
+    hep_rows = read_curated("hepatic_dosing.csv", curated_dir) or []
+    grades = ["none", "mild", "moderate", "severe"]
+    for r in hep_rows:
+        ing, prov = r["ingredient"], f"table:{r['_row']}"
+        item, ok_item = {"drug": ing}, None
+        if r["max_daily_mg"]:
+            lim = adult_limits.get(ing, {})
+            chosen = None
+            for times, freq in ((2, "bid"), (1, "daily"), (3, "tid"), (4, "qid")):
+                per = round(r["max_daily_mg"] * 1.5 / times, 3)
+                if (lim.get("max_single_mg") is None or per <= lim["max_single_mg"]) and (
+                        lim.get("max_daily_mg") is None or per * times <= lim["max_daily_mg"]):
+                    chosen = (per, freq)
+                    break
+            if chosen is None:
+                continue  # no dose above the hepatic maximum stays inside the adult limits
+            item.update(dose=chosen[0], unit="mg", frequency=chosen[1])
+            ok_item = {"drug": ing, "dose": r["max_daily_mg"], "unit": "mg", "frequency": "daily"}
+        cases.append(_case(f"hepatic-{r['_row']}", [item], [("hepatic", [ing], r["severity"])], prov,
+                           patient={"age_years": 50, "hepatic_impairment": r["min_grade"]}))
+        if ok_item:
+            cases.append(_case(f"hepatic-ok-dose-{r['_row']}", [ok_item], [], prov,
+                               patient={"age_years": 50, "hepatic_impairment": r["min_grade"]}, note="safe control"))
+    first_grade: dict[str, int] = {}
+    for r in hep_rows:
+        first_grade[r["ingredient"]] = min(first_grade.get(r["ingredient"], 9), grades.index(r["min_grade"]))
+    for r in hep_rows:
+        ing = r["ingredient"]
+        if grades.index(r["min_grade"]) != first_grade[ing] or _age_expect(age_rows, kb, ing, 50):
+            continue
+        below = grades[first_grade[ing] - 1]
+        for grade in dict.fromkeys(("none", below)):
+            cases.append(_case(f"safe-hepatic-{grade}-{r['_row']}", [{"drug": ing}], [], f"table:{r['_row']}",
+                               patient={"age_years": 50, "hepatic_impairment": grade}, note="safe control"))
     # pregnancy / breastfeeding
     for r in read_curated("pregnancy_lactation.csv", curated_dir) or []:
         ing = r["ingredient"] or _example_for_prefix(kb, r["atc_prefix"])

@@ -46,6 +46,9 @@ def test_gold_targets(rx_checker, gold_cases):
     assert s["core_finding_recall"] >= 0.95, res["misses"][:10]
     assert s["precision"] >= 0.90, res["false_positives"][:10]
     assert s["safe_false_alarm"] <= 0.05
+    # hepatic rows (table-derived, with safe controls at grade none / below the row's grade / within the maximum)
+    hep = res["per_category"]["hepatic"]
+    assert hep["expected"] >= 15 and hep["found"] == hep["expected"] and hep.get("fp", 0) == 0, res["misses"][:10]
     # RxSafeBench measures KB coverage against an external source: reported, with a floor
     rxs = res["per_provenance"]["rxsafebench"]
     assert rxs["found"] / rxs["expected"] >= 0.5
