@@ -78,7 +78,12 @@ class Checker:
             write_kb(build_kb(settings), path)
         try:
             kb = KnowledgeBase.load(path)
-        except KBError as exc:  # stale format or a truncated file: rebuild once
+            from prescription_check.kb_build import stale_reason
+
+            stale = stale_reason(kb.raw.get("sources", {}))
+            if stale:
+                raise KBError(f"KB artefact {path} ({kb.version}) is stale: {stale}")
+        except KBError as exc:  # stale format or tables, or a truncated file: rebuild once
             from prescription_check.kb_build import build_kb, write_kb
 
             log.warning("%s: rebuilding", exc)

@@ -502,6 +502,24 @@ def _lvl(level: str) -> str:
     return DDINTER_LEVELS.get(level, "minor")
 
 
+def stale_reason(sources: dict, curated_dir: Path = CURATED_DIR) -> str | None:
+    """Why an artefact built from ``sources`` (its recorded file hashes) no longer matches the project's curated
+    tables, or None when it does.  Cheap (the curated tables are small): run at every checker load, so a
+    deployment that updated the tables never keeps checking against the old ones."""
+    for name in [*CURATED_SCHEMAS, "abbreviations.csv"]:
+        path = curated_dir / name
+        recorded = sources.get(f"project/{name}")
+        if not path.exists():
+            if recorded is not None:
+                return f"{name} was removed since the KB was built"
+            continue
+        if recorded is None:
+            return f"{name} is not in the KB (added since it was built)"
+        if recorded != _hash_file(path):
+            return f"{name} changed since the KB was built"
+    return None
+
+
 def content_version(kb: dict) -> str:
     body = {k: v for k, v in kb.items() if k not in {"version", "built_at", "build_seconds"}}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

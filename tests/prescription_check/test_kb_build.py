@@ -113,3 +113,41 @@ def test_unreadable_or_stale_artefact_is_a_clear_error(tmp_path):
         KnowledgeBase.load(bad)
     with pytest.raises(KBError, match="does not exist"):
         KnowledgeBase.load(tmp_path / "missing.json")
+
+
+def test_stale_reason_names_the_changed_table(rx_checker, tmp_path):
+    import shutil
+
+    from prescription_check.kb_build import CURATED_DIR, stale_reason
+
+    sources = rx_checker.kb.raw["sources"]
+    assert stale_reason(sources) is None  # the session KB was built from these tables
+    copy = tmp_path / "drugs"
+    shutil.copytree(CURATED_DIR, copy)
+    with (copy / "renal_dosing.csv").open("a") as fh:
+        fh.write("\n")
+    assert stale_reason(sources, copy) == "renal_dosing.csv changed since the KB was built"
+    (copy / "renal_dosing.csv").unlink()
+    assert stale_reason(sources, copy) == "renal_dosing.csv was removed since the KB was built"
+    older = {k: v for k, v in sources.items() if k != "project/hepatic_dosing.csv"}
+    assert stale_reason(older) == "hepatic_dosing.csv is not in the KB (added since it was built)"
+
+
+def test_checker_rebuilds_an_artefact_built_from_older_tables(rx_checker, tmp_path):
+    """A deployment that updated the curated tables must not keep checking against the old artefact."""
+    import json
+
+    from prescription_check import Checker
+    from training.config import Settings
+
+    raw = dict(rx_checker.kb.raw)
+    raw["sources"] = {k: v for k, v in raw["sources"].items() if k != "project/hepatic_dosing.csv"}
+    raw["tables"] = {k: v for k, v in raw["tables"].items() if k != "hepatic_dosing"}
+    raw["version"] = "kb-older"
+    path = tmp_path / "kb.json"
+    path.write_text(json.dumps(raw))
+    settings = Settings(work_dir=tmp_path / "var", api_keys={}, kb_path=path)
+    checker = Checker.load(settings, ddi_predictor=False, warm=False)
+    assert checker.kb_version == rx_checker.kb_version != "kb-older"
+    assert checker.kb.tables.get("hepatic_dosing")
+    assert json.loads(path.read_text())["version"] == rx_checker.kb_version  # rewritten in place
