@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(results) == 2 and results["unbatched"][i]["rps"]:
             ratio = f" | {results['batched'][i]['rps'] / results['unbatched'][i]['rps']:.2f}x"
         print(f"{c:>11} | " + " | ".join(cells) + ratio)
-    print(f"(server logs in {log_dir}; {os.cpu_count()} CPUs; load average now {os.getloadavg()[0]:.2f})")
+    from evaluation.machine import describe_cpu
+
+    print(f"(server logs in {log_dir}; cpu: {describe_cpu()}; load average now {os.getloadavg()[0]:.2f})")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "args": vars(args)}, indent=2))
     return 0

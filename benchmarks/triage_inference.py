@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     from transformers import AutoTokenizer
 
     from training.triage_train import new_model
+    from evaluation.machine import describe_cpu
     from triage.classifier import TriageClassifier
 
     torch.set_num_threads(args.threads)
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
     for variant, deterministic, name in (("fp32", True, "onnxruntime fp32"),
                                          ("int8", True, "onnxruntime int8"),
                                          ("int8", False, "ort int8 1 call/batch")):
-        clf = TriageClassifier.load(str(run / "model"), variant=variant, deterministic=deterministic)
+        clf = TriageClassifier.load(str(run / "model"), variant=variant, deterministic=deterministic,
+                                     intra_op_threads=args.threads)
         engines[name] = clf.predict_proba
 
     def timed(fn, batch_size, items):
@@ -105,6 +107,7 @@ def main(argv=None) -> int:
     base = med["torch eager fp32"]
     print(f"run {run}  ({len(texts)} test texts, {saved['layers']} layers, max_length {max_length}, "
           f"{args.threads} threads, best of {args.rounds} rounds; load avg {os.getloadavg()[0]:.1f})")
+    print(f"cpu: {describe_cpu()}")
     print(f"{'engine':<20} {'ms/query b=1':>13} {'ms/query b=32':>14} {'speed-up b=1':>13} {'speed-up b=32':>14} {'accuracy':>9}")
     rows = {}
     for name in engines:

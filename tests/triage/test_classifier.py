@@ -78,6 +78,19 @@ def test_batched_equals_single(triage_model_dir, variant):
     assert np.abs(batch - single).max() < 1e-4
 
 
+def test_int8_parallel_sessions_give_the_sequential_logits(triage_model_dir):
+    """With two threads the int8 per-text mode spreads a call over two single-threaded sessions; every text is
+    still run alone, so the logits equal a one-session run exactly, in the caller's order."""
+    texts = TEXTS * 5 + ["my child has a temperature and will not eat"]
+    parallel = TriageClassifier.load(str(triage_model_dir), variant="int8", intra_op_threads=2)
+    sequential = TriageClassifier.load(str(triage_model_dir), variant="int8", intra_op_threads=1)
+    assert parallel.info()["parallel_sessions"] == 2 and sequential.info()["parallel_sessions"] == 1
+    np.testing.assert_array_equal(parallel.predict_logits(texts), sequential.predict_logits(texts))
+    assert parallel.predict_logits(texts[:1]).shape == (1, len(parallel.labels))
+    with pytest.raises(ValueError, match="intra_op_threads"):
+        TriageClassifier.load(str(triage_model_dir), variant="int8", intra_op_threads=0)
+
+
 def test_int8_batched_mode_runs_one_call(triage_model_dir):
     clf = TriageClassifier.load(str(triage_model_dir), variant="int8", deterministic=False)
     ref = TriageClassifier.load(str(triage_model_dir), variant="int8")
