@@ -10,7 +10,7 @@ from serving.security import Principal, require_roles
 from training.config import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
