@@ -39,6 +39,17 @@ def _canon(ing: str) -> str:
     return res[0] if len(res) == 1 else ing
 
 
+def _dose_above(max_daily_mg: float, adult: dict, schedules) -> tuple[float, str] | None:
+    """(dose per administration, frequency) giving 1.5x a table's daily maximum while staying inside the adult
+    single and daily limits, trying ``schedules`` ((times per day, frequency), ...) in order; None if none does."""
+    for times, freq in schedules:
+        per = round(max_daily_mg * 1.5 / times, 3)
+        if (adult.get("max_single_mg") is None or per <= adult["max_single_mg"]) and (
+                adult.get("max_daily_mg") is None or per * times <= adult["max_daily_mg"]):
+            return per, freq
+    return None
+
+
 def _case(cid, items, expected, provenance, patient=None, note="", unsafe=None):
     exp = [{"category": c, "ingredients": [_canon(x) for x in i], "min_severity": s} for c, i, s in expected]
     return {"id": cid, "prescription": {"patient": patient or {"age_years": 45}, "items": items},
@@ -139,14 +150,8 @@ def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
         if r["action"] == "max_daily":
             if not r["max_daily_mg"]:
                 continue
-            lim = adult_limits.get(ing, {})
-            chosen = None
-            for times, freq in ((2, "bid"), (3, "tid"), (4, "qid"), (1, "daily")):
-                per = round(r["max_daily_mg"] * 1.5 / times, 3)
-                if (lim.get("max_single_mg") is None or per <= lim["max_single_mg"]) and (
-                        lim.get("max_daily_mg") is None or per * times <= lim["max_daily_mg"]):
-                    chosen = (per, freq)
-                    break
+            chosen = _dose_above(r["max_daily_mg"], adult_limits.get(ing, {}),
+                                 ((2, "bid"), (3, "tid"), (4, "qid"), (1, "daily")))
             if chosen is None:
                 continue  # no dose above the renal maximum stays inside the adult limits
             item.update(dose=chosen[0], unit="mg", frequency=chosen[1])
@@ -160,14 +165,8 @@ def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
         ing, prov = r["ingredient"], f"table:{r['_row']}"
         item, ok_item = {"drug": ing}, None
         if r["max_daily_mg"]:
-            lim = adult_limits.get(ing, {})
-            chosen = None
-            for times, freq in ((2, "bid"), (1, "daily"), (3, "tid"), (4, "qid")):
-                per = round(r["max_daily_mg"] * 1.5 / times, 3)
-                if (lim.get("max_single_mg") is None or per <= lim["max_single_mg"]) and (
-                        lim.get("max_daily_mg") is None or per * times <= lim["max_daily_mg"]):
-                    chosen = (per, freq)
-                    break
+            chosen = _dose_above(r["max_daily_mg"], adult_limits.get(ing, {}),
+                                 ((2, "bid"), (1, "daily"), (3, "tid"), (4, "qid")))
             if chosen is None:
                 continue  # no dose above the hepatic maximum stays inside the adult limits
             item.update(dose=chosen[0], unit="mg", frequency=chosen[1])
