@@ -18,7 +18,6 @@ def _copy_with_bad_row(tmp_path, name, mutate):
     return dst
 
 
-@pytest.mark.skipif(not (CURATED_DIR / "renal_dosing.csv").exists(), reason="table not written yet")
 def test_bad_row_names_file_and_row(tmp_path):
     _copy_with_bad_row(tmp_path, "renal_dosing.csv", lambda r: r.update(severity="deadly"))
     with pytest.raises(KBBuildError, match=r"renal_dosing.csv row 2: severity 'deadly'"):
@@ -91,9 +90,6 @@ def test_log_mlflow(rx_checker, tmp_path):
 def test_cli_rejects_a_bad_table(tmp_path, capsys):
     from prescription_check.kb_build import main
 
-    src = CURATED_DIR / "cross_sensitivity.csv"
-    if not src.exists():
-        pytest.skip("table not written yet")
     _copy_with_bad_row(tmp_path, "cross_sensitivity.csv", lambda r: r.update(severity="severe"))
     out = tmp_path / "kb.json"
     assert main(["--output", str(out), "--curated-dir", str(tmp_path)]) == 1
