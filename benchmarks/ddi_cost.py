@@ -65,13 +65,13 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=2000)
     args = ap.parse_args(argv)
 
-    from prescription_check.ddi_model import DDIPredictor
-    from training.config import get_settings
+    from serving.components import load_ddi_predictor
+    from serving.settings import get_settings
 
     settings = get_settings()
     uri = args.model or settings.ddi_model_uri
     t0 = time.perf_counter()
-    predictor = DDIPredictor.load(uri, settings=settings)
+    predictor = load_ddi_predictor(uri, settings)
     load_s = time.perf_counter() - t0
     print(f"load average (shared 2-core machine): {os.getloadavg()[0]:.2f}")
     print(f"model {uri} version {predictor.version}: loaded in {load_s * 1000:.0f} ms "
@@ -92,7 +92,9 @@ def main(argv=None) -> int:
         return 0
     path = args.kb or settings.resolved_kb_path()
     if not path.exists():
-        Checker.load(settings, kb_path=path, ddi_predictor=False, warm=False)
+        from training.kb_build import ensure_kb
+
+        ensure_kb(settings.model_copy(update={"kb_path": path}))
     kb = KnowledgeBase.load(path)
     rules = Checker(kb)
     counting = CountingPredictor(predictor)

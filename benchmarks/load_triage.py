@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(results) == 2 and results["unbatched"][i]["rps"]:
             ratio = f" | {results['batched'][i]['rps'] / results['unbatched'][i]['rps']:.2f}x"
         print(f"{c:>11} | " + " | ".join(cells) + ratio)
-    from evaluation.machine import describe_cpu
+    from evaluation.cpu_info import describe_cpu
 
     print(f"(server logs in {log_dir}; cpu: {describe_cpu()}; load average now {os.getloadavg()[0]:.2f})")
     if args.json:

@@ -70,13 +70,12 @@ def http(checker, seconds: float, concurrency: int) -> dict:
     import uvicorn
 
     from serving.app import create_app
-    from training.config import Settings
+    from serving.settings import Settings
 
     tmp = Path(tempfile.mkdtemp(prefix="rxbench-"))
     key = "bench-prescriber-key-not-secret"
     settings = Settings(work_dir=tmp / "var", api_keys={key: "prescriber"}, kb_path=checker.kb.path)
-    app = create_app(settings)
-    app.state.checker = checker
+    app = create_app(settings, checker=checker)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -132,15 +131,17 @@ def main(argv=None) -> int:
     ap.add_argument("--no-http", action="store_true")
     args = ap.parse_args(argv)
 
+    from prescription_check import Checker
     from prescription_check.kb import KnowledgeBase
     from prescription_check.sig_parser import parse_sig
-    from prescription_check import Checker
-    from training.config import get_settings
+    from serving.settings import get_settings
 
     path = args.kb or get_settings().resolved_kb_path()
     if not path.exists():
         t0 = time.perf_counter()
-        Checker.load(kb_path=path, ddi_predictor=False, warm=False)
+        from training.kb_build import ensure_kb
+
+        ensure_kb(get_settings().model_copy(update={"kb_path": path}))
         print(f"(KB built in {time.perf_counter() - t0:.1f} s)")
     print(f"load average (shared 2-core machine): {os.getloadavg()[0]:.2f}\n")
     loads = []

@@ -52,8 +52,8 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoTokenizer
 
+    from evaluation.cpu_info import describe_cpu
     from training.triage_train import new_model
-    from evaluation.machine import describe_cpu
     from triage.classifier import TriageClassifier
 
     torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """Urgency measured on AcuityBench seed100 (evaluation only; its licence forbids training on it).
 
-    python -m evaluation.acuity_eval [--field vignette_text|opening_utterance] [--json]
+    python -m training eval-acuity [--field vignette_text|opening_utterance] [--json]
 
 Each vignette carries a physician-panel urgency: A = self-care, B = routine, C = urgent,
 D = emergency.  We predict urgency from red flags + the rule set in :mod:`triage.urgency` only
@@ -13,9 +13,7 @@ vignettes' urgency right, physicians about 91% (as quoted in the issue).
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -25,12 +23,6 @@ from triage.urgency import URGENCY_LEVELS, decide_urgency
 GOLD_TO_LEVEL = {"A": "self_care", "B": "routine", "C": "urgent", "D": "emergency"}
 RANK = {"self_care": 0, "routine": 1, "urgent": 2, "emergency": 3}
 COMPARATORS = {"published symptom checkers": "49-57%", "physicians": "~91%"}
-
-
-def default_vignettes_path() -> Path:
-    from training.sources import source_file
-
-    return source_file("acuitybench_seed100", "vignettes.csv")
 
 
 def _float(value: str | None) -> float | None:
@@ -73,12 +65,12 @@ def acuity_metrics(gold: list[str], pred: list[str]) -> dict:
 
 
 def evaluate_acuity(
-    vignettes_path: str | Path | None = None,
+    vignettes_path: str | Path,
     *,
     field: str = "vignette_text",
     matcher: RedFlagMatcher | None = None,
 ) -> dict:
-    path = Path(vignettes_path) if vignettes_path is not None else default_vignettes_path()
+    path = Path(vignettes_path)
     matcher = matcher or RedFlagMatcher()
     gold: list[str] = []
     pred: list[str] = []
@@ -138,18 +130,3 @@ def render_markdown(report: dict) -> str:
         row = report["confusion"][g]
         lines.append(f"| {g} | " + " | ".join(str(row[p]) for p in URGENCY_LEVELS) + f" | {sum(row.values())} |")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vignettes", default=None, help="path to vignettes.csv (default: verified source file)")
-    parser.add_argument("--field", default="vignette_text", choices=["vignette_text", "opening_utterance"])
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    report = evaluate_acuity(args.vignettes, field=args.field)
-    print(json.dumps(report, indent=2) if args.json else render_markdown(report))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

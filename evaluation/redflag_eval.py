@@ -1,6 +1,6 @@
 """Recall and false-positive rate of the red-flag matcher on the hand-written test phrases.
 
-    python -m evaluation.redflag_eval [--phrases PATH] [--table PATH] [--json]
+    python -m training eval-redflags [--phrases PATH] [--table PATH] [--json]
 
 The phrase set (``datasets/triage/redflag_test_phrases.csv``) has one lay message per row:
 ``text, expected_rule_id, expect_fire (1/0), kind, age_years, pregnant``.  A positive row
@@ -11,10 +11,7 @@ emergency* when no emergency-level flag fires at all; the script exits 1 if ther
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,21 +151,3 @@ def render_markdown(report: dict) -> str:
     if report["false_positives"]:
         lines += ["", "False positives:"] + [f"- {f['kind']}: {f['text']!r} -> {f['fired']}" for f in report["false_positives"]]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--phrases", default=str(DEFAULT_PHRASES_PATH))
-    parser.add_argument("--table", default=None)
-    parser.add_argument("--json", action="store_true", help="print the full report as JSON")
-    args = parser.parse_args(argv)
-    report = evaluate_redflags(args.phrases, RedFlagMatcher(args.table))
-    print(json.dumps(report, indent=2) if args.json else render_markdown(report))
-    if report["missed_emergencies"]:
-        print(f"\nFAIL: {len(report['missed_emergencies'])} missed emergencies", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

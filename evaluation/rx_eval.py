@@ -1,6 +1,6 @@
 """Evaluate the prescription checker on the gold set and the sig parser on the sig-line set.
 
-    python -m evaluation.rx_eval [--kb PATH] [--gold FILE] [--sigs FILE]
+    python -m training eval-rx [--kb PATH] [--gold FILE] [--sigs FILE]   (the command line: training.offline_eval)
 
 Prints markdown: recall/precision per category, case-level recall on unsafe prescriptions and false-alarm
 rate on safe ones (overall and per provenance), and sig-parser accuracy per field.
@@ -15,18 +15,18 @@ unsafe case (e.g. DDInter also listing two duplicated NSAIDs as interacting) are
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from collections import defaultdict
 from pathlib import Path
 
-from training.config import PROJECT_ROOT
-
+from prescription_check.normalize import frequency_per_day
 from prescription_check.schemas import SEVERITY_RANK, Prescription
+from prescription_check.sig_parser import parse_sig
 
-GOLD = PROJECT_ROOT / "datasets" / "drugs" / "gold_prescriptions.jsonl"
-SIGS = PROJECT_ROOT / "datasets" / "drugs" / "sig_lines.csv"
+DATA_DIR = Path(__file__).resolve().parent.parent / "datasets" / "drugs"
+GOLD = DATA_DIR / "gold_prescriptions.jsonl"
+SIGS = DATA_DIR / "sig_lines.csv"
 SIG_FIELDS = ("drug", "dose", "unit", "route", "frequency", "duration_days", "prn")
 ACTIONABLE = SEVERITY_RANK["moderate"]
 
@@ -88,15 +88,12 @@ def _eq(field: str, got, want: str) -> bool:
         except ValueError:
             return False
     if field == "frequency":
-        from prescription_check.normalize import frequency_per_day
         a, b = frequency_per_day(got), frequency_per_day(want)
         return a is not None and b is not None and abs(a - b) < 1e-6
     return str(got or "").strip().lower() == want.strip().lower()
 
 
 def evaluate_sigs(rows: list[dict]) -> dict:
-    from prescription_check.sig_parser import parse_sig
-
     correct = dict.fromkeys(SIG_FIELDS, 0)
     errors = []
     exact = 0
@@ -180,38 +177,3 @@ def load_gold(path: Path = GOLD) -> list[dict]:
 def load_sigs(path: Path = SIGS) -> list[dict]:
     with path.open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kb", type=Path, default=None)
-    parser.add_argument("--gold", type=Path, default=GOLD)
-    parser.add_argument("--sigs", type=Path, default=SIGS)
-    parser.add_argument("--show-errors", type=int, default=0)
-    parser.add_argument("--ddi-model", action="store_true",
-                        help="also load the registered DDI model (settings.ddi_model_uri): predicted interactions "
-                             "then count towards verdicts, so false alarms on safe cases can be measured")
-    args = parser.parse_args(argv)
-    from prescription_check import Checker
-
-    checker = Checker.load(kb_path=args.kb, ddi_predictor=None if args.ddi_model else False)
-    gold = evaluate_gold(checker, load_gold(args.gold))
-    sigs = evaluate_sigs(load_sigs(args.sigs)) if args.sigs.exists() else None
-    print(f"KB {checker.kb_version}; model: {checker.model_version or '-'} ({checker.model_status})\n")
-    print(markdown(gold, sigs))
-    if args.show_errors:
-        print("\n### misses")
-        for m in gold["misses"][:args.show_errors]:
-            print("-", m)
-        print("\n### false positives")
-        for m in gold["false_positives"][:args.show_errors]:
-            print("-", m)
-        if sigs:
-            print("\n### sig errors")
-            for m in sigs["errors"][:args.show_errors]:
-                print("-", m)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,7 +9,7 @@ The model answers "if these two drugs interact, how severe is it likely to be" (
 DDInter pairs with a known severity only; see docs/ddi-model.md).  Its output is a *prediction*,
 never a documented interaction.
 
-    >>> p = DDIPredictor.load("models:/ddi-severity@champion")
+    >>> p = DDIPredictor.load("/path/to/artifact-folder")   # serving.components resolves models:/ URIs
     >>> p.predict_pairs([("sertraline", "tramadol")])      # a pair DDInter does not list
     [{'major': 0.82, 'moderate': 0.18, 'minor': 0.0}]        # (champion v1, rounded)
 """
@@ -26,6 +26,10 @@ MODEL_FILE = "model.onnx"
 FEATURES_FILE = "drug_features.npz"
 LABELS_FILE = "labels.json"
 META_FILE = "meta.json"
+
+
+class DDIModelNotFoundError(FileNotFoundError):
+    """The ddi-severity artifact folder, or a file in it, does not exist."""
 
 
 def normalise_name(name: str) -> str:
@@ -153,10 +157,10 @@ class DDIPredictor:
 
         model_dir = Path(model_dir)
         missing = [f for f in (MODEL_FILE, FEATURES_FILE, LABELS_FILE, META_FILE) if not (model_dir / f).is_file()]
+        if not model_dir.is_dir():
+            raise DDIModelNotFoundError(f"model folder not found: {model_dir}")
         if missing:
-            from training.registry import ModelNotFoundError
-
-            raise ModelNotFoundError(f"ddi-severity artifact {model_dir} lacks {missing}")
+            raise DDIModelNotFoundError(f"ddi-severity artifact {model_dir} lacks {missing}")
         self.model_dir = model_dir
         self.version = version
         self.meta = json.loads((model_dir / META_FILE).read_text())
@@ -184,15 +188,12 @@ class DDIPredictor:
                              f"model expects {expected}")
 
     @classmethod
-    def load(cls, uri_or_path: str = "models:/ddi-severity@champion", settings=None) -> "DDIPredictor":
-        """From a registry URI (``models:/ddi-severity@champion``, ``models:/ddi-severity/3``) or a
-        folder.  Raises ``training.registry.ModelNotFoundError`` when it does not exist."""
-        from training.registry import resolve_model_dir
-
-        folder, version = resolve_model_dir(str(uri_or_path), settings)
+    def load(cls, folder: str | Path, version: str | None = None) -> "DDIPredictor":
+        """From an artifact folder.  Raises :class:`DDIModelNotFoundError` when it or a file in it is
+        missing.  Without a registry ``version`` the predictor names its training run (``run:<id>``), so
+        decisions still say which model made them."""
         predictor = cls(folder, version=version)
         if predictor.version is None and predictor.meta.get("run_id"):
-            # a plain folder: name the training run so decisions still say which model made them
             predictor.version = f"run:{predictor.meta['run_id'][:12]}"
         return predictor
 

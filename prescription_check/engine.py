@@ -1,7 +1,7 @@
 """The prescription checker: normalise items, run the rules (and the DDI model where no rule applies), verdict.
 
     from prescription_check import Checker, Prescription
-    checker = Checker.load()                       # builds the KB artefact first if it is missing
+    checker = Checker.load("var/kb/kb.json")       # the artefact ``python -m training kb`` builds
     result = checker.check(Prescription.model_validate({...}))
 """
 
@@ -11,14 +11,25 @@ import logging
 import re
 from pathlib import Path
 
-from prescription_check.kb import KBError, KnowledgeBase
-from prescription_check.normalize import (COUNT_UNITS, MASS_UNITS_MG, VOLUME_UNITS_ML, canonical_unit,
-                                          frequency_per_day)
+from prescription_check.kb import KBStaleError, KnowledgeBase, stale_reason
+from prescription_check.normalize import (
+    COUNT_UNITS,
+    MASS_UNITS_MG,
+    VOLUME_UNITS_ML,
+    canonical_unit,
+    frequency_per_day,
+)
 from prescription_check.policy import Policy
 from prescription_check.rules import ALL as RULES
 from prescription_check.rules.context import Ctx
-from prescription_check.schemas import (SEVERITY_RANK, CheckResult, Finding, NormalizedItem, Prescription,
-                                        PrescriptionItem)
+from prescription_check.schemas import (
+    SEVERITY_RANK,
+    CheckResult,
+    Finding,
+    NormalizedItem,
+    Prescription,
+    PrescriptionItem,
+)
 from prescription_check.sig_parser import ROUTES, parse_sig
 
 log = logging.getLogger("prescription_check.engine")
@@ -63,45 +74,22 @@ class Checker:
 
     # ------------------------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, settings=None, kb_path: str | Path | None = None, ddi_predictor=None,
+    def load(cls, kb_path: str | Path, policy: Policy | None = None, ddi_predictor=None,
+             model_status: str | None = None, curated_dir: str | Path | None = None,
              warm: bool = True) -> "Checker":
-        """Load the KB artefact (building it first if missing) and, unless ``ddi_predictor=False``, the DDI
-        model through ``prescription_check.ddi_model`` (rules-only if it is absent)."""
-        from training.config import get_settings
+        """Load the KB artefact at ``kb_path`` (built offline by ``python -m training kb``).
 
-        settings = settings or get_settings()
-        path = Path(kb_path) if kb_path else settings.resolved_kb_path()
-        if not path.exists():
-            from prescription_check.kb_build import build_kb, write_kb
-
-            log.info("KB artefact %s missing: building it", path)
-            write_kb(build_kb(settings), path)
-        try:
-            kb = KnowledgeBase.load(path)
-            from prescription_check.kb_build import stale_reason
-
-            stale = stale_reason(kb.raw.get("sources", {}))
+        Raises :class:`KBError` when it is missing or unreadable, and :class:`KBStaleError` when
+        ``curated_dir`` is given and its curated tables differ from the ones the artefact was built from.
+        ``ddi_predictor`` is a loaded :class:`prescription_check.ddi_model.DDIPredictor` or None
+        (rules only; ``model_status`` says why)."""
+        kb = KnowledgeBase.load(Path(kb_path))
+        if curated_dir is not None:
+            stale = stale_reason(kb.raw.get("sources", {}), Path(curated_dir))
             if stale:
-                raise KBError(f"KB artefact {path} ({kb.version}) is stale: {stale}")
-        except KBError as exc:  # stale format or tables, or a truncated file: rebuild once
-            from prescription_check.kb_build import build_kb, write_kb
-
-            log.warning("%s: rebuilding", exc)
-            write_kb(build_kb(settings), path)
-            kb = KnowledgeBase.load(path)
-        status = None
-        predictor = ddi_predictor
-        if ddi_predictor is False:
-            predictor, status = None, "rules-only: DDI model disabled"
-        elif ddi_predictor is None:
-            try:
-                from prescription_check.ddi_model import DDIPredictor  # H7's module
-
-                predictor = DDIPredictor.load(settings.ddi_model_uri, settings=settings)
-            except Exception as exc:  # absent module, no registered model, broken artefact
-                predictor = None
-                status = f"rules-only: {type(exc).__name__}: {str(exc)[:200]}"
-        checker = cls(kb, Policy.from_settings(settings), predictor, status)
+                raise KBStaleError(f"KB artefact {kb_path} ({kb.version}) is stale: {stale}; "
+                                   "rebuild it: python -m training kb")
+        checker = cls(kb, policy, ddi_predictor, model_status)
         if warm:
             checker.warm()
         return checker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import time
@@ -13,9 +14,44 @@ from prescription_check.normalize import Normalizer, clean
 
 log = logging.getLogger("prescription_check.kb")
 
+KB_FORMAT = 1  # the artefact layout this reader understands (``training.kb_build`` writes it)
+# The project's curated tables (in ``datasets/drugs``) an artefact is built from, and the abbreviations list;
+# an artefact records the sha256 of each as ``sources["project/<name>"]``.
+CURATED_TABLES: tuple[str, ...] = (
+    "dose_limits.csv", "renal_dosing.csv", "hepatic_dosing.csv", "pregnancy_lactation.csv", "age_rules.csv",
+    "condition_contraindications.csv", "allergy_classes.csv", "cross_sensitivity.csv", "interactions_curated.csv",
+)
+ABBREVIATIONS_TABLE = "abbreviations.csv"
+
 
 class KBError(RuntimeError):
     """The KB artefact is missing or unreadable."""
+
+
+class KBStaleError(KBError):
+    """The KB artefact was built from other versions of the curated tables than the ones beside it."""
+
+
+def hash_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def stale_reason(sources: dict, curated_dir: Path) -> str | None:
+    """Why an artefact built from ``sources`` (its recorded file hashes) no longer matches the curated tables
+    in ``curated_dir``, or None when it does.  Cheap (the tables are small): the service runs it at every
+    checker load, so a deployment that updated the tables never keeps checking against the old ones."""
+    for name in [*CURATED_TABLES, ABBREVIATIONS_TABLE]:
+        path = Path(curated_dir) / name
+        recorded = sources.get(f"project/{name}")
+        if not path.exists():
+            if recorded is not None:
+                return f"{name} was removed since the KB was built"
+            continue
+        if recorded is None:
+            return f"{name} is not in the KB (added since it was built)"
+        if recorded != hash_file(path):
+            return f"{name} changed since the KB was built"
+    return None
 
 
 def _read(path: Path) -> dict:
@@ -86,8 +122,6 @@ class KnowledgeBase:
             raw = _read(path)
         except (OSError, ValueError) as exc:
             raise KBError(f"KB artefact {path} is unreadable ({exc}); rebuild it: python -m training kb") from exc
-        from prescription_check.kb_build import KB_FORMAT
-
         if raw.get("format") != KB_FORMAT:
             raise KBError(f"KB artefact {path} has format {raw.get('format')!r}, this code reads {KB_FORMAT}; "
                           "rebuild it: python -m training kb")

@@ -1,4 +1,4 @@
-"""Verdict policy: pass / review / block from the findings, configured by Settings."""
+"""Verdict policy: pass / review / block from the findings (the service builds it from its settings)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ class Policy:
     queue_min_severity: str = "moderate"
 
     @classmethod
-    def from_settings(cls, settings) -> "Policy":
-        for name in ("verdict_block_severities", "verdict_review_severities"):
-            bad = set(getattr(settings, name)) - set(SEVERITIES)
+    def validated(cls, block, review, ddi_review_threshold: float = 0.5,
+                  queue_min_severity: str = "moderate") -> "Policy":
+        """A policy from plain values, refusing unknown severities with a message naming the field."""
+        for name, values in (("verdict_block_severities", block), ("verdict_review_severities", review)):
+            bad = set(values) - set(SEVERITIES)
             if bad:
                 raise ValueError(f"{name} has unknown severities {sorted(bad)}; allowed {SEVERITIES}")
-        if settings.queue_min_severity not in SEVERITIES:
-            raise ValueError(f"queue_min_severity {settings.queue_min_severity!r} not in {SEVERITIES}")
-        return cls(frozenset(settings.verdict_block_severities), frozenset(settings.verdict_review_severities),
-                   settings.ddi_review_threshold, settings.queue_min_severity)
+        if queue_min_severity not in SEVERITIES:
+            raise ValueError(f"queue_min_severity {queue_min_severity!r} not in {SEVERITIES}")
+        return cls(frozenset(block), frozenset(review), float(ddi_review_threshold), queue_min_severity)
 
     def verdict(self, findings: list[Finding]) -> str:
         verdict = "pass"

@@ -6,22 +6,20 @@ Inputs forbid unknown fields so that a misspelt field name is a 4xx naming it, n
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+# The one vocabulary of severities and finding categories (rules, KB build, review queue, API, evaluation).
 Severity = Literal["contraindicated", "major", "moderate", "minor", "info"]
-SEVERITIES: tuple[str, ...] = ("contraindicated", "major", "moderate", "minor", "info")
+SEVERITIES: tuple[str, ...] = get_args(Severity)
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}  # 0 = most severe
 
 Category = Literal[
     "interaction", "predicted_interaction", "duplicate", "allergy", "dose", "pregnancy", "breastfeeding",
     "age", "renal", "hepatic", "contraindication", "unrecognised_drug", "unparsed_sig",
 ]
-CATEGORIES: tuple[str, ...] = (
-    "interaction", "predicted_interaction", "duplicate", "allergy", "dose", "pregnancy", "breastfeeding",
-    "age", "renal", "hepatic", "contraindication", "unrecognised_drug", "unparsed_sig",
-)
+CATEGORIES: tuple[str, ...] = get_args(Category)
 
 _Input = ConfigDict(extra="forbid", str_strip_whitespace=True)
 

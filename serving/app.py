@@ -1,14 +1,15 @@
 """The FastAPI application: it only wires routes to the packages.
 
-``create_app(settings)`` builds an app; ``python -m serving`` runs it with uvicorn.
+``create_app(settings, checker=None)`` builds an app (``checker``: an already loaded
+``prescription_check.Checker`` to use instead of loading one, for tests and benchmarks); ``python -m serving``
+runs it with uvicorn.  The runtime state is one typed :class:`serving.state.ServiceState` at ``app.state.rxt``;
+routes take it through the dependencies in ``serving.deps``.
 
-Start-up and shutdown happen in ``lifespan`` below, one marked section per area.  Shared state
-lives on ``app.state``:
-
-- ``settings``, ``api_keys``, ``metrics`` (``serving.metrics.Metrics``, its own registry),
-- ``readiness``: dict name -> callable returning ``(ok, detail)``; ``/readyz`` is 200 only when all
-  are ok.  Add a component with ``app.state.readiness["kb"] = lambda: (True, "...")``.
-- ``triage`` (``serving.triage_service.TriageService``: model holder, red flags, micro-batcher).
+Start-up (``lifespan``): the triage model and red-flag rules, the micro-batcher; the review database (``alembic
+upgrade head``; a database that is down does not stop the app: readiness says so and DB-backed endpoints answer
+503), the prescription checker and its DDI model; the /review session secret; one poller for both models'
+registry aliases when ``settings.model_poll_seconds > 0``.  Nothing is trained or built here: that is
+``python -m training bootstrap``.
 """
 
 from __future__ import annotations
@@ -19,22 +20,26 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from prescription_check import Checker
+from prescription_check.schemas import SEVERITIES
 from serving import errors
+from serving.checker_service import CheckerService
+from serving.db.session import Database, DatabaseUnavailable, describe
 from serving.logs import SERVICE_LOGGER, log_event
 from serving.metrics import Metrics
 from serving.middleware import RequestContextMiddleware
 from serving.routes import admin, health, prescriptions, review_page, reviews, triage
-from serving.ddi_reload import DDIReloader
+from serving.security import session_secret
+from serving.settings import Settings, get_settings
+from serving.state import ServiceState
 from serving.triage_service import TriageService
-from training.config import Settings, get_settings
 
 log = logging.getLogger(SERVICE_LOGGER)
 
 
-async def _poll_models(app: FastAPI, every: float) -> None:
-    """Reload a model when its registry alias moves (settings.model_poll_seconds > 0): triage and DDI."""
-    service: TriageService = app.state.triage
-    pollers = {"triage": service.holder.poll_once, "ddi": app.state.ddi_reloader.poll_once}
+async def _poll_models(state: ServiceState, every: float) -> None:
+    """Reload a model when its registry alias moves: triage and DDI."""
+    pollers = {"triage": state.triage.holder.poll_once, "ddi": state.checker.poll_ddi}
     while True:
         await asyncio.sleep(every)
         for name, poll in pollers.items():
@@ -45,42 +50,38 @@ async def _poll_models(app: FastAPI, every: float) -> None:
                           error=f"{exc.__class__.__name__}: {exc}")
                 continue
             if result is not None:
-                app.state.metrics.reloads.labels(model=name, outcome="ok" if result.reloaded else "failed").inc()
+                state.metrics.reloads.labels(model=name, outcome="ok" if result.reloaded else "failed").inc()
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    settings: Settings = app.state.settings
+    state: ServiceState = app.state.rxt
+    settings = state.settings
+    if settings.queue_min_severity not in SEVERITIES:
+        raise ValueError(f"RXT_QUEUE_MIN_SEVERITY must be one of {', '.join(SEVERITIES)}, "
+                         f"not {settings.queue_min_severity!r}")
     background: list[asyncio.Task] = []
 
-    # --- startup: triage (model from the registry, red-flag rules, micro-batcher, poller) ----
-    service: TriageService = app.state.triage
-    # A model that cannot be loaded leaves the service up but not ready (/readyz says why);
-    # a reload or the poller can bring it in later.
-    await asyncio.gather(asyncio.to_thread(service.holder.load), asyncio.to_thread(service.load_red_flags))
-    await service.start()
-    # --- end triage startup -----------------------------------------------------------------
+    # triage: a model that cannot be loaded leaves the service up but not ready (/readyz says why); a reload
+    # or the poller can bring it in later
+    await asyncio.gather(asyncio.to_thread(state.triage.holder.load),
+                         asyncio.to_thread(state.triage.load_red_flags))
+    await state.triage.start()
 
-    # --- startup: prescription review (review DB, prescription checker) go here ------------
-    # review DB (alembic upgrade head), app.state.checker = Checker.load(settings), readiness
-    # "database" + "kb", /review session secret: see serving/db/wiring.py (owned by the review queue)
-    from serving.db import wiring as review_wiring
+    # prescription review: session secret, database, checker (+ DDI model)
+    state.session_secret = session_secret(settings)
+    try:
+        await asyncio.to_thread(state.db.ensure_ready)
+    except DatabaseUnavailable as exc:
+        log.error("review database not ready at start-up (retried on first use): %s", exc)
+    await asyncio.to_thread(state.checker.load)
+    log.info("review queue on %s (%s)", describe(state.db.url), state.db.dialect)
 
-    await review_wiring.startup(app)
-    # --- end prescription review startup ----------------------------------------------------
-
-    # one poller for both models' registry aliases (after both areas have loaded theirs)
     if settings.model_poll_seconds > 0:
-        background.append(asyncio.create_task(_poll_models(app, settings.model_poll_seconds), name="model-poller"))
-
+        background.append(asyncio.create_task(_poll_models(state, settings.model_poll_seconds), name="model-poller"))
     try:
         yield
     finally:
-        # --- shutdown: prescription review (reverse order of startup) go here --------------
-        await review_wiring.shutdown(app)
-        # --- end prescription review shutdown -----------------------------------------------
-
-        # --- shutdown: triage ---------------------------------------------------------------
         for task in background:
             task.cancel()
         for task in background:
@@ -88,11 +89,11 @@ async def lifespan(app: FastAPI):
                 await task
             except asyncio.CancelledError:
                 pass
-        await service.stop()
-        # --- end triage shutdown ------------------------------------------------------------
+        await asyncio.to_thread(state.db.dispose)
+        await state.triage.stop()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, checker: Checker | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
         title="rxtriage",
@@ -102,17 +103,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "`X-Request-ID` (yours if you sent one). Errors are JSON `{detail, errors: [{field, message}], request_id}`.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.api_keys = settings.resolved_api_keys()
-    app.state.metrics = Metrics()
-    app.state.triage = TriageService(settings, app.state.metrics)
-    app.state.ddi_reloader = DDIReloader(app)
-    app.state.readiness = {
-        "triage_model": app.state.triage.holder.is_ready,
-        "red_flags": app.state.triage.red_flags_ready,
-    }
+    metrics = Metrics()
+    state = ServiceState(
+        settings=settings, api_keys=settings.resolved_api_keys(), metrics=metrics,
+        triage=TriageService(settings, metrics), checker=CheckerService(settings, checker),
+        db=Database(settings.resolved_database_url()),
+    )
+    state.readiness.update({
+        "triage_model": state.triage.holder.is_ready,
+        "red_flags": state.triage.red_flags_ready,
+        "database": state.db.ping,
+        "kb": state.checker.kb_ready,
+        "ddi_model": state.checker.ddi_ready,
+    })
+    app.state.rxt = state
     errors.install(app)
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     for module in (health, triage, admin, prescriptions, reviews, review_page):
         app.include_router(module.router)
     return app

@@ -39,6 +39,8 @@ from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from serving.db.models import GENESIS_HASH, AuditChainHead, AuditEntryRow
+from serving.db.session import DatabaseUnavailable, database_for, describe
+from serving.settings import get_settings
 
 __all__ = ["AuditEntry", "VerifyResult", "canonical_json", "entry_hash", "history", "record", "verify_chain"]
 
@@ -243,11 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--database-url", default=None, help="default: RXT_DATABASE_URL / the project settings")
     args = parser.parse_args(argv)
 
-    from serving.db.session import DatabaseUnavailable, database_for, describe
-
     url = args.database_url
     if url is None:
-        from training.config import get_settings
 
         url = get_settings().resolved_database_url()
     db = database_for(url)

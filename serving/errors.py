@@ -5,7 +5,11 @@
   patient text, or not even representable in JSON);
 - a body that is not valid JSON -> 400 naming the problem and its position;
 - HTTP errors (401/403/404/405/503 ...) keep their status and headers;
-- the service is starting, reloading or overloaded -> 503 with ``Retry-After``;
+- the service is starting, reloading or overloaded -> 503 with ``Retry-After: 1``;
+- the review database is unavailable, or no prescription checker is loaded -> 503 with ``Retry-After: 5``
+  (a check that could not be recorded is never answered with a verdict);
+- a review-queue error (not found, conflict, invalid decision, reused idempotency key) -> its status, the field
+  named;
 - anything unexpected -> a JSON 500 quoting the request id (a bug: the log has the traceback).
 """
 
@@ -20,7 +24,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.batching import BatcherClosedError, QueueFullError
+from serving.checker_service import CheckerUnavailable
+from serving.db.session import DatabaseUnavailable
 from serving.logs import SERVICE_LOGGER, current_request_id
+from serving.review_queue import ReviewError
 
 log = logging.getLogger(SERVICE_LOGGER)
 
@@ -102,6 +109,17 @@ async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(str(exc)), status_code=503, headers={"Retry-After": "1"})
 
 
+async def _on_db_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(error_body(str(exc)), status_code=503, headers={"Retry-After": "5"})
+
+
+async def _on_review_error(request: Request, exc: ReviewError) -> JSONResponse:
+    errors = [{"field": exc.field, "message": exc.detail}] if exc.field else []
+    body = error_body(exc.detail, errors)
+    body.update(exc.extra)
+    return JSONResponse(body, status_code=exc.status_code)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(
@@ -115,4 +133,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http)
     for kind in (QueueFullError, BatcherClosedError, ServiceUnavailableError):
         app.add_exception_handler(kind, _on_unavailable)
+    for kind in (DatabaseUnavailable, CheckerUnavailable):
+        app.add_exception_handler(kind, _on_db_unavailable)
+    app.add_exception_handler(ReviewError, _on_review_error)
     app.add_exception_handler(Exception, _on_unexpected)

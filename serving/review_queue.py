@@ -25,12 +25,11 @@ from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from prescription_check.schemas import SEVERITIES, SEVERITY_RANK
 from serving import audit
 from serving.db.models import (
     DECISION_STATUS,
     DECISIONS,
-    SEVERITIES,
-    SEVERITY_RANK,
     STATUSES,
     IdempotencyKey,
     Review,

@@ -12,8 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from triage.classifier import clean_text
-
-Urgency = Literal["emergency", "urgent", "routine", "self_care"]
+from triage.taxonomy import Urgency
 
 BATCH_MAX_ITEMS = 256
 """Largest ``items`` list accepted by ``POST /v1/triage/batch``."""

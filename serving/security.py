@@ -8,7 +8,10 @@ logged.  No key -> 401; a key whose role is not allowed -> 403.
 from __future__ import annotations
 
 import hmac
+import os
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import HTTPException, Request, status
 
@@ -49,7 +52,7 @@ def require_roles(*roles: str):
     # async: pure CPU and quick, so it runs on the event loop instead of a threadpool hop per request
     # (the hop was ~10% of the event loop's time under load: profiled at concurrency 64)
     async def dependency(request: Request) -> Principal:
-        keys = request.app.state.api_keys
+        keys = request.app.state.rxt.api_keys
         principal = authenticate(presented_key(request), keys)
         if principal is None:
             raise HTTPException(
@@ -66,3 +69,27 @@ def require_roles(*roles: str):
         return principal
 
     return dependency
+
+
+def session_secret(settings) -> str:
+    """``settings.session_secret`` (RXT_SESSION_SECRET), else a generated secret persisted in <work_dir>/session_secret."""
+    configured = (getattr(settings, "session_secret", None) or "").strip()
+    if configured:
+        return configured
+    path = Path(settings.work_dir) / "session_secret"
+    try:
+        existing = path.read_text().strip()
+        if existing:
+            return existing
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secret.encode())
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return secret

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CURATED_DRUG_TABLES_DIR = PROJECT_ROOT / "datasets" / "drugs"  # the curated tables a KB artefact is built from
 
 Role = Literal["chat", "prescriber", "pharmacist", "admin", "ml"]
 ROLES: tuple[str, ...] = ("chat", "prescriber", "pharmacist", "admin", "ml")
@@ -76,7 +77,7 @@ class Settings(BaseSettings):
 
     # --- prescription review --------------------------------------------------------------
     kb_path: Path | None = Field(
-        default=None, description="Built knowledge-base artefact. Unset: <work_dir>/kb/kb.json (built on demand)."
+        default=None, description="Built knowledge-base artefact. Unset: <work_dir>/kb/kb.json (built by 'python -m training kb' or 'bootstrap')."
     )
     ddi_review_threshold: float = Field(
         default=0.5, ge=0, le=1,

@@ -25,13 +25,16 @@ from serving.errors import ServiceUnavailableError
 from serving.logs import SERVICE_LOGGER, log_event, log_extra
 from serving.metrics import Metrics
 from serving.model_holder import ModelHolder, model_version_of
-from training.config import Settings
+from serving.settings import Settings
+from triage.redflags import RedFlagMatcher
+from triage.taxonomy import URGENCY_LEVELS, load_taxonomy
+from triage.urgency import decide_urgency
 
 log = logging.getLogger(SERVICE_LOGGER)
 triage_log = logging.getLogger("rxtriage.triage")
 
 EMERGENCY = "emergency"
-URGENCY_ORDER = ("self_care", "routine", "urgent", "emergency")
+URGENCY_ORDER = tuple(reversed(URGENCY_LEVELS))  # least to most urgent
 LANGUAGE_CAVEAT = (
     "language zh: the classifier and red-flag rules are trained/written for English; "
     "treat this answer with caution and review it"
@@ -68,7 +71,6 @@ class TriageService:
         self.settings = settings
         self.metrics = metrics
         if taxonomy is None:
-            from triage.taxonomy import load_taxonomy
 
             taxonomy = load_taxonomy()
         self.taxonomy = taxonomy
@@ -93,8 +95,6 @@ class TriageService:
     # -- start-up pieces (run in a worker thread by the lifespan) ----------------------------
     def load_red_flags(self) -> None:
         try:
-            from triage.redflags import RedFlagMatcher
-            from triage.urgency import decide_urgency
 
             matcher = RedFlagMatcher()
             # Warm up spaCy so the first patient does not pay for it.

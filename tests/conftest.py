@@ -9,7 +9,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest
 
-from training.config import Settings
+from serving.settings import Settings
 
 pytest_plugins = [
     "tests.plugins.services",
@@ -23,3 +23,18 @@ pytest_plugins = [
 def settings(tmp_path) -> Settings:
     """Settings isolated in a temp dir: its own MLflow SQLite store, artifacts and database."""
     return Settings(work_dir=tmp_path / "var", api_keys={})
+
+
+# The fast tier (`scripts/test -m "not slow"`, under 2 minutes) leaves out every test that trains or exports a
+# model, builds a knowledge base, starts a browser or a tracking server. Tests that use the session fixtures
+# which train models are marked here by fixture, so a new test cannot land in the fast tier by accident.
+SLOW_FIXTURES = frozenset({
+    "triage_registry", "triage_model_dir", "module_registry", "own_registry", "served_settings",
+    "ddi_training", "ddi_model_dir", "ddi_settings",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)

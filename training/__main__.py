@@ -10,17 +10,22 @@ import importlib
 import sys
 
 COMMANDS = {
-    # name: (module, help)
-    "train": (None, "train <triage|ddi> [options]: train, evaluate, export and register a new version"),
-    "triage": ("training.triage_train", "same as 'train triage'"),
-    "ddi": ("training.ddi_train", "same as 'train ddi'"),
-    "kb": ("prescription_check.kb_build", "build the prescription knowledge-base artefact"),
-    "evaluate": ("training.lifecycle", "evaluate a registered version on a named data set"),
-    "compare": ("training.lifecycle", "two versions side by side, per-class deltas"),
-    "promote": ("training.lifecycle", "move the champion alias to a version that passes the gates"),
-    "rollback": ("training.lifecycle", "move the champion alias back, with a reason (audited)"),
-    "history": ("training.lifecycle", "alias changes; --at TIME says which version was serving then"),
-    "card": ("training.lifecycle", "the model card of a registered version"),
+    # name: (module, function, help)
+    "bootstrap": ("training.bootstrap", "main", "build the KB and train + register missing models (scripts/run)"),
+    "train": (None, None, "train <triage|ddi> [options]: train, evaluate, export and register a new version"),
+    "triage": ("training.triage_train", "main", "same as 'train triage'"),
+    "ddi": ("training.ddi_train", "main", "same as 'train ddi'"),
+    "kb": ("training.kb_build", "main", "build the prescription knowledge-base artefact"),
+    "gold": ("training.rx_gold", "main", "rebuild the prescription gold set datasets/drugs/gold_prescriptions.jsonl"),
+    "eval-rx": ("training.offline_eval", "rx_main", "the checker on the gold set, the sig parser on its line set"),
+    "eval-acuity": ("training.offline_eval", "acuity_main", "urgency rules on AcuityBench seed100"),
+    "eval-redflags": ("training.offline_eval", "redflags_main", "red-flag matcher on its phrase set"),
+    "evaluate": ("training.lifecycle", "main", "evaluate a registered version on a named data set"),
+    "compare": ("training.lifecycle", "main", "two versions side by side, per-class deltas"),
+    "promote": ("training.lifecycle", "main", "move the champion alias to a version that passes the gates"),
+    "rollback": ("training.lifecycle", "main", "move the champion alias back, with a reason (audited)"),
+    "history": ("training.lifecycle", "main", "alias changes; --at TIME says which version was serving then"),
+    "card": ("training.lifecycle", "main", "the model card of a registered version"),
 }
 TRAINERS = {"triage": "training.triage_train", "ddi": "training.ddi_train"}
 
@@ -29,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
         print("usage: python -m training <command> [options]\n\ncommands:")
-        for name, (_, text) in COMMANDS.items():
-            print(f"  {name:<10} {text}")
+        for name, (_, _, text) in COMMANDS.items():
+            print(f"  {name:<14} {text}")
         if argv and argv[0] not in {"-h", "--help"}:
             print(f"\nerror: unknown command {argv[0]!r}")
         return 0 if argv and argv[0] in {"-h", "--help"} else 2
@@ -40,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"usage: python -m training train <{'|'.join(TRAINERS)}> [options]")
             return 2
         return int(importlib.import_module(TRAINERS[argv[1]]).main(argv[2:]) or 0)
-    module = importlib.import_module(COMMANDS[command][0])
-    if module.__name__ == "training.lifecycle":
-        return int(module.main(argv) or 0)
-    return int(module.main(argv[1:]) or 0)
+    module_name, function, _ = COMMANDS[command]
+    entry = getattr(importlib.import_module(module_name), function)
+    if module_name == "training.lifecycle":
+        return int(entry(argv) or 0)
+    return int(entry(argv[1:]) or 0)
 
 
 if __name__ == "__main__":

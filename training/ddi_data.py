@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from training.config import Settings, get_settings
+from serving.settings import Settings, get_settings
 from training.sources import source_file
 
 log = logging.getLogger(__name__)

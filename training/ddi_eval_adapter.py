@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.config import Settings
+from prescription_check.ddi_model import DDIPredictor
+from serving.settings import Settings
 
 DATASETS = ("random", "one_unseen", "both_unseen")
 BASELINE = "logreg_id_atc"
@@ -45,7 +46,6 @@ def heldout_fingerprint(meta: dict) -> str:
 
 def _smoke(model_dir: Path) -> dict:
     """Load the artefact the way the service does and score pairs of its own drugs."""
-    from prescription_check.ddi_model import DDIPredictor
 
     predictor = DDIPredictor(model_dir)
     trained = [n for n in predictor.names if predictor.in_training_data(n)][:40]

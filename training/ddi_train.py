@@ -34,8 +34,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training import ddi_data
-from training.config import Settings, get_settings
+from evaluation.triage_eval import expected_calibration_error
+from prescription_check.ddi_model import DrugContext
+from serving.settings import Settings, get_settings
+from training import ddi_data, registry
+from training.sources import hashes_for
+from training.weights import balanced_class_weights
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,6 @@ class PairFeaturiser:
         return L
 
     def context(self, ra, rb, y, prior):
-        from prescription_check.ddi_model import DrugContext
 
         f = self.feats
         return DrugContext(f.binary, f.physchem, f.atc[2], f.atc[3], f.atc[4], self.knn_idx, self.knn_w,
@@ -106,11 +109,9 @@ class PairFeaturiser:
 # ----------------------------------------------------------------------------------------------
 # models
 # ----------------------------------------------------------------------------------------------
-def class_weights(y: np.ndarray, power: float) -> np.ndarray:
-    """Per-sample weights (n / (k * n_c)) ** power: 0 = unweighted, 1 = balanced."""
-    counts = np.bincount(y, minlength=len(LABELS)).astype(float)
-    w = (len(y) / (len(LABELS) * np.maximum(counts, 1))) ** power
-    return w[y]
+def sample_weights(y: np.ndarray, power: float) -> np.ndarray:
+    """Per-sample weights: balanced class weights to the ``power`` (0 = unweighted, 1 = balanced)."""
+    return (balanced_class_weights(y, len(LABELS)) ** power)[y]
 
 
 def fit_hgb(x, y, opts: dict):
@@ -128,7 +129,7 @@ def fit_hgb(x, y, opts: dict):
         n_iter_no_change=opts["n_iter_no_change"],
         random_state=opts["seed"],
     )
-    clf.fit(x, y, sample_weight=class_weights(y, opts["class_weight_power"]))
+    clf.fit(x, y, sample_weight=sample_weights(y, opts["class_weight_power"]))
     return clf
 
 
@@ -169,7 +170,7 @@ class IdAtcLogReg:
 
         self.id_cols = np.unique(np.concatenate([ra, rb]))
         self.clf = LogisticRegression(C=1.0, max_iter=300, random_state=self.seed)
-        self.clf.fit(self._x(ra, rb), y, sample_weight=class_weights(y, self.power))
+        self.clf.fit(self._x(ra, rb), y, sample_weight=sample_weights(y, self.power))
         return self
 
     def predict_proba(self, ra, rb):
@@ -181,34 +182,27 @@ class IdAtcLogReg:
 # ----------------------------------------------------------------------------------------------
 # metrics and plots
 # ----------------------------------------------------------------------------------------------
-def ece(y: np.ndarray, proba: np.ndarray, bins: int = 15) -> float:
-    """Expected calibration error of the top-label confidence (equal-width bins)."""
-    conf = proba.max(axis=1)
-    correct = (proba.argmax(axis=1) == y).astype(float)
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
-    return float(total)
-
-
 def _renorm(proba: np.ndarray) -> np.ndarray:
     p = np.clip(proba, 1e-7, 1)
     return p / p.sum(axis=1, keepdims=True)
 
 
 def evaluate(y: np.ndarray, proba: np.ndarray) -> dict:
-    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, log_loss, recall_score, roc_auc_score
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        f1_score,
+        log_loss,
+        recall_score,
+        roc_auc_score,
+    )
 
     pred = proba.argmax(axis=1)
     out = {
         "n": int(len(y)),
         "accuracy": float(accuracy_score(y, pred)),
         "macro_f1": float(f1_score(y, pred, labels=range(len(LABELS)), average="macro", zero_division=0)),
-        "ece": ece(y, proba),
+        "ece": expected_calibration_error(y, proba),
         "log_loss": float(log_loss(y, _renorm(proba), labels=range(len(LABELS)))),
     }
     rec = recall_score(y, pred, labels=range(len(LABELS)), average=None, zero_division=0)
@@ -244,7 +238,7 @@ def reliability_plot(curves: dict, path: Path) -> Path:
                 if m.sum() >= 20:
                     xs.append(conf[m].mean())
                     ys.append(correct[m].mean())
-            ax.plot(xs, ys, "o-", label=f"{name} (ECE {ece(y, proba):.3f})")
+            ax.plot(xs, ys, "o-", label=f"{name} (ECE {expected_calibration_error(y, proba):.3f})")
         ax.set_title(split)
         ax.set_xlabel("predicted probability of top class")
         ax.set_ylabel("observed accuracy")
@@ -359,9 +353,6 @@ def drug_features(settings: Settings, include_external: bool, morgan_bits: int, 
 def train_ddi(settings: Settings | None = None, *, fast: bool = False, alias: str | None = None,
               register: bool = True, **overrides) -> DDIResult:
     import mlflow
-
-    from training import registry
-    from training.sources import hashes_for
 
     settings = settings or get_settings()
     opts = _resolve_opts(fast, overrides)
@@ -538,8 +529,8 @@ def _json_default(o):
 
 def _versions() -> dict:
     import onnxruntime
-    import sklearn
     import skl2onnx
+    import sklearn
     from rdkit import __version__ as rdkit_version
 
     return {"python": platform.python_version(), "sklearn": sklearn.__version__, "skl2onnx": skl2onnx.__version__,

@@ -22,16 +22,24 @@ import sys
 import time
 from pathlib import Path
 
-from training.config import PROJECT_ROOT, Settings, get_settings
+from prescription_check.kb import (
+    CURATED_TABLES,
+    KB_FORMAT,
+    KBError,
+    KnowledgeBase,
+    hash_file,
+    stale_reason,
+)
+from prescription_check.normalize import clean, split_combination, strip_salts
+from prescription_check.schemas import SEVERITIES
+from serving import registry
+from serving.settings import CURATED_DRUG_TABLES_DIR, Settings, get_settings
+from training.registry import experiment_id
 from training.sources import source_file
 
-from prescription_check.normalize import clean, split_combination, strip_salts
+log = logging.getLogger("training.kb_build")
 
-log = logging.getLogger("prescription_check.kb_build")
-
-KB_FORMAT = 1
-CURATED_DIR = PROJECT_ROOT / "datasets" / "drugs"
-SEVERITIES = ("contraindicated", "major", "moderate", "minor", "info")
+CURATED_DIR = CURATED_DRUG_TABLES_DIR
 SOURCE_COLS = ("source_title", "source_url", "source_section")
 
 # DDInter level -> our severity.  "Unknown" = DDInter lists the interaction but grades no severity: we keep it
@@ -118,6 +126,10 @@ CURATED_SCHEMAS: dict[str, dict[str, object]] = {
 }
 
 
+if set(CURATED_SCHEMAS) != set(CURATED_TABLES):  # the reader and the builder must agree on the tables
+    raise RuntimeError(f"CURATED_SCHEMAS {sorted(CURATED_SCHEMAS)} differ from prescription_check.kb.CURATED_TABLES")
+
+
 class KBBuildError(ValueError):
     """A curated table is malformed (the message names file and row)."""
 
@@ -184,8 +196,7 @@ def read_curated(name: str, directory: Path = CURATED_DIR) -> list[dict] | None:
     return rows
 
 
-def _hash_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+_hash_file = hash_file
 
 
 # --------------------------------------------------------------------------------------------- names
@@ -502,28 +513,29 @@ def _lvl(level: str) -> str:
     return DDINTER_LEVELS.get(level, "minor")
 
 
-def stale_reason(sources: dict, curated_dir: Path = CURATED_DIR) -> str | None:
-    """Why an artefact built from ``sources`` (its recorded file hashes) no longer matches the project's curated
-    tables, or None when it does.  Cheap (the curated tables are small): run at every checker load, so a
-    deployment that updated the tables never keeps checking against the old ones."""
-    for name in [*CURATED_SCHEMAS, "abbreviations.csv"]:
-        path = curated_dir / name
-        recorded = sources.get(f"project/{name}")
-        if not path.exists():
-            if recorded is not None:
-                return f"{name} was removed since the KB was built"
-            continue
-        if recorded is None:
-            return f"{name} is not in the KB (added since it was built)"
-        if recorded != _hash_file(path):
-            return f"{name} changed since the KB was built"
-    return None
-
-
 def content_version(kb: dict) -> str:
     body = {k: v for k, v in kb.items() if k not in {"version", "built_at", "build_seconds"}}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return f"kb-{digest[:16]}"
+
+
+def ensure_kb(settings: Settings, curated_dir: Path = CURATED_DIR) -> str:
+    """Build the artefact at ``settings.resolved_kb_path()`` when it is missing, unreadable, of another format or
+    built from other curated tables than ``curated_dir``'s (the service refuses such an artefact); says what
+    it did."""
+    path = settings.resolved_kb_path()
+    reason = "missing"
+    if path.exists():
+        try:
+            current = KnowledgeBase.load(path)
+            reason = stale_reason(current.raw.get("sources", {}), curated_dir)
+        except KBError as exc:
+            reason = str(exc)
+        if reason is None:
+            return f"KB {current.version} at {path} is current"
+    kb = build_kb(settings, curated_dir=curated_dir)
+    write_kb(kb, path)
+    return f"KB {kb['version']} built at {path} ({reason})"
 
 
 def write_kb(kb: dict, path: Path) -> Path:
@@ -542,10 +554,8 @@ def write_kb(kb: dict, path: Path) -> Path:
 def log_to_mlflow(path: Path, kb: dict, settings: Settings) -> str:
     import mlflow
 
-    from training import registry
-
     registry.configure(settings)
-    exp = registry.experiment_id("knowledge-base", settings)
+    exp = experiment_id("knowledge-base", settings)
     with mlflow.start_run(experiment_id=exp, run_name=kb["version"]) as run:
         mlflow.set_tags({"kb_version": kb["version"], "kb_format": str(kb["format"])})
         mlflow.log_params({"names": len(kb["names"]), "ddinter_pairs": len(kb["ddinter"]),

@@ -25,8 +25,12 @@ from datetime import datetime, timezone
 from importlib import import_module
 from pathlib import Path
 
+from serving.audit import history
+from serving.db.session import session_scope
+from serving.settings import Settings, get_settings
 from training import registry
-from training.config import Settings, get_settings
+from training.lifecycle_eval import redflag_recall
+from training.model_card import model_card
 
 GATES_DIR = Path(__file__).resolve().parent / "gates"
 
@@ -232,8 +236,6 @@ def rollback(kind_key: str, *, to: str | None = None, reason: str | None = None,
 def alias_history(kind_key: str, *, settings: Settings | None = None, alias: str = registry.CHAMPION,
                   until: datetime | None = None) -> list[dict]:
     """Alias changes in time order (from the audit log), optionally only those up to ``until``."""
-    from serving.audit import history
-    from serving.db.session import session_scope
 
     settings = settings or get_settings()
     kind = kind_of(kind_key)
@@ -277,7 +279,6 @@ def _extra_gate_values(kind: ModelKind, version: str, settings: Settings, gates:
     if "onnx_parity_max_abs_diff" in wanted:
         extra["onnx_parity_max_abs_diff"] = _find_number(meta, ("parity_max_abs_diff", "max_abs_diff", "parity"))
     if "redflag_recall" in wanted:
-        from training.lifecycle_eval import redflag_recall
 
         extra["redflag_recall"] = redflag_recall()
     return extra
@@ -374,7 +375,6 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
             else:
                 _print(alias_history(args.kind, settings=settings))
         elif args.verb == "card":
-            from training.model_card import model_card
 
             print(model_card(kind_of(args.kind).registered_name, args.version, settings=settings,
                              log=not args.no_log))

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from training.config import Settings
+from evaluation.redflag_eval import evaluate_redflags
+from evaluation.triage_eval import (
+    classification_metrics,
+    expected_calibration_error,
+    selective,
+)
+from serving.settings import Settings
+from training.ddi_eval_adapter import evaluate_ddi_dir
+from training.triage_data import load_examples, make_splits
+from triage.classifier import TriageClassifier
 
 TRIAGE_DATASETS = {
     "test": None,  # every held-out test row (external sources only: project-written rows never reach test)
@@ -20,9 +29,6 @@ TRIAGE_DATASETS = {
 
 
 def evaluate_triage(model_dir: Path, dataset: str, settings: Settings) -> dict:
-    from evaluation.triage_eval import classification_metrics, expected_calibration_error, selective
-    from training.triage_data import load_examples, make_splits
-    from triage.classifier import TriageClassifier
 
     clf = TriageClassifier.from_folder(model_dir)
     meta = json.loads((Path(model_dir) / "meta.json").read_text())
@@ -51,14 +57,12 @@ def evaluate_triage(model_dir: Path, dataset: str, settings: Settings) -> dict:
 
 
 def evaluate_ddi(model_dir: Path, dataset: str, settings: Settings) -> dict:
-    from training.ddi_eval_adapter import evaluate_ddi_dir
 
     return evaluate_ddi_dir(model_dir, dataset, settings)
 
 
 def redflag_recall() -> float:
     """Recall of the red-flag rules on the project's phrase set (1.0 = no missed emergency)."""
-    from evaluation.redflag_eval import evaluate_redflags
 
     result = evaluate_redflags()
     return float(result["recall"])

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-from training.config import Settings, get_settings
+from serving.registry import configure
+from serving.settings import Settings, get_settings
 from training.sources import manifest
 
 INTENDED_USE = {
@@ -45,10 +46,8 @@ LIMITS = {
 def model_card(model_name: str, version: str, settings: Settings | None = None, log: bool = True) -> str:
     from mlflow import MlflowClient
 
-    from training import registry
-
     settings = settings or get_settings()
-    registry.configure(settings)
+    configure(settings)
     client = MlflowClient()
     mv = client.get_model_version(model_name, str(version))
     run = client.get_run(mv.run_id) if mv.run_id else None

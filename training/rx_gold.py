@@ -1,6 +1,6 @@
 """Build the prescription-check gold set ``datasets/drugs/gold_prescriptions.jsonl``.
 
-    python -m evaluation.build_rx_gold [--kb PATH] [--rxsafebench N]
+    python -m training gold [--kb PATH] [--rxsafebench N]
 
 Cases are derived deterministically from (1) the curated tables (one unsafe case per usable row, plus a safe
 negative control for many rows), (2) DDInter pairs (Major/Moderate, written with DDInter's own spelling), (3)
@@ -21,14 +21,15 @@ import random
 import re
 from pathlib import Path
 
-from training.config import PROJECT_ROOT
+from prescription_check import Checker
+from prescription_check.kb import KnowledgeBase
+from prescription_check.schemas import SEVERITIES
+from serving.settings import CURATED_DRUG_TABLES_DIR, get_settings
+from training.kb_build import CURATED_DIR, ensure_kb, read_curated
 from training.sources import source_file
 
-from prescription_check.kb import KnowledgeBase
-from prescription_check.kb_build import CURATED_DIR, read_curated
-
-OUT = PROJECT_ROOT / "datasets" / "drugs" / "gold_prescriptions.jsonl"
-SEV_ORDER = ["contraindicated", "major", "moderate", "minor", "info"]
+OUT = CURATED_DRUG_TABLES_DIR / "gold_prescriptions.jsonl"
+SEV_ORDER = list(SEVERITIES)
 
 
 _KB: KnowledgeBase | None = None
@@ -435,15 +436,17 @@ def build(kb: KnowledgeBase, curated_dir: Path = CURATED_DIR, n_rxsafebench: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="build datasets/drugs/gold_prescriptions.jsonl")
+    parser = argparse.ArgumentParser(prog="python -m training gold", description="build datasets/drugs/gold_prescriptions.jsonl")
     parser.add_argument("--kb", type=Path, default=None)
     parser.add_argument("--output", type=Path, default=OUT)
     parser.add_argument("--rxsafebench", type=int, default=80)
     args = parser.parse_args(argv)
-    from prescription_check import Checker
-
     global _KB
-    checker = Checker.load(kb_path=args.kb, ddi_predictor=False, warm=False)
+    settings = get_settings()
+    if args.kb is not None:
+        settings = settings.model_copy(update={"kb_path": args.kb})
+    ensure_kb(settings)
+    checker = Checker.load(settings.resolved_kb_path(), warm=False)
     _KB = checker.kb
     cases = build(checker.kb, n_rxsafebench=args.rxsafebench)
     with args.output.open("w") as fh:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from training.config import PROJECT_ROOT, Settings, get_settings
+from serving.settings import PROJECT_ROOT, Settings, get_settings
 
 MANIFEST_PATH = PROJECT_ROOT / "datasets" / "sources.json"
 

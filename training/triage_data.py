@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.config import PROJECT_ROOT, Settings
-from training.sources import file_sha256, source_file
+from serving.settings import PROJECT_ROOT, Settings
+from training.sources import describe, file_sha256, source_file
 from triage.taxonomy import EMERGENCY_CENTER, Taxonomy, load_taxonomy
 
 TRIAGE_DATA_DIR = PROJECT_ROOT / "datasets" / "triage"
@@ -382,7 +382,6 @@ _CACHE: dict[tuple, pd.DataFrame] = {}
 def _cache_key(settings, sources, taxonomy, label_maps, seed_path, overrides_path, use_overrides, threshold):
     """Identity of a load: arguments + (path, mtime, size) of every file read.  None = do not cache
     (a file is missing: let the loader raise its error).  Unchanged files were verified when first read."""
-    from training.sources import describe
 
     paths = [describe(s, n, settings).path for s, n in dataset_files(sources)]
     paths += [Path(label_maps.get(s, LABEL_MAP_PATHS[s])) for s in sources if s in LABEL_MAP_PATHS]

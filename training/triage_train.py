@@ -37,7 +37,21 @@ from pathlib import Path
 
 import numpy as np
 
-from training.config import PROJECT_ROOT, Settings, get_settings
+from evaluation import triage_eval as ev
+from serving.settings import PROJECT_ROOT, Settings, get_settings
+from training import onnx_export, registry
+from training.onnx_export import _by_length, torch_logits
+from training.sources import hashes_for
+from training.triage_data import (
+    TriageDataError,
+    cross_source_splits,
+    dataset_files,
+    dataset_hashes,
+    load_examples,
+    make_splits,
+)
+from training.weights import balanced_class_weights
+from triage.taxonomy import load_taxonomy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -176,8 +190,6 @@ def MeanPoolClassifier(seq_model):  # noqa: N802 - class factory (torch is impor
 def embed_texts(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
     import torch
 
-    from training.onnx_export import _by_length
-
     model.eval()
     texts, undo = _by_length(list(texts))
     out = []
@@ -212,13 +224,7 @@ def init_prototypes(model, tokenizer, texts: list[str], y: np.ndarray, n_classes
         model.classifier.bias.zero_()
 
 
-def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
-    """Inverse-frequency ("balanced") weights; classes without examples get weight 0."""
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    w = np.zeros(n_classes)
-    w[present] = len(y) / (present.sum() * counts[present])
-    return w
+class_weights = balanced_class_weights  # the name the tests and callers use
 
 
 def _batches(n: int, batch_size: int, rng: np.random.Generator | None):
@@ -237,7 +243,6 @@ def _length_batches(texts: list[str], batch_size: int, rng: np.random.Generator)
 
 
 def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
-    from training.onnx_export import torch_logits
 
     return torch_logits(model, tokenizer, list(texts), max_length, batch_size)
 
@@ -374,8 +379,6 @@ def fit(
 
 # ---------------------------------------------------------------------------- data
 def _prepare(settings: Settings, opts: TrainOptions, examples=None):
-    from training.triage_data import TriageDataError, load_examples, make_splits
-    from triage.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
     labels = taxonomy.model_labels()
@@ -421,7 +424,6 @@ def _description_rows(taxonomy, labels: list[str]) -> tuple[list[str], list[int]
 
 # ---------------------------------------------------------------------------- evaluation
 def _eval_block(y, probs, labels, threshold=None) -> dict:
-    from evaluation import triage_eval as ev
 
     m = ev.classification_metrics(y, probs, labels)
     m["ece"] = ev.expected_calibration_error(y, probs)
@@ -432,9 +434,7 @@ def _eval_block(y, probs, labels, threshold=None) -> dict:
 
 def _cross_source(df_all, opts: TrainOptions, taxonomy) -> dict:
     """Train on one source, test on the centers it shares with the other (model + baseline)."""
-    from evaluation import triage_eval as ev
     from sklearn.metrics import f1_score
-    from training.triage_data import cross_source_splits
 
     results = {}
     for name, (train_df, test_df) in cross_source_splits(df_all).items():
@@ -480,11 +480,6 @@ def train_triage(settings: Settings | None = None, examples=None, **options) -> 
     """Run the whole pipeline (see module doc); ``options`` are TrainOptions fields."""
     import mlflow
 
-    from evaluation import triage_eval as ev
-    from training import onnx_export, registry
-    from training.sources import hashes_for
-    from training.triage_data import dataset_files
-
     settings = settings or get_settings()
     opts = TrainOptions(**options)
     if opts.few_shot not in FEW_SHOT_METHODS:
@@ -528,7 +523,6 @@ def train_triage(settings: Settings | None = None, examples=None, **options) -> 
                            "n_test": len(test)})
         hashes = hashes_for(dataset_files())
         try:  # the project's own tables (taxonomy, label maps, seed set) too, where available
-            from training.triage_data import dataset_hashes
 
             hashes = {**hashes, **dataset_hashes(settings=settings)}
         except ImportError:
@@ -679,19 +673,6 @@ def train_triage(settings: Settings | None = None, examples=None, **options) -> 
                 registry.set_alias(TRIAGE_MODEL_NAME, registry.CHAMPION, version)
     results["report_path"] = str(report)
     return TrainResult(run_id=run_id, version=version, model_dir=model_dir, metrics={**flat, "details": results})
-
-
-def ensure_champion(settings: Settings | None = None, **options) -> str:
-    """Service start-up helper: train and register a model when the registry has no champion."""
-    from training import registry
-
-    settings = settings or get_settings()
-    registry.configure(settings)
-    found = registry.get_alias_version(TRIAGE_MODEL_NAME, registry.CHAMPION)
-    if found is not None:
-        return found
-    result = train_triage(settings, **{"alias": registry.CHAMPION, **options})
-    return str(result.version)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,9 +2,10 @@
 
 No torch on this path: the artifact folder written by ``training.triage_train`` holds the ONNX
 model(s), a ``tokenizers`` ``tokenizer.json``, the label map and ``meta.json`` (temperature,
-abstention threshold, max length, ...).  Load it from the registry or a local folder::
+abstention threshold, max length, ...).  Load it from a folder (``serving.components`` resolves a
+registry URI such as ``models:/triage-classifier@champion`` to its folder first)::
 
-    clf = TriageClassifier.load("models:/triage-classifier@champion")
+    clf = TriageClassifier.load("/path/to/artifact-folder")
     [pred] = clf.predict(["I have had a dry cough and a fever for three days"])
     pred.centers[0]      # ("respiratory", 0.93)
     pred.abstained       # False when the top probability reaches the threshold
@@ -34,6 +35,10 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 class ModelArtifactError(RuntimeError):
     """The model folder exists but a file in it is missing, corrupt or incompatible."""
+
+
+class ModelFolderNotFoundError(ModelArtifactError, FileNotFoundError):
+    """The model folder does not exist."""
 
 
 @dataclass(frozen=True)
@@ -102,20 +107,9 @@ class TriageClassifier:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(
-        cls, uri_or_path: str, settings=None, variant: str | None = "int8", deterministic: bool = True,
-        intra_op_threads: int | None = None, spinning: bool = True,
-    ) -> "TriageClassifier":
-        """Load from ``models:/name@alias``, ``models:/name/<version>`` or a local folder.
-
-        Raises ``training.registry.ModelNotFoundError`` when the alias/version/folder does not
-        exist and ``ModelArtifactError`` when the folder's files are missing or broken.
-        """
-        from training.registry import resolve_model_dir
-
-        folder, version = resolve_model_dir(str(uri_or_path), settings)
-        return cls.from_folder(folder, variant=variant, version=version, deterministic=deterministic,
-                               intra_op_threads=intra_op_threads, spinning=spinning)
+    def load(cls, folder: str | Path, **options) -> "TriageClassifier":
+        """Same as :meth:`from_folder` (the artifact folder of a registered version, or any folder)."""
+        return cls.from_folder(folder, **options)
 
     @classmethod
     def from_folder(
@@ -130,6 +124,8 @@ class TriageClassifier:
         from tokenizers import Tokenizer
 
         folder = Path(folder)
+        if not folder.is_dir():
+            raise ModelFolderNotFoundError(f"model folder not found: {folder}")
         missing = [name for name in ARTIFACT_FILES if not (folder / name).is_file()]
         if missing:
             raise ModelArtifactError(f"triage model folder {folder} lacks {', '.join(missing)}")

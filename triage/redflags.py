@@ -58,6 +58,8 @@ from pathlib import Path
 import spacy
 from spacy.matcher import Matcher
 
+from triage.taxonomy import URGENCY_LEVELS, load_taxonomy
+
 DEFAULT_TABLE_PATH = Path(__file__).resolve().parents[1] / "datasets" / "triage" / "red_flags.csv"
 
 REQUIRED_COLUMNS = (
@@ -71,15 +73,8 @@ REQUIRED_COLUMNS = (
     "source_url",
     "source_section",
 )
-RULE_URGENCIES = ("emergency", "urgent")
-CENTER_IDS = frozenset(
-    {
-        "respiratory", "cardiology", "gastroenterology", "hepatology", "endocrinology", "neurology",
-        "orthopedics", "foot_ankle", "dermatology", "ent", "ophthalmology", "oral_care", "psychiatry",
-        "urology", "obgyn", "pediatrics", "infectious_disease", "general_medicine", "general_surgery",
-        "emergency",
-    }
-)
+RULE_URGENCIES = URGENCY_LEVELS[:2]  # a red flag is an emergency or urgent; never routine
+CENTER_IDS = frozenset(load_taxonomy().ids())  # a rule's center must be a center of the taxonomy
 CONDITION_KEYS = {
     "age_max_months": float,
     "age_min_months": float,

@@ -18,9 +18,14 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, get_args
 
 DEFAULT_TAXONOMY_PATH = Path(__file__).resolve().parent.parent / "datasets" / "triage" / "taxonomy.json"
 EMERGENCY_CENTER = "emergency"
+
+# Urgency levels, most to least urgent (the one vocabulary: urgency rules, the API schema, evaluation).
+Urgency = Literal["emergency", "urgent", "routine", "self_care"]
+URGENCY_LEVELS: tuple[str, ...] = get_args(Urgency)
 
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 

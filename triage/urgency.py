@@ -34,8 +34,7 @@ import re
 from dataclasses import dataclass
 
 from triage.redflags import FlagHit, RedFlagMatcher
-
-URGENCY_LEVELS = ("emergency", "urgent", "routine", "self_care")
+from triage.taxonomy import URGENCY_LEVELS, Urgency  # noqa: F401 - re-exported
 
 SOURCE_NG51 = "NICE NG51 Sepsis, 'Who is more at risk of sepsis?' (https://www.nice.org.uk/guidance/ng51/ifp/chapter/Who-is-more-at-risk-of-sepsis)"
 SOURCE_SWAST = "SWASFT NHS 'When to call 999 - which service should I access?' (https://www.swast.nhs.uk/when-to-call-999)"

@@ -30,8 +30,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SEVERITIES: tuple[str, ...] = ("contraindicated", "major", "moderate", "minor", "info")
-SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}  # 0 = most severe
+from prescription_check.schemas import SEVERITIES
+
 STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "changes_requested")
 DECISIONS: tuple[str, ...] = ("approve", "reject", "request_change")
 DECISION_STATUS: dict[str, str] = {

@@ -25,6 +25,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from serving.settings import get_settings
+
 log = logging.getLogger("rxtriage.db")
 
 ALEMBIC_INI = Path(__file__).resolve().parent / "alembic.ini"
@@ -187,7 +189,6 @@ def session_scope(settings=None, *, database_url: str | None = None) -> Iterator
     """
     if database_url is None:
         if settings is None:
-            from training.config import get_settings
 
             settings = get_settings()
         database_url = settings.resolved_database_url()

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from serving.deps import Admin
-from serving.schemas_triage import ErrorResponse, ReloadResponse
+from serving.deps import Admin, StateDep
+from serving.schemas import ErrorResponse, ReloadResponse
 
 router = APIRouter(tags=["admin"])
 
@@ -30,12 +30,11 @@ router = APIRouter(tags=["admin"])
     summary="Swap in the current champion model (triage classifier or DDI risk model) without a restart",
 )
 async def reload_model(
-    request: Request,
+    state: StateDep,
     _: Admin,
     model: Literal["triage", "ddi"] = Query("triage", description="`triage` (default) or `ddi`."),
 ) -> ReloadResponse:
-    state = request.app.state
-    reload = state.triage.holder.reload if model == "triage" else state.ddi_reloader.reload
+    reload = state.triage.holder.reload if model == "triage" else state.checker.reload_ddi
     result = await asyncio.to_thread(reload)
     state.metrics.reloads.labels(model=model, outcome="ok" if result.reloaded else "failed").inc()
     return ReloadResponse(model=model, **result.as_dict())

@@ -1,8 +1,8 @@
 """``GET /healthz`` (liveness), ``GET /readyz`` (readiness), ``GET /metrics`` (Prometheus).
 
-Readiness is extensible: ``app.state.readiness`` maps a component name to a callable returning
-``(ok: bool, detail: str)``.  Triage registers ``triage_model`` and ``red_flags``; other areas add
-theirs (``kb``, ``ddi_model``, ``database``) in the app's lifespan.  ``/readyz`` is 200 only when
+Readiness is extensible: ``ServiceState.readiness`` maps a component name to a callable returning
+``(ok: bool, detail: str)``: ``triage_model``, ``red_flags``, ``database``, ``kb``, ``ddi_model``
+(registered in ``serving.app.create_app``).  ``/readyz`` is 200 only when
 every component is ok, else 503; the JSON lists every component either way.
 """
 
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from serving.deps import MetricsDep, StateDep
 from serving.logs import SERVICE_LOGGER
-from serving.schemas_triage import ReadinessResponse
+from serving.schemas import ReadinessResponse
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(SERVICE_LOGGER)
@@ -40,8 +41,8 @@ def _check(name: str, probe) -> tuple[bool, str]:
     responses={503: {"model": ReadinessResponse, "description": "At least one component is not ready."}},
     summary="Readiness: 200 only when every component (triage model, red-flag rules, ...) is ready",
 )
-async def readyz(request: Request) -> JSONResponse:
-    probes = dict(getattr(request.app.state, "readiness", {}) or {})
+async def readyz(state: StateDep) -> JSONResponse:
+    probes = dict(state.readiness)
     components = {}
     for name, probe in probes.items():
         ok, detail = _check(name, probe)
@@ -51,6 +52,6 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)", response_class=Response)
-async def metrics(request: Request) -> Response:
-    body, content_type = request.app.state.metrics.render()
+async def metrics(registry: MetricsDep) -> Response:
+    body, content_type = registry.render()
     return Response(body, media_type=content_type)

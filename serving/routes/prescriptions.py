@@ -10,20 +10,14 @@ and an unrecorded one is never reported at all.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter
 
 from prescription_check.schemas import Prescription
-from serving import reviews
+from serving import review_queue
 from serving.db.session import DatabaseUnavailable
-from serving.deps import PrescriberOrPharmacist, SettingsDep
-from serving.errors import error_body
+from serving.deps import CheckerDep, DbDep, PrescriberOrPharmacist, SettingsDep
 
 router = APIRouter(tags=["prescriptions"])
-
-
-def unavailable(detail: str, retry_after: int = 5) -> JSONResponse:
-    return JSONResponse(error_body(detail), status_code=503, headers={"Retry-After": str(retry_after)})
 
 
 @router.post(
@@ -31,24 +25,17 @@ def unavailable(detail: str, retry_after: int = 5) -> JSONResponse:
     summary="Check a prescription; flagged ones are queued for a pharmacist",
     responses={503: {"description": "checker not loaded, or the review database cannot record the check"}},
 )
-def check_prescription(rx: Prescription, request: Request, principal: PrescriberOrPharmacist,
-                       settings: SettingsDep):
-    state = request.app.state
-    checker = getattr(state, "checker", None)
-    if checker is None:
-        return unavailable(getattr(state, "checker_error", None) or "prescription checker is not loaded yet")
-    db = getattr(state, "db", None)
-    if db is None:
-        return unavailable("review database is not initialised (the app has not started)")
+def check_prescription(rx: Prescription, principal: PrescriberOrPharmacist, settings: SettingsDep,
+                       checker: CheckerDep, db: DbDep):
     result = checker.check(rx).model_dump(mode="json")
     try:
         with db.session() as session:
-            stored = reviews.record_check(
+            stored = review_queue.record_check(
                 session, prescription=rx.model_dump(mode="json"), result=result,
                 actor=f"{principal.role}:{principal.key_id}", queue_min_severity=settings.queue_min_severity,
             )
     except DatabaseUnavailable as exc:
-        return unavailable(
+        raise DatabaseUnavailable(
             f"the check could not be recorded, so no result is given (do not dispense; retry): {exc}"
-        )
+        ) from exc
     return {**result, "queued": stored.queued, "review_id": stored.review_id, "audit_id": stored.audit_id}

@@ -14,7 +14,6 @@ else a random secret generated once and kept in ``<work_dir>/session_secret`` (m
 from __future__ import annotations
 
 import hmac
-import os
 import re
 import secrets
 import uuid
@@ -26,10 +25,11 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from serving import reviews
-from serving.db.models import SEVERITIES
+from prescription_check.schemas import SEVERITIES
+from serving import review_queue
 from serving.db.session import DatabaseUnavailable
-from serving.security import _fingerprint, authenticate
+from serving.security import _fingerprint, authenticate, session_secret
+from serving.state import get_state
 
 router = APIRouter(tags=["review page"], include_in_schema=False)
 
@@ -72,35 +72,11 @@ SECURITY_HEADERS = {
 }
 
 
-def session_secret(settings) -> str:
-    """``settings.session_secret`` (RXT_SESSION_SECRET), else a generated secret persisted in <work_dir>/session_secret."""
-    configured = (getattr(settings, "session_secret", None) or "").strip()
-    if configured:
-        return configured
-    path = Path(settings.work_dir) / "session_secret"
-    try:
-        existing = path.read_text().strip()
-        if existing:
-            return existing
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, secret.encode())
-    except BaseException:
-        os.close(fd)
-        raise
-    os.close(fd)
-    return secret
-
-
 def _serializer(request: Request, salt: str) -> URLSafeTimedSerializer:
-    secret = getattr(request.app.state, "review_session_secret", None)
-    if secret is None:  # app used without its lifespan: derive once and keep
-        secret = request.app.state.review_session_secret = session_secret(request.app.state.settings)
-    return URLSafeTimedSerializer(secret, salt=salt)
+    state = get_state(request)
+    if state.session_secret is None:  # app used without its lifespan: derive once and keep
+        state.session_secret = session_secret(state.settings)
+    return URLSafeTimedSerializer(state.session_secret, salt=salt)
 
 
 def current_user(request: Request) -> dict[str, Any] | None:
@@ -114,7 +90,7 @@ def current_user(request: Request) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         return None
     # the key must still be configured, with the same role
-    live = {_fingerprint(k): role for k, role in request.app.state.api_keys.items()}
+    live = {_fingerprint(k): role for k, role in get_state(request).api_keys.items()}
     if live.get(data.get("kid")) != data.get("role") or data.get("role") not in PAGE_ROLES:
         return None
     return data
@@ -161,17 +137,15 @@ def queue_page(request: Request, status: str = "pending", severity: str | None =
         severity = None
     page = max(1, min(page, 100_000))
     per_page = 25
-    db = getattr(request.app.state, "db", None)
+    db = get_state(request).db
     try:
-        if db is None:
-            raise DatabaseUnavailable("review database is not initialised")
         with db.session() as session:
-            result = reviews.list_reviews(session, status=status, severities=[severity] if severity else None,
+            result = review_queue.list_reviews(session, status=status, severities=[severity] if severity else None,
                                           limit=per_page, offset=(page - 1) * per_page)
-            items = [reviews.review_summary(r) for r in result.items]
+            items = [review_queue.review_summary(r) for r in result.items]
             for item, row in zip(items, result.items, strict=True):
                 item["headline"] = (row.findings or [{}])[0].get("message", "")
-            counts = {s: reviews.list_reviews(session, status="pending", severities=[s], limit=1).total
+            counts = {s: review_queue.list_reviews(session, status="pending", severities=[s], limit=1).total
                       for s in SEVERITIES}
     except DatabaseUnavailable as exc:
         return _render(request, "review_error.html", {"user": user, "error": str(exc)}, status_code=503)
@@ -188,7 +162,7 @@ def login(request: Request, api_key: str = Form("", max_length=500), csrf: str =
         _serializer(request, "review-login").loads(csrf, max_age=LOGIN_TOKEN_MAX_AGE)
     except (BadSignature, SignatureExpired):
         return _login_page(request, "The sign-in form expired; please try again.", status_code=400)
-    principal = authenticate(api_key.strip(), request.app.state.api_keys)
+    principal = authenticate(api_key.strip(), get_state(request).api_keys)
     if principal is None:
         return _login_page(request, "Unknown key.", status_code=401)
     if principal.role not in PAGE_ROLES:
@@ -212,15 +186,12 @@ def logout(request: Request, csrf: str = Form("", max_length=500)):
 
 
 def _detail_context(request: Request, user: dict, review_id: int) -> dict[str, Any]:
-    db = getattr(request.app.state, "db", None)
-    if db is None:
-        raise DatabaseUnavailable("review database is not initialised")
-    with db.session() as session:
-        review = reviews.get_review(session, review_id)
-        detail = reviews.review_detail(session, review)
+    with get_state(request).db.session() as session:
+        review = review_queue.get_review(session, review_id)
+        detail = review_queue.review_detail(session, review)
     return {
         "user": user, "r": detail, "can_decide": user["role"] == "pharmacist" and detail["status"] == "pending",
-        "reason_codes": list(reviews.REASON_CODES.values()), "idempotency_key": uuid.uuid4().hex,
+        "reason_codes": list(review_queue.REASON_CODES.values()), "idempotency_key": uuid.uuid4().hex,
     }
 
 
@@ -231,7 +202,7 @@ def detail_page(request: Request, review_id: int):
         return _redirect("/review")
     try:
         context = _detail_context(request, user, review_id)
-    except reviews.NotFound as exc:
+    except review_queue.NotFound as exc:
         return _render(request, "review_error.html", {"user": user, "error": exc.detail}, status_code=404)
     except DatabaseUnavailable as exc:
         return _render(request, "review_error.html", {"user": user, "error": str(exc)}, status_code=503)
@@ -244,9 +215,9 @@ def decide_form(
     review_id: int,
     decision: str = Form(..., max_length=40),
     reason_code: str = Form("", max_length=64),
-    note: str = Form("", max_length=reviews.NOTE_MAX_CHARS),
+    note: str = Form("", max_length=review_queue.NOTE_MAX_CHARS),
     csrf: str = Form("", max_length=500),
-    idempotency_key: str = Form("", max_length=reviews.IDEMPOTENCY_KEY_MAX),
+    idempotency_key: str = Form("", max_length=review_queue.IDEMPOTENCY_KEY_MAX),
     expected_version: int | None = Form(None),
 ):
     user = current_user(request)
@@ -259,19 +230,17 @@ def decide_form(
     if user["role"] != "pharmacist":
         return _render(request, "review_error.html", {"user": user, "error": "Only pharmacists decide."},
                        status_code=403)
-    db = getattr(request.app.state, "db", None)
+    db = get_state(request).db
     try:
-        if db is None:
-            raise DatabaseUnavailable("review database is not initialised")
-        reviews.decide(db, review_id, decision=decision, actor=f"pharmacist:{user['kid']}",
+        review_queue.decide(db, review_id, decision=decision, actor=f"pharmacist:{user['kid']}",
                        reason_code=reason_code or None, note=note or None, expected_version=expected_version,
                        idempotency_key=idempotency_key or None)
     except DatabaseUnavailable as exc:
         return _render(request, "review_error.html", {"user": user, "error": str(exc)}, status_code=503)
-    except reviews.ReviewError as exc:
+    except review_queue.ReviewError as exc:
         try:
             context = _detail_context(request, user, review_id)
-        except (reviews.ReviewError, DatabaseUnavailable):
+        except (review_queue.ReviewError, DatabaseUnavailable):
             return _render(request, "review_error.html", {"user": user, "error": exc.detail},
                            status_code=exc.status_code)
         context.update(error=exc.detail, form={"decision": decision, "reason_code": reason_code, "note": note})

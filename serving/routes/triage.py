@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from serving.deps import ChatUser
+from serving.deps import ChatUser, SettingsDep, TriageDep
 from serving.errors import ServiceUnavailableError
-from serving.schemas_triage import (
+from serving.schemas import (
     BATCH_MAX_ITEMS,
     DEFAULT_TOP_K,
     MAX_TOP_K,
@@ -46,8 +46,7 @@ class _JSON(Response):
         return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _service(request: Request) -> TriageService:
-    service: TriageService = request.app.state.triage
+def _ready(service: TriageService) -> TriageService:
     model_ok, model_detail = service.holder.is_ready()
     if not model_ok:
         raise ServiceUnavailableError(f"triage is not ready: {model_detail}")
@@ -57,8 +56,7 @@ def _service(request: Request) -> TriageService:
     return service
 
 
-def _check_lengths(request: Request, items: list[tuple[str, TriageRequest]]) -> None:
-    limit = request.app.state.settings.max_text_chars
+def _check_lengths(limit: int, items: list[tuple[str, TriageRequest]]) -> None:
     errors = [
         {
             "type": "string_too_long",
@@ -88,9 +86,10 @@ def _input(body: TriageRequest) -> TriageInput:
         "`probability: null`, whatever the model says."
     ),
 )
-async def triage_one(body: TriageRequest, request: Request, _: ChatUser, k: TopK = DEFAULT_TOP_K) -> Response:
-    _check_lengths(request, [("", body)])
-    service = _service(request)
+async def triage_one(body: TriageRequest, request: Request, _: ChatUser, triage: TriageDep, settings: SettingsDep,
+                     k: TopK = DEFAULT_TOP_K) -> Response:
+    _check_lengths(settings.max_text_chars, [("", body)])
+    service = _ready(triage)
     item = _input(body)
     outcome = await service.batcher.submit(item)
     result = service.shape(item, outcome, k)
@@ -106,9 +105,10 @@ async def triage_one(body: TriageRequest, request: Request, _: ChatUser, k: TopK
     description="Same answer as `/v1/triage` for each item, in request order. All items are validated first; "
     "one invalid item rejects the request (422 naming `items.<i>.<field>`).",
 )
-async def triage_batch(body: TriageBatchRequest, request: Request, _: ChatUser, k: TopK = DEFAULT_TOP_K) -> Response:
-    _check_lengths(request, [(f"items.{i}", item) for i, item in enumerate(body.items)])
-    service = _service(request)
+async def triage_batch(body: TriageBatchRequest, request: Request, _: ChatUser, triage: TriageDep,
+                       settings: SettingsDep, k: TopK = DEFAULT_TOP_K) -> Response:
+    _check_lengths(settings.max_text_chars, [(f"items.{i}", item) for i, item in enumerate(body.items)])
+    service = _ready(triage)
     inputs = [_input(item) for item in body.items]
     outcomes = await service.batcher.submit_many(inputs)
     results = [service.shape(item, outcome, k) for item, outcome in zip(inputs, outcomes)]

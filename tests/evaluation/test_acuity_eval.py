@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from evaluation.acuity_eval import acuity_metrics, evaluate_acuity, main, render_markdown
+from evaluation.acuity_eval import acuity_metrics, evaluate_acuity, render_markdown
+from training.offline_eval import acuity_main as main
+from training.offline_eval import default_vignettes_path
 
 
 def test_metric_math_by_hand():
@@ -33,7 +35,7 @@ def test_metric_input_errors():
 
 @pytest.fixture(scope="module")
 def report():
-    return evaluate_acuity()
+    return evaluate_acuity(default_vignettes_path())
 
 
 def test_real_file_numbers_in_range(report):
@@ -55,7 +57,7 @@ def test_real_file_numbers_in_range(report):
 
 
 def test_opening_utterance_field_and_cli(capsys):
-    r = evaluate_acuity(field="opening_utterance")
+    r = evaluate_acuity(default_vignettes_path(), field="opening_utterance")
     assert r["n"] == 100 and r["field"] == "opening_utterance"
     assert main(["--field", "opening_utterance"]) == 0
     assert "AcuityBench seed100" in capsys.readouterr().out

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import create_engine
 
-from training.config import Settings
+from serving.settings import Settings
 
 ROLE_KEYS = {
     "chat": "chat-key-0123456789",
@@ -78,9 +78,11 @@ def rx_checker_settings(tmp_path_factory) -> Settings:
 def rx_checker(rx_checker_settings):
     """The real prescription checker, rules only (the DDI model is another area's), loaded once per session
     with its KB built from the real tables into a session tmp dir (``rx_checker_settings.resolved_kb_path()``)."""
-    from prescription_check import Checker
+    from serving.components import load_checker
+    from training.kb_build import ensure_kb
 
-    return Checker.load(rx_checker_settings, ddi_predictor=False)
+    ensure_kb(rx_checker_settings)
+    return load_checker(rx_checker_settings, model_status="rules-only: DDI model disabled")
 
 
 @pytest.fixture
@@ -91,8 +93,6 @@ def review_app(tmp_path, rx_checker):
     def make(database_url: str | None = None, **overrides):
         overrides.setdefault("triage_model_uri", str(tmp_path / "no-triage-model"))  # triage is not under test
         settings = Settings(work_dir=tmp_path / "var", api_keys=API_KEYS, database_url=database_url, **overrides)
-        app = create_app(settings)
-        app.state.checker = rx_checker
-        return app
+        return create_app(settings, checker=rx_checker)
 
     return make

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.config import Settings
+from serving.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ FIXTURE_OPTIONS = dict(
 @pytest.fixture(scope="session")
 def triage_registry(tmp_path_factory):
     """(Settings, version): an isolated MLflow registry holding triage-classifier@champion."""
-    from training.config import Settings
+    from serving.settings import Settings
     from training.registry import CHAMPION
     from training.triage_train import train_triage
 

@@ -10,8 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from prescription_check.ddi_model import DDIPredictor
-from training.registry import ModelNotFoundError
+from prescription_check.ddi_model import DDIModelNotFoundError, DDIPredictor
+from serving.components import load_ddi_predictor
+from serving.registry import ModelNotFoundError
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def predictor(ddi_model_dir):
 
 
 def test_loads_from_registry_alias(ddi_settings):
-    p = DDIPredictor.load("models:/ddi-severity@champion", settings=ddi_settings)
+    p = load_ddi_predictor("models:/ddi-severity@champion", ddi_settings)
     assert p.version == "1"
     assert p.knows("warfarin")
 
@@ -71,14 +72,16 @@ def test_bad_pair_shape_is_named(predictor):
 
 def test_missing_model_raises_model_not_found(settings, tmp_path, ddi_model_dir):
     with pytest.raises(ModelNotFoundError):
-        DDIPredictor.load("models:/ddi-severity@champion", settings=settings)
+        load_ddi_predictor("models:/ddi-severity@champion", settings)
     with pytest.raises(ModelNotFoundError):
-        DDIPredictor.load(str(tmp_path / "nowhere"), settings=settings)
+        load_ddi_predictor(str(tmp_path / "nowhere"), settings)
+    with pytest.raises(DDIModelNotFoundError, match="nowhere"):
+        DDIPredictor.load(tmp_path / "nowhere")
     broken = tmp_path / "broken"
     shutil.copytree(ddi_model_dir, broken)
     (broken / "model.onnx").unlink()
-    with pytest.raises(ModelNotFoundError, match="model.onnx"):
-        DDIPredictor.load(str(broken), settings=settings)
+    with pytest.raises(DDIModelNotFoundError, match="model.onnx"):
+        DDIPredictor.load(broken)
 
 
 def test_serving_imports_neither_torch_nor_rdkit_nor_sklearn(ddi_model_dir):
@@ -100,14 +103,14 @@ def test_predictions_match_the_trained_models_classes(predictor):
     assert np.isfinite(predictor.predict_proba(x)).all()
 
 
-def test_checker_reports_predictions_for_undocumented_pairs_only(predictor, settings):
+def test_checker_reports_predictions_for_undocumented_pairs_only(predictor, rx_checker):
     """Integration with the engine (prescription_check.Checker): none of these 10 pairs is in DDInter,
     so each one the KB lacks reaches the model and comes back marked as predicted, never documented."""
     from prescription_check import Checker, Prescription
 
     drugs = ["amoxicillin", "escitalopram", "docusate", "melatonin", "cyanocobalamin"]
     rx = Prescription.model_validate({"patient": {"age_years": 50}, "items": [{"drug": d} for d in drugs]})
-    result = Checker.load(settings, ddi_predictor=predictor).check(rx)
+    result = Checker.load(rx_checker.kb.path, ddi_predictor=predictor).check(rx)
     assert result.model_status == "ok" and result.model_version == predictor.version
     predicted = [f for f in result.findings if f.category == "predicted_interaction"]
     assert predicted, result.findings
@@ -118,7 +121,7 @@ def test_checker_reports_predictions_for_undocumented_pairs_only(predictor, sett
         assert frozenset(f.drugs) not in documented
         expected = predictor.predict_pairs([tuple(f.drugs)])[0]
         assert f.severity == max(expected, key=expected.get)
-    rules_only = Checker.load(settings, ddi_predictor=False).check(rx)
+    rules_only = Checker.load(rx_checker.kb.path).check(rx)
     assert rules_only.model_status.startswith("rules-only")
     assert not [f for f in rules_only.findings if f.predicted]
 
@@ -128,15 +131,15 @@ def test_service_with_the_model_names_it_in_readiness_and_responses(ddi_model_di
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
+    from serving.settings import Settings
     from tests.plugins.db import API_KEYS, auth
-    from training.config import Settings
 
     settings = Settings(work_dir=tmp_path / "var", api_keys=API_KEYS, kb_path=rx_checker_settings.resolved_kb_path(),
                         ddi_model_uri=str(ddi_model_dir), triage_model_uri=str(tmp_path / "no-triage"))
     app = create_app(settings)
     with TestClient(app) as client:
         state = client.get("/readyz").json()["components"]["ddi_model"]
-        version = app.state.checker.model_version
+        version = app.state.rxt.checker.current.model_version
         assert state == {"ok": True, "detail": f"ddi-severity {version}"} and version.startswith("run:")
         rx = {"patient": {"age_years": 50}, "items": [{"drug": "amoxicillin"}, {"drug": "escitalopram"}]}
         body = client.post("/v1/prescriptions/check", json=rx, headers=auth("prescriber")).json()

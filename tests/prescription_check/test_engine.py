@@ -2,9 +2,9 @@ import pytest
 from pydantic import ValidationError
 
 from prescription_check import Checker, Prescription
+from prescription_check.kb import KBError
 from prescription_check.policy import Policy
 from prescription_check.schemas import Finding
-from training.config import Settings
 
 
 def rx(items, **patient):
@@ -50,18 +50,18 @@ def _f(sev, predicted=False, p=None):
                    drugs=["a", "b"], message="m", predicted=predicted, probability=p)
 
 
-def test_policy_from_settings():
-    pol = Policy.from_settings(Settings(api_keys={}))
+def test_policy_defaults_and_validation():
+    pol = Policy()
     assert pol.verdict([]) == "pass"
     assert pol.verdict([_f("minor")]) == "pass"
     assert pol.verdict([_f("moderate")]) == "review"
     assert pol.verdict([_f("contraindicated"), _f("minor")]) == "block"
     assert pol.verdict([_f("major", True, 0.9)]) == "review"
     assert pol.verdict([_f("major", True, 0.3)]) == "pass"
-    strict = Policy.from_settings(Settings(api_keys={}, verdict_block_severities=["contraindicated", "major"]))
+    strict = Policy.validated(["contraindicated", "major"], ["moderate"])
     assert strict.verdict([_f("major")]) == "block"
     with pytest.raises(ValueError, match="unknown severities"):
-        Policy.from_settings(Settings(api_keys={}, verdict_review_severities=["severe"]))
+        Policy.validated(["contraindicated"], ["severe"])
 
 
 class _FakeDDI:
@@ -94,12 +94,12 @@ def test_predicted_interactions_only_for_pairs_without_kb_entry(rx_checker):
 
 
 def test_load_existing_artefact(tmp_path, rx_checker):
-    # Checker.load reuses an existing artefact given by path (the session fixture itself is built by
-    # Checker.load from a missing artefact); the version is the content hash
-    c = Checker.load(Settings(work_dir=tmp_path / "var", api_keys={}), kb_path=rx_checker.kb.path,
-                     ddi_predictor=False, warm=False)
+    # Checker.load reads an existing artefact given by path; the version is the content hash
+    c = Checker.load(rx_checker.kb.path, warm=False)
     assert c.kb_version == rx_checker.kb_version
-    assert c.model_status == "rules-only: DDI model disabled"
+    assert c.model_status == "rules-only: no DDI model given"
+    with pytest.raises(KBError, match="does not exist"):
+        Checker.load(tmp_path / "missing.json")
 
 
 def test_sig_and_drug_disagree_and_unknown_frequency(rx_checker):

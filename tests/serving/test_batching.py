@@ -253,7 +253,7 @@ def test_concurrent_http_requests_are_batched(served_settings):
 
     responses, _ = asyncio.run(main())
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200][:2]
-    reg = app.state.metrics.registry
+    reg = app.state.rxt.metrics.registry
     batches = reg.get_sample_value("rxt_triage_batch_size_count")
     texts = reg.get_sample_value("rxt_triage_batch_size_sum")
     assert texts == 64

@@ -8,10 +8,18 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, inspect, select, text, update
 
-from serving import audit, reviews
-from serving.db import Database, DatabaseUnavailable, IdempotencyKey, Review, ReviewFinding, upgrade
+from serving import audit
+from serving import review_queue as reviews
+from serving.db import (
+    Database,
+    DatabaseUnavailable,
+    IdempotencyKey,
+    Review,
+    ReviewFinding,
+    upgrade,
+)
 from serving.db.session import session_scope
-from training.config import Settings
+from serving.settings import Settings
 
 
 def finding(rule_id: str, severity: str, category: str = "interaction") -> dict:

@@ -28,14 +28,13 @@ OPERATIONS = [
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory, rx_checker):
     from serving.app import create_app
+    from serving.settings import Settings
     from tests.plugins.db import API_KEYS
-    from training.config import Settings
 
     work = tmp_path_factory.mktemp("fuzz")
     settings = Settings(work_dir=work / "var", api_keys=API_KEYS, database_url=f"sqlite:///{work / 'fuzz.db'}",
                         triage_model_uri=str(work / "no-triage-model"))
-    app = create_app(settings)
-    app.state.checker = rx_checker
+    app = create_app(settings, checker=rx_checker)
     with TestClient(app) as client:
         for _ in range(3):
             r = client.post("/v1/prescriptions/check", json=FLAGGED, headers=auth("prescriber"))
@@ -46,7 +45,8 @@ def fuzz_app(tmp_path_factory, rx_checker):
 @pytest.mark.parametrize(("path", "method", "role"), OPERATIONS, ids=[f"{m} {p}" for p, m, _ in OPERATIONS])
 def test_schemathesis_no_server_errors(fuzz_app, path, method, role):
     import schemathesis
-    from hypothesis import HealthCheck, given, settings as hsettings
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", fuzz_app)
     operation = schema[path][method]

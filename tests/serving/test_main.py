@@ -1,9 +1,11 @@
-"""``python -m serving`` start-up decisions: which models are resolved, trained or left out, and why."""
+"""Start-up decisions (``python -m training bootstrap``, ``python -m serving``): which models are resolved, trained
+or left out, and why; dev API keys."""
 
 from __future__ import annotations
 
-from serving.__main__ import ensure_api_keys, ensure_ddi_model, ensure_model
-from training.config import Settings
+from serving.__main__ import ensure_api_keys
+from serving.settings import Settings
+from training.bootstrap import ensure_ddi_model, ensure_model
 
 
 def test_registered_models_are_resolved_not_retrained(triage_registry, ddi_settings):

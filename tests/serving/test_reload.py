@@ -139,7 +139,7 @@ def test_in_flight_requests_finish_on_the_old_model(own_registry, triage_model_d
 
     async def main():
         async with app.router.lifespan_context(app):
-            service = app.state.triage
+            service = app.state.rxt.triage
             gated = GatedModel(service.holder.model)
             service.holder._model = gated  # the batch below starts on version v1 and is held
             v2 = await asyncio.to_thread(register_folder, settings, copy_model(triage_model_dir, tmp_path / "v2"))

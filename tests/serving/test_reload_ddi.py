@@ -24,7 +24,7 @@ def _register(settings, src, dest, broken=False) -> str:
 
 @pytest.fixture
 def ddi_registry(ddi_model_dir, rx_checker_settings, tmp_path):
-    from training.config import Settings
+    from serving.settings import Settings
 
     settings = Settings(work_dir=tmp_path / "var", api_keys=API_KEYS, kb_path=rx_checker_settings.resolved_kb_path(),
                         triage_model_uri=str(tmp_path / "no-triage"))

@@ -70,7 +70,7 @@ def test_page_sign_in_csrf_and_roles(review_app, tmp_path):
         r = client.post(f"/review/{rid}/decision", data={"decision": "reject", "csrf": token})
         assert r.status_code == 422 and "needs a reason_code" in r.text
         # revoking the key ends the session
-        app.state.api_keys = {k: v for k, v in app.state.api_keys.items() if k != ROLE_KEYS["pharmacist"]}
+        app.state.rxt.api_keys = {k: v for k, v in app.state.rxt.api_keys.items() if k != ROLE_KEYS["pharmacist"]}
         assert "Pharmacist sign-in" in client.get("/review").text
     db = Database(url)
     with db.session() as s:

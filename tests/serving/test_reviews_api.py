@@ -269,7 +269,8 @@ def test_database_down_gives_503_never_a_pass(review_app):
 def test_checker_missing_gives_503(review_app, sqlite_url):
     app = review_app(sqlite_url)
     with TestClient(app) as client:
-        app.state.checker, app.state.checker_error = None, "prescription checker failed to load: KB missing"
+        app.state.rxt.checker.current = None
+        app.state.rxt.checker.error = "prescription checker failed to load: KB missing"
         r = check(client, FLAGGED)
         assert r.status_code == 503 and "KB missing" in r.json()["detail"]
 
@@ -295,18 +296,18 @@ def test_nothing_accepted_is_lost(review_app, db_url):
 
 
 def test_app_loads_the_checker_at_start_up(rx_checker, rx_checker_settings, tmp_path):
-    """No checker injected: the lifespan loads ``Checker.load(settings)`` itself (KB artefact already built)."""
+    """No checker injected: the lifespan loads the checker itself (KB artefact already built)."""
     from serving.app import create_app
-    from training.config import Settings
-
+    from serving.settings import Settings
     from tests.plugins.db import API_KEYS
 
     settings = Settings(work_dir=tmp_path / "var", api_keys=API_KEYS, kb_path=rx_checker_settings.resolved_kb_path(),
                         ddi_model_uri=str(tmp_path / "no-ddi-model"), triage_model_uri=str(tmp_path / "no-triage"))
     app = create_app(settings)
     with TestClient(app) as client:
-        assert app.state.checker is not None and app.state.checker is not rx_checker
-        assert app.state.checker.kb_version == rx_checker.kb_version
+        checker = app.state.rxt.checker.current
+        assert checker is not None and checker is not rx_checker
+        assert checker.kb_version == rx_checker.kb_version
         body = check(client, FLAGGED).json()
         assert body["queued"] and body["model_status"].startswith("rules-only")
         components = client.get("/readyz").json()["components"]

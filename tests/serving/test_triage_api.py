@@ -8,7 +8,7 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.schemas_triage import BATCH_MAX_ITEMS
+from serving.schemas import BATCH_MAX_ITEMS
 from tests.serving.triage_support import (  # noqa: F401 - fixtures
     CHAT,
     EMERGENCY_TEXT,
@@ -203,8 +203,8 @@ def test_readiness_lists_components(client):
 
 def test_readiness_is_extensible_and_a_failing_probe_is_not_a_500(client):
     app = client.app
-    app.state.readiness["kb"] = lambda: (False, "knowledge base not loaded")
-    app.state.readiness["broken"] = lambda: 1 / 0
+    app.state.rxt.readiness["kb"] = lambda: (False, "knowledge base not loaded")
+    app.state.rxt.readiness["broken"] = lambda: 1 / 0
     try:
         r = client.get("/readyz")
         assert r.status_code == 503
@@ -212,7 +212,7 @@ def test_readiness_is_extensible_and_a_failing_probe_is_not_a_500(client):
         assert comps["kb"] == {"ok": False, "detail": "knowledge base not loaded"}
         assert comps["broken"]["ok"] is False and "ZeroDivisionError" in comps["broken"]["detail"]
     finally:
-        del app.state.readiness["kb"], app.state.readiness["broken"]
+        del app.state.rxt.readiness["kb"], app.state.rxt.readiness["broken"]
 
 
 def _records(caplog) -> str:
@@ -296,7 +296,8 @@ def test_openapi_documents_the_triage_schema(client):
 def test_schemathesis_no_server_errors(served_settings):
     """Property-based requests generated from the OpenAPI schema never get a 5xx."""
     import schemathesis
-    from hypothesis import HealthCheck, given, settings as hsettings
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
 
     from serving.app import create_app
 

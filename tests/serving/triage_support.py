@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from training.config import Settings
+from serving.settings import Settings
 
 KEYS = {
     "test-chat-key-0123456789": "chat",

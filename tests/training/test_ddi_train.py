@@ -7,9 +7,15 @@ import json
 import numpy as np
 import pytest
 
+from serving.settings import get_settings
 from training import ddi_data
-from training.config import get_settings
-from training.ddi_train import LABELS, PairFeaturiser, drug_features, evaluate, train_ddi
+from training.ddi_train import (
+    LABELS,
+    PairFeaturiser,
+    drug_features,
+    evaluate,
+    train_ddi,
+)
 
 
 @pytest.fixture(scope="module")

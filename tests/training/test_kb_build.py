@@ -2,8 +2,8 @@ import csv
 
 import pytest
 
-from prescription_check.kb_build import CURATED_DIR, KBBuildError, content_version, read_curated
-from training.config import Settings
+from serving.settings import Settings
+from training.kb_build import CURATED_DIR, KBBuildError, content_version, read_curated
 
 
 def _copy_with_bad_row(tmp_path, name, mutate):
@@ -31,7 +31,7 @@ def test_bad_row_names_file_and_row(tmp_path):
 
 
 def test_bad_hepatic_row_is_a_clear_build_error(tmp_path, capsys):
-    from prescription_check.kb_build import main
+    from training.kb_build import main
 
     _copy_with_bad_row(tmp_path, "hepatic_dosing.csv", lambda r: r.update(min_grade="child-pugh d"))
     with pytest.raises(KBBuildError, match=r"hepatic_dosing.csv row 2: column 'min_grade' value 'child-pugh d' "
@@ -75,7 +75,7 @@ def test_built_kb(rx_checker):
 def test_log_mlflow(rx_checker, tmp_path):
     import mlflow
 
-    from prescription_check.kb_build import log_to_mlflow
+    from training.kb_build import log_to_mlflow
 
     settings = Settings(work_dir=tmp_path / "var", api_keys={})
     run_id = log_to_mlflow(rx_checker.kb.path, rx_checker.kb.raw, settings)
@@ -88,7 +88,7 @@ def test_log_mlflow(rx_checker, tmp_path):
 
 
 def test_cli_rejects_a_bad_table(tmp_path, capsys):
-    from prescription_check.kb_build import main
+    from training.kb_build import main
 
     _copy_with_bad_row(tmp_path, "cross_sensitivity.csv", lambda r: r.update(severity="severe"))
     out = tmp_path / "kb.json"
@@ -114,10 +114,10 @@ def test_unreadable_or_stale_artefact_is_a_clear_error(tmp_path):
 def test_stale_reason_names_the_changed_table(rx_checker, tmp_path):
     import shutil
 
-    from prescription_check.kb_build import CURATED_DIR, stale_reason
+    from prescription_check.kb import stale_reason
 
     sources = rx_checker.kb.raw["sources"]
-    assert stale_reason(sources) is None  # the session KB was built from these tables
+    assert stale_reason(sources, CURATED_DIR) is None  # the session KB was built from these tables
     copy = tmp_path / "drugs"
     shutil.copytree(CURATED_DIR, copy)
     with (copy / "renal_dosing.csv").open("a") as fh:
@@ -126,15 +126,20 @@ def test_stale_reason_names_the_changed_table(rx_checker, tmp_path):
     (copy / "renal_dosing.csv").unlink()
     assert stale_reason(sources, copy) == "renal_dosing.csv was removed since the KB was built"
     older = {k: v for k, v in sources.items() if k != "project/hepatic_dosing.csv"}
-    assert stale_reason(older) == "hepatic_dosing.csv is not in the KB (added since it was built)"
+    assert stale_reason(older, CURATED_DIR) == "hepatic_dosing.csv is not in the KB (added since it was built)"
 
 
-def test_checker_rebuilds_an_artefact_built_from_older_tables(rx_checker, tmp_path):
-    """A deployment that updated the curated tables must not keep checking against the old artefact."""
+@pytest.mark.slow  # builds a knowledge base
+def test_stale_artefact_is_refused_by_the_checker_and_rebuilt_by_bootstrap(rx_checker, tmp_path):
+    """A deployment that updated the curated tables must not keep checking against the old artefact: the service
+    refuses it (naming the table), ``python -m training bootstrap`` rebuilds it."""
     import json
 
     from prescription_check import Checker
-    from training.config import Settings
+    from prescription_check.kb import KBStaleError
+    from serving.components import load_checker
+    from serving.settings import Settings
+    from training.kb_build import ensure_kb
 
     raw = dict(rx_checker.kb.raw)
     raw["sources"] = {k: v for k, v in raw["sources"].items() if k != "project/hepatic_dosing.csv"}
@@ -143,7 +148,26 @@ def test_checker_rebuilds_an_artefact_built_from_older_tables(rx_checker, tmp_pa
     path = tmp_path / "kb.json"
     path.write_text(json.dumps(raw))
     settings = Settings(work_dir=tmp_path / "var", api_keys={}, kb_path=path)
-    checker = Checker.load(settings, ddi_predictor=False, warm=False)
+    assert Checker.load(path, warm=False).kb_version == "kb-older"  # without curated_dir: loaded as it is
+    with pytest.raises(KBStaleError, match="hepatic_dosing.csv is not in the KB"):
+        load_checker(settings, warm=False)
+    assert "hepatic_dosing.csv is not in the KB" in ensure_kb(settings)
+    checker = load_checker(settings, warm=False)
     assert checker.kb_version == rx_checker.kb_version != "kb-older"
     assert checker.kb.tables.get("hepatic_dosing")
     assert json.loads(path.read_text())["version"] == rx_checker.kb_version  # rewritten in place
+    assert ensure_kb(settings).endswith("is current")
+
+
+@pytest.mark.slow  # builds a knowledge base
+def test_missing_artefact_is_a_clear_error_and_bootstrap_builds_it(rx_checker, tmp_path):
+    from prescription_check.kb import KBError
+    from serving.components import load_checker
+    from serving.settings import Settings
+    from training.kb_build import ensure_kb
+
+    settings = Settings(work_dir=tmp_path / "var", api_keys={}, kb_path=tmp_path / "kb" / "kb.json")
+    with pytest.raises(KBError, match="python -m training kb"):
+        load_checker(settings, warm=False)
+    assert ensure_kb(settings).endswith("(missing)")
+    assert load_checker(settings, warm=False).kb_version == rx_checker.kb_version

@@ -12,11 +12,10 @@ from datetime import datetime, timezone
 
 import pytest
 
+from tests.plugins.registry_support import register_copy
 from training import lifecycle, registry
 from training.lifecycle import LifecycleError
 from training.triage_train import TRIAGE_MODEL_NAME
-
-from tests.plugins.registry_support import register_copy
 
 
 def _register_copy(settings, model_dir, tmp_path, name, mutate=None) -> str:
@@ -45,7 +44,7 @@ def lc(triage_model_dir, tmp_path):
 
     The session fixture's registry is shared with other tests, so its aliases are never moved here.
     """
-    from training.config import Settings
+    from serving.settings import Settings
 
     settings = Settings(work_dir=tmp_path / "var", api_keys={})
     v1 = _register_copy(settings, triage_model_dir, tmp_path, "v1")

@@ -6,10 +6,9 @@ import json
 
 import pytest
 
+from tests.plugins.registry_support import register_copy
 from training import lifecycle, registry
 from training.ddi_train import MODEL_NAME
-
-from tests.plugins.registry_support import register_copy
 
 
 def _register_copy(settings, model_dir, tmp_path, name, mutate=None) -> str:
@@ -26,7 +25,7 @@ def _edit_meta(fn):
 
 @pytest.fixture
 def ddi_lc(ddi_model_dir, tmp_path):
-    from training.config import Settings
+    from serving.settings import Settings
 
     settings = Settings(work_dir=tmp_path / "var", api_keys={})
     v1 = _register_copy(settings, ddi_model_dir, tmp_path, "v1")

@@ -4,7 +4,15 @@ from collections import Counter
 
 import pytest
 
-from evaluation.rx_eval import GOLD, SIGS, evaluate_gold, evaluate_sigs, load_gold, load_sigs, summarise
+from evaluation.rx_eval import (
+    GOLD,
+    SIGS,
+    evaluate_gold,
+    evaluate_sigs,
+    load_gold,
+    load_sigs,
+    summarise,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +32,7 @@ def test_gold_set_shape(gold_cases):
 def _current_cases(rx_checker, gold_cases):
     """The committed gold set, with its table-derived part re-derived from the tables as they are now (the
     tables are edited by another area; a stale committed copy must not hide or fake a regression)."""
-    from evaluation import build_rx_gold as b
+    from training import rx_gold as b
 
     b._KB = rx_checker.kb
     fresh = b.from_tables(rx_checker.kb, b.CURATED_DIR)
@@ -35,7 +43,7 @@ def _current_cases(rx_checker, gold_cases):
     stale = {c["id"] for c in gold_cases if c["provenance"].startswith("table:")} ^ {c["id"] for c in fresh}
     if stale:
         print(f"note: committed gold set is stale for {len(stale)} table cases; "
-              "run python -m evaluation.build_rx_gold")
+              "run python -m training gold")
     return fresh + committed
 
 

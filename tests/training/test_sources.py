@@ -6,8 +6,14 @@ import shutil
 
 import pytest
 
-from training.config import Settings
-from training.sources import DataSourceError, describe, manifest, source_file, verify_all
+from serving.settings import Settings
+from training.sources import (
+    DataSourceError,
+    describe,
+    manifest,
+    source_file,
+    verify_all,
+)
 
 
 def test_manifest_entries_are_complete():

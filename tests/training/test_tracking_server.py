@@ -22,8 +22,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from serving.settings import Settings
 from training import lifecycle, registry
-from training.config import Settings
 from training.triage_train import TRIAGE_MODEL_NAME
 
 
@@ -88,7 +88,7 @@ def _register(settings, model_dir, tmp_path, name) -> str:
 def test_promote_load_and_rollback_through_a_tracking_server(tracking_server, triage_model_dir, tmp_path):
     import psycopg
 
-    from triage.classifier import TriageClassifier
+    from serving.components import load_triage_classifier
 
     url, backend_dsn, artifact_root = tracking_server
     settings = Settings(work_dir=tmp_path / "var", mlflow_tracking_uri=url, api_keys={})
@@ -101,7 +101,7 @@ def test_promote_load_and_rollback_through_a_tracking_server(tracking_server, tr
     assert first["promoted"], first["gate"].failures()
 
     # the service's loading path, through the server's proxied artifacts
-    clf = TriageClassifier.load(f"models:/{TRIAGE_MODEL_NAME}@champion", settings)
+    clf = load_triage_classifier(f"models:/{TRIAGE_MODEL_NAME}@champion", settings)
     assert clf.version == v1
     assert len(clf.predict(["I have had a bad cough and a fever for three days"])) == 1
 

@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from training.config import Settings
+from serving.settings import Settings
 from training.sources import DataSourceError, describe, hashes_for, source_file
 from training.triage_data import (
     ALL_SOURCES,

@@ -16,7 +16,6 @@ from training.triage_train import (
     _cross_source,
     build_parser,
     class_weights,
-    ensure_champion,
     train_triage,
 )
 
@@ -67,9 +66,11 @@ def test_saved_split_keeps_project_rows_out_of_test(triage_registry, tmp_path):
     assert (sides == 1).all()
 
 
-def test_ensure_champion_reuses_the_existing_one(triage_registry):
+def test_bootstrap_reuses_the_existing_champion(triage_registry):
+    from training.bootstrap import ensure_model
+
     settings, version = triage_registry
-    assert ensure_champion(settings) == version  # no second training run
+    assert f"-> version {version} (" in ensure_model(settings, train=True)  # no second training run
 
 
 def test_class_weights_balance_and_skip_absent_classes():

@@ -12,8 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.registry import ModelNotFoundError
-from triage.classifier import ModelArtifactError, Prediction, TriageClassifier
+from triage.classifier import (
+    ModelArtifactError,
+    ModelFolderNotFoundError,
+    Prediction,
+    TriageClassifier,
+)
 from triage.taxonomy import load_taxonomy
 
 TEXTS = [
@@ -100,21 +104,9 @@ def test_int8_batched_mode_runs_one_call(triage_model_dir):
     assert np.abs(logits - ref.predict_logits(TEXTS)).max() < 2.0
 
 
-def test_load_from_registry_alias_and_version(triage_registry):
-    settings, version = triage_registry
-    clf = TriageClassifier.load("models:/triage-classifier@champion", settings)
-    assert clf.version == version
-    by_number = TriageClassifier.load(f"models:/triage-classifier/{version}", settings)
-    assert by_number.version == version
-    assert np.allclose(clf.predict_logits(TEXTS[:1]), by_number.predict_logits(TEXTS[:1]))
-
-
-def test_unknown_alias_and_missing_folder(triage_registry, tmp_path):
-    settings, _ = triage_registry
-    with pytest.raises(ModelNotFoundError, match="nosuchalias"):
-        TriageClassifier.load("models:/triage-classifier@nosuchalias", settings)
-    with pytest.raises(ModelNotFoundError, match="does-not-exist"):
-        TriageClassifier.load(str(tmp_path / "does-not-exist"), settings)
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(ModelFolderNotFoundError, match="does-not-exist"):
+        TriageClassifier.load(tmp_path / "does-not-exist")
 
 
 def test_abstention_follows_threshold(triage_model_dir, tmp_path):

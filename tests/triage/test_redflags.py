@@ -8,8 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.redflag_eval import DEFAULT_PHRASES_PATH, evaluate_redflags, load_phrases, main
-from triage.redflags import DEFAULT_TABLE_PATH, FlagHit, RedFlagMatcher, Span, normalise_word
+from evaluation.redflag_eval import (
+    DEFAULT_PHRASES_PATH,
+    evaluate_redflags,
+    load_phrases,
+)
+from training.offline_eval import redflags_main as main
+from triage.redflags import (
+    DEFAULT_TABLE_PATH,
+    FlagHit,
+    RedFlagMatcher,
+    Span,
+    normalise_word,
+)
 
 PHRASES = load_phrases(DEFAULT_PHRASES_PATH)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from alembic import context
 
 from serving.db.models import Base
+from serving.db.session import make_engine
+from serving.settings import get_settings
 
 config = context.config
 target_metadata = Base.metadata
@@ -22,7 +24,6 @@ def _url() -> str:
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from training.config import get_settings
 
     return get_settings().resolved_database_url()
 
@@ -51,7 +52,6 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from serving.db.session import make_engine
 
     engine = make_engine(_url())
     try:

@@ -1,0 +1,46 @@
+"""Build the domain objects the service runs from its settings: the only place that turns settings and registry
+URIs into folders, paths and a ``Policy`` for the domain packages (which read no settings themselves).
+
+- ``load_triage_classifier(uri, settings)``: ``models:/triage-classifier@champion`` (or a folder) -> classifier.
+- ``load_ddi_predictor(uri, settings)``: ``models:/ddi-severity@champion`` (or a folder) -> predictor.
+- ``load_checker(settings)``: the KB artefact at ``settings.resolved_kb_path()`` -> rules-only ``Checker``;
+  refuses an artefact built from other curated tables than the ones in ``datasets/drugs`` (``KBStaleError``).
+  The artefact is built offline (``python -m training kb``; ``python -m training bootstrap`` does it when it is
+  missing or stale).
+"""
+
+from __future__ import annotations
+
+from prescription_check import Checker
+from prescription_check.ddi_model import DDIPredictor
+from prescription_check.policy import Policy
+from serving.registry import resolve_model_dir
+from serving.settings import CURATED_DRUG_TABLES_DIR, Settings
+from triage.classifier import TriageClassifier
+
+SERVING_INTRA_OP_THREADS = 2
+
+
+def policy_from_settings(settings: Settings) -> Policy:
+    return Policy.validated(settings.verdict_block_severities, settings.verdict_review_severities,
+                            settings.ddi_review_threshold, settings.queue_min_severity)
+
+
+def load_triage_classifier(uri: str, settings: Settings, **options) -> TriageClassifier:
+    """No busy-wait spinning of onnxruntime's idle worker threads by default: on a small machine it burns the CPU
+    that the event loop (HTTP parsing, red-flag rules) needs (+24% req/s at c=8, docs/serving.md)."""
+    folder, version = resolve_model_dir(str(uri), settings)
+    options.setdefault("intra_op_threads", SERVING_INTRA_OP_THREADS)
+    options.setdefault("spinning", settings.ort_spinning)
+    return TriageClassifier.from_folder(folder, version=version, **options)
+
+
+def load_ddi_predictor(uri: str, settings: Settings) -> DDIPredictor:
+    folder, version = resolve_model_dir(str(uri), settings)
+    return DDIPredictor.load(folder, version=version)
+
+
+def load_checker(settings: Settings, ddi_predictor: DDIPredictor | None = None, model_status: str | None = None,
+                 warm: bool = True) -> Checker:
+    return Checker.load(settings.resolved_kb_path(), policy_from_settings(settings), ddi_predictor, model_status,
+                        curated_dir=CURATED_DRUG_TABLES_DIR, warm=warm)
