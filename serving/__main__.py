@@ -14,22 +14,23 @@ import sys
 # Before any other import, and only when run as the service (`python -m serving`; tests that import this module
 # must keep torch): the service never needs torch (its models are ONNX, run by onnxruntime), but when torch is
 # installed (the dev/CI env, which has the `train` extra) spaCy's thinc imports it on `import spacy`, which maps
-# libtorch into the process: ~0.4 GB more RSS and ~1 s more start-up.  A None entry in sys.modules makes
-# `import torch` raise ImportError, which thinc (like anything else probing for torch) takes as "not installed".
-# The serving-only install (`scripts/setup --serve-only DIR`, no `train` extra) has no torch at all.
-# tests/serving/test_footprint.py checks that no torch library is mapped.  See docs/architecture.md, Packaging.
+# libtorch into the process: ~180 MB more RSS and ~1.8 s more start-up (benchmarks/serving_footprint.py).  A
+# None entry in sys.modules makes `import torch` raise ImportError, which thinc (like anything else probing for
+# torch) takes as "not installed".  The serving-only install (`scripts/setup --serve-only DIR`, no `train`
+# extra) has no torch at all.  tests/serving/test_footprint.py checks that no torch library is mapped; see
+# docs/architecture.md, Packaging.
 if __name__ == "__main__":
     sys.modules.setdefault("torch", None)
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import secrets  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import os
+import secrets
+from pathlib import Path
 
-from serving.app import create_app  # noqa: E402
-from serving.logs import configure_logging  # noqa: E402
-from serving.settings import ROLES, Settings, get_settings  # noqa: E402
+from serving.app import create_app
+from serving.logs import configure_logging
+from serving.settings import ROLES, Settings, get_settings
 
 
 def ensure_api_keys(settings: Settings) -> tuple[Settings, Path | None]:
