@@ -24,7 +24,10 @@ stated in the text such as "my 6 week old"), ``pregnant=yes`` (the ``pregnant`` 
 non-negated mention of pregnancy in the text), ``sex=male`` (skipped when sex is known and
 different), ``temp_min_c`` (when a temperature reading is in the text it must reach this value;
 a fever word alone suffices otherwise), ``temp_required_c`` (a reading of at least this value must
-be present), ``window`` (all groups within this many tokens instead of ``GROUP_WINDOW``).
+be present), ``window`` (all groups within this many tokens instead of ``GROUP_WINDOW``),
+``transient=yes`` (a finding followed by "went away", "resolved", "is fine" ... still counts: for
+presentations that need care even when they have passed, e.g. a TIA; pre-negation, history,
+someone else's past and hypotheticals still block).
 
 Context (NegEx-style)
 ---------------------
@@ -35,7 +38,11 @@ A matched phrase does not count when it is
   subject ("and my ...", "and now ...") and at commas unless the comma continues a list
   ("no fever, cough or rash").  A bare "not" only negates when it governs the finding
   ("not feeling dizzy", "haven't got a fever"), so "I couldn't sleep, chest pain..." still fires;
-* history: "last year", "years ago", "history of", "used to", "as a child", "in 2019" in the
+  a "not" inside the gap of a gapped match negates it ("my poo isn't black") unless a term of that
+  group itself contains "not"; a trigger that is part of another matched group of the same rule
+  does not negate that rule's other groups ("no wet nappy for 12 hours": the duration counts);
+* history: "last year", "years ago", "history of", "used to", "as a child", "when I was young"
+  (or "... a child / little / pregnant / 25"; not any "when I was"), "in 2019" in the
   finding's comma-bounded phrase or fronted ("Last year, ..."), unless the sentence says it is
   happening again now;
 * about someone else in the past: a family/other-person word together with a past marker
@@ -83,11 +90,13 @@ CONDITION_KEYS = {
     "pregnant": ("yes",),
     "sex": ("male", "female"),
     "window": float,  # max tokens spanned by all groups (default GROUP_WINDOW)
+    "transient": ("yes",),  # post-negation ("went away", "resolved") does not block this rule
 }
 REPEAT_LIMIT = 8  # a table word this often in one text switches to the strict patterns
 WINDOW_CAP = 48  # tokens per Matcher call at most (bounds work on repetitive input)
 GROUP_WINDOW = 40  # all groups of a combination rule must lie within this many tokens
 MAX_GAP = 4  # other tokens allowed between two consecutive words of a term
+BUCKET_SPLIT = 24  # a first word with more terms than this gets one Matcher per last word
 NEG_WINDOW = 6  # tokens a pre-negation trigger reaches forward
 POST_NEG_WINDOW = 3
 
@@ -121,6 +130,14 @@ VARIANTS = {
     "preggers": "pregnant", "pregnent": "pregnant", "pragnant": "pregnant", "prgnant": "pregnant",
     "epi-pen": "epipen", "nauseus": "nauseous", "nautious": "nauseous", "tabs": "tablet",
     "meds": "medicine", "vision": "vision", "numbness": "numb", "weakness": "weak",
+    "chocking": "choking", "choaking": "choking", "throught": "throat", "throte": "throat",
+    "stomache": "stomach", "stomch": "stomach", "blak": "black", "diebetic": "diabetic",
+    "diabetis": "diabetes", "diabeties": "diabetes", "jaundise": "jaundice", "jaundised": "jaundiced",
+    "jaundace": "jaundice",
+    "fontanel": "fontanelle", "fontanell": "fontanelle", "fontenelle": "fontanelle", "nappie": "nappy",
+    "suicidial": "suicidal", "sucicidal": "suicidal", "tonite": "tonight", "2nite": "tonight",
+    "testicel": "testicle", "pregnat": "pregnant", "pregant": "pregnant", "mins": "minutes",
+    "min": "minute", "hrs": "hours", "hr": "hour",
 }
 # irregular forms -> base word
 IRREGULAR = {
@@ -222,7 +239,10 @@ HYPOTHETICAL = [
 HISTORY = [
     "history of", "hx of", "last year", "years ago", "year ago", "months ago", "month ago",
     "weeks ago", "week ago", "last month", "in the past", "previously", "previous", "used to",
-    "as a child", "as a kid", "when i was", "childhood", "back in", "once had", "a while ago",
+    "as a child", "as a kid", "when i was a child", "when i was a kid", "when i was a baby",
+    "when i was a teenager", "when i was a teen", "when i was young", "when i was younger",
+    "when i was little", "when i was small", "when i was at school", "when i was in school",
+    "when i was pregnant", "when i was born", "childhood", "back in", "once had", "a while ago",
     "long time ago", "family history", "runs in", "run in", "genetic",
 ]
 # "again"/"another" only override a history marker when the sentence also says it is recent
@@ -324,6 +344,7 @@ class _Context:
     sentence: list[int]
     clause: list[int]
     negated: list[bool] = field(default_factory=list)
+    neg_by: list[list[int]] = field(default_factory=list)  # trigger positions negating each token
     hypothetical: list[bool] = field(default_factory=list)
     post_neg_starts: list[int] = field(default_factory=list)
     clause_bounds: dict[int, list[int]] = field(default_factory=dict)
@@ -465,10 +486,13 @@ class RedFlagMatcher:
         gap = {"IS_PUNCT": False, "OP": "{0,%d}" % MAX_GAP}
         by_first: dict[str, dict[str, list]] = {}
         self._pattern_words: set[str] = set()
+        self._terms_with_not: set[str] = set()  # match keys of groups where a term itself says "not"
         for rule in self.rules:
             for kind, groups in (("g", rule.groups), ("x", rule.excludes)):
                 for gi, terms in enumerate(groups):
                     key = f"{rule.index}|{kind}|{gi}"
+                    if any("not" in words for words in terms):
+                        self._terms_with_not.add(key)
                     for words in terms:
                         fast: list[dict] = []
                         strict: list[dict] = []
@@ -481,21 +505,35 @@ class RedFlagMatcher:
                             fast.append({"LEMMA": word})
                             strict.append({"LEMMA": word})
                         self._pattern_words.update(words)
-                        by_first.setdefault(words[0], {}).setdefault(key, []).append((fast, strict))
+                        by_first.setdefault(words[0], {}).setdefault(key, []).append((fast, strict, words[-1]))
         self.matchers: dict[str, Matcher] = {}
         self.strict_matchers: dict[str, Matcher] = {}
         self._reach: dict[str, int] = {}  # longest possible match (tokens) per first word
+        # a first word with many terms ("not", "can", "baby") is split by the terms' last word, and a
+        # text runs only the parts whose last word it also contains ("not not not ..." stays cheap)
+        self._buckets: dict[str, list[tuple[str | None, Matcher, Matcher, int]]] = {}
         for first, keyed in by_first.items():
-            matcher, strict_matcher = Matcher(self.nlp.vocab), Matcher(self.nlp.vocab)
-            reach = 1
+            n_terms = sum(len(pairs) for pairs in keyed.values())
+            parts: dict[str | None, dict[str, list]] = {}
             for key, pairs in keyed.items():
-                matcher.add(key, [f for f, _ in pairs])
-                strict_matcher.add(key, [st for _, st in pairs])
-                for pat, _ in pairs:
-                    reach = max(reach, sum(MAX_GAP if "OP" in p else 1 for p in pat))
-            self.matchers[first] = matcher
-            self.strict_matchers[first] = strict_matcher
-            self._reach[first] = reach
+                for fast, strict, last in pairs:
+                    part = last if n_terms > BUCKET_SPLIT else None
+                    parts.setdefault(part, {}).setdefault(key, []).append((fast, strict))
+            parts[""] = {key: [(f, st) for f, st, _ in pairs] for key, pairs in keyed.items()}
+            for part, part_keyed in parts.items():
+                matcher, strict_matcher = Matcher(self.nlp.vocab), Matcher(self.nlp.vocab)
+                reach = 1
+                for key, pairs in part_keyed.items():
+                    matcher.add(key, [f for f, _ in pairs])
+                    strict_matcher.add(key, [st for _, st in pairs])
+                    for pat, _ in pairs:
+                        reach = max(reach, sum(MAX_GAP if "OP" in p else 1 for p in pat))
+                if part == "":  # every term of this first word (API, tests)
+                    self.matchers[first] = matcher
+                    self.strict_matchers[first] = strict_matcher
+                    self._reach[first] = reach
+                else:
+                    self._buckets.setdefault(first, []).append((part, matcher, strict_matcher, reach))
         # fuzzy map: raw words of length >= 6 used in the table, keyed by their one-deletions
         self._fuzzy_exact = {w for w in self._vocab_words if len(w) >= 6 and w.isalpha()}
         self._fuzzy_dels: dict[str, str] = {}
@@ -566,7 +604,7 @@ class RedFlagMatcher:
             b[1] = i + 1
             b = ctx.sentence_bounds.setdefault(sentence[i], [i, i + 1])
             b[1] = i + 1
-        ctx.negated = self._negation_scope(norms, clause)
+        ctx.negated, ctx.neg_by = self._negation_scope(norms, clause)
         ctx.hypothetical = [False] * n
         for start, end in _seq_index(norms, HYPOTHETICAL):
             for j in range(end, min(n, end + 8)):
@@ -578,9 +616,10 @@ class RedFlagMatcher:
         ]
         return ctx
 
-    def _negation_scope(self, norms: list[str], clause: list[int]) -> list[bool]:
+    def _negation_scope(self, norms: list[str], clause: list[int]) -> tuple[list[bool], list[list[int]]]:
         n = len(norms)
         negated = [False] * n
+        neg_by: list[list[int]] = [[] for _ in range(n)]
         pseudo = set()
         for start, end in _seq_index(norms, PSEUDO_NEG):
             pseudo.update(range(start, end))
@@ -613,19 +652,26 @@ class RedFlagMatcher:
                 elif tok not in (" ",):
                     counted += 1
                 negated[j] = True
+                neg_by[j].append(start)
                 j += 1
-        return negated
+        return negated, neg_by
 
-    def _blocked(self, ctx: _Context, start: int, end: int) -> bool:
-        """True when the token span [start, end) is negated, hypothetical, history or someone else's past."""
+    def _blocked(
+        self, ctx: _Context, start: int, end: int, post_negation: bool = True, pre_negation: bool = True
+    ) -> bool:
+        """True when the token span [start, end) is negated, hypothetical, history or someone else's past.
+
+        ``post_negation=False`` (rules with ``transient=yes``) ignores post-triggers such as "went
+        away" or "is fine" after the finding; ``pre_negation=False`` ignores a preceding trigger
+        (used to test whether that trigger is the only reason); every other check still applies."""
         norms = ctx.norms
-        if ctx.negated[start] or ctx.hypothetical[start]:
+        if (pre_negation and ctx.negated[start]) or ctx.hypothetical[start]:
             return True
         if ctx.clause[start] != ctx.clause[end - 1]:
             return True  # a gapped match must not run across "but", "and my", ...
         if any(t in INNER_NEG for t in norms[start + 1 : end]):
             return True  # "sick twice today no blood"
-        for p in ctx.post_neg_starts:
+        for p in ctx.post_neg_starts if post_negation else ():
             if (
                 end <= p <= end + POST_NEG_WINDOW
                 and ctx.clause[p] == ctx.clause[start]
@@ -667,6 +713,8 @@ class RedFlagMatcher:
             phi += 1
         phrase = norms[plo:phi]
         history = fronted or bool(_seq_index(phrase, HISTORY)) or any(
+            s + 3 < len(phrase) and phrase[s + 3].isdigit() for s, _ in _seq_index(phrase, ["when i was"])
+        ) or any(
             len(t) == 4 and t.isdigit() and t[:2] in ("19", "20") and {"in", "since"} & set(phrase[max(0, k - 3) : k])
             for k, t in enumerate(phrase)
         )
@@ -768,23 +816,22 @@ class RedFlagMatcher:
         n_tokens = len(doc)
         # repetitive text (a table word 8+ times) uses the strict, linear-time patterns
         repetitive = any(len(w) >= REPEAT_LIMIT for lem, w in positions.items() if lem in self._pattern_words)
-        matchers = self.strict_matchers if repetitive else self.matchers
         for lemma, where in positions.items():
-            matcher = matchers.get(lemma)
-            if matcher is None:
-                continue
-            # a spaCy Matcher call costs O(len(doclike)); run it only on the windows where a
-            # match can start (the first word's positions) and could still end
-            reach = self._reach[lemma]
-            lo = hi = -1
-            for i in where + [None]:
-                if i is not None and lo >= 0 and i <= hi and hi - lo < WINDOW_CAP:
-                    hi = min(n_tokens, i + reach)
-                    continue
-                if lo >= 0:
-                    raw_matches.extend((m, lo + a, lo + b) for m, a, b in matcher(doc[lo:hi]))
-                if i is not None:
-                    lo, hi = i, min(n_tokens, i + reach)
+            for last, fast_matcher, strict_matcher, reach in self._buckets.get(lemma, ()):
+                if last is not None and last not in positions:
+                    continue  # no term of this part can end in this text
+                matcher = strict_matcher if repetitive else fast_matcher
+                # a spaCy Matcher call costs O(len(doclike)); run it only on the windows where a
+                # match can start (the first word's positions) and could still end
+                lo = hi = -1
+                for i in where + [None]:
+                    if i is not None and lo >= 0 and i <= hi and hi - lo < WINDOW_CAP:
+                        hi = min(n_tokens, i + reach)
+                        continue
+                    if lo >= 0:
+                        raw_matches.extend((m, lo + a, lo + b) for m, a, b in matcher(doc[lo:hi]))
+                    if i is not None:
+                        lo, hi = i, min(n_tokens, i + reach)
         return raw_matches
 
     # -- matching ---------------------------------------------------------------------------
@@ -808,12 +855,34 @@ class RedFlagMatcher:
         strings = self.nlp.vocab.strings
         # per (rule, kind, group): every unblocked (start, end), in text order
         found: dict[tuple[int, str, int], list[tuple[int, int]]] = {}
+        blocked: dict[tuple[int, int, bool], bool] = {}
+        deferred: list[tuple[tuple[int, str, int], int, int]] = []
         for match_id, start, end in sorted(set(raw_matches), key=lambda m: (m[1], m[2])):
-            rule_index, kind, gi = strings[match_id].split("|")
+            key_str = strings[match_id]
+            rule_index, kind, gi = key_str.split("|")
             key = (int(rule_index), kind, int(gi))
-            if self._blocked(ctx, start, end):
+            # "poo is not black": a "not" in the gap of a term negates it (unless a term says "not")
+            if key_str not in self._terms_with_not and "not" in norms[start + 1 : end - 1]:
+                continue
+            post_negation = self.rules[key[0]].conditions.get("transient") != "yes"
+            bkey = (start, end, post_negation)
+            if bkey not in blocked:
+                blocked[bkey] = self._blocked(ctx, start, end, post_negation)
+            if blocked[bkey]:
+                if kind == "g" and ctx.negated[start] and not self._blocked(ctx, start, end, post_negation, False):
+                    deferred.append((key, start, end))
                 continue
             found.setdefault(key, []).append((start, end))
+        # "no wet nappy for 12 hours", "hasn't pooed or farted for 2 days": a negation word that is part
+        # of another finding of the same rule does not negate this rule's other findings
+        for key, start, end in deferred:
+            rule = self.rules[key[0]]
+            others = [
+                sp for g in range(len(rule.groups)) if g != key[2] for sp in found.get((key[0], "g", g), ())
+            ]
+            if others and all(any(a <= t < b for a, b in others) for t in ctx.neg_by[start]):
+                found.setdefault(key, []).append((start, end))
+                found[key].sort()
         hits: list[FlagHit] = []
         for rule in self.rules:
             options = [found.get((rule.index, "g", gi)) for gi in range(len(rule.groups))]

@@ -347,7 +347,9 @@ def test_real_table_cites_public_guidance():
         rows = list(csv.DictReader(fh))
     assert len(rows) >= 20
     hosts = ("nhs.uk", "nice.org.uk", "mentalhealth.org.uk", "swast", "secamb", "chartermedicalcentre",
-             "fernhousesurgery", "richmondgpalliance", "nhsggc")
+             "fernhousesurgery", "richmondgpalliance", "nhsggc", "stroke.org.uk", "healthdirect.gov.au",
+             "esneft-education", "healthforunder5s.co.uk", "quarrysidepractice.gp.scot", "sja.org.uk",
+             "epilepsysociety.org.uk", "oldwoodsurgery.co.uk", "tommys.org", "zana.com")
     for row in rows:
         assert any(h in row["source_url"] for h in hosts), row["rule_id"]
     required = {"chest_pain_cardiac", "stroke_fast", "anaphylaxis_swelling", "severe_breathing", "heavy_bleeding",
