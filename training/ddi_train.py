@@ -28,7 +28,7 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -350,24 +350,57 @@ def drug_features(settings: Settings, include_external: bool, morgan_bits: int, 
     return _FEATURES[key]
 
 
-def train_ddi(settings: Settings | None = None, *, fast: bool = False, alias: str | None = None,
-              register: bool = True, **overrides) -> DDIResult:
-    import mlflow
+# ----------------------------------------------------------------------------------------------
+# pipeline steps
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class DDIRun:
+    """What the steps of one ddi-severity run share (see ``train_ddi``)."""
 
-    settings = settings or get_settings()
-    opts = _resolve_opts(fast, overrides)
+    settings: Settings
+    opts: dict  # resolved options (DEFAULTS, FAST, overrides)
+    fast: bool
+    started: float  # time.perf_counter() at the start of the run
+    pairs: pd.DataFrame  # the labelled pairs used (a seeded subset when ``limit`` is set)
+    n_all: int  # labelled pairs before ``limit``
+    feats: ddi_data.DrugFeatures
+    fz: PairFeaturiser
+    ra: np.ndarray  # drug row of each pair's drug_a
+    rb: np.ndarray  # drug row of each pair's drug_b
+    y: np.ndarray  # class id of each pair (LABELS)
+    hgb_opts: dict  # the fit_hgb options
+    timings: dict[str, float] = field(default_factory=dict)
+    random_train: np.ndarray | None = None  # random split: pair indices
+    random_test: np.ndarray | None = None
+    cold: dict = field(default_factory=dict)  # drug-disjoint split (ddi_data.drug_disjoint_split)
+    scenarios: dict = field(default_factory=dict)  # scenario -> (train indices, {test split: indices})
+    metrics: dict[str, dict] = field(default_factory=dict)  # test split -> model -> evaluate()
+    curves: dict[str, dict] = field(default_factory=dict)  # test split -> model -> (y, proba), for the plot
+    n_iters: dict[str, int] = field(default_factory=dict)  # scenario / "final" -> boosting iterations
+    final: object = None  # the served classifier, fitted on every pair
+    prior: np.ndarray | None = None  # class shares of every pair
+    x_all: np.ndarray | None = None  # the final model's (out-of-fold) training matrix; dropped after export
+    n_features: int = 0
+    tracking_uri: str = ""
+    run_id: str | None = None
+    build: Path | None = None  # the run's folder: model/, splits.npz, reliability.png, report.md
+    model_dir: Path | None = None  # the served artifact folder
+    parity: dict = field(default_factory=dict)
+    data_hashes: dict = field(default_factory=dict)
+    version: str | None = None
+
+
+def prepare_data(settings: Settings, opts: dict, fast: bool, started: float) -> DDIRun:
+    """Labelled DDInter pairs (a seeded subset when ``limit`` is set), the per-drug features (cached per
+    process), each pair as drug rows + class id, and the pair featuriser."""
     seed = opts["seed"]
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    # ---- data ---------------------------------------------------------------------------------
     pairs = ddi_data.load_pairs(settings)
     n_all = len(pairs)
     if opts["limit"]:
         pairs = pairs.sample(n=min(int(opts["limit"]), len(pairs)), random_state=seed).sort_values(
             ["drug_a", "drug_b"]).reset_index(drop=True)
     table, feats = drug_features(settings, opts["include_external_drugs"], opts["morgan_bits"], opts["morgan_radius"])
-    timings["data_s"] = time.perf_counter() - t0
+    timings = {"data_s": time.perf_counter() - started}
     ra = np.array([table.aliases[n] for n in pairs["drug_a"]], dtype=np.int64)
     rb = np.array([table.aliases[n] for n in pairs["drug_b"]], dtype=np.int64)
     y = pairs["level"].map({label: i for i, label in enumerate(LABELS)}).to_numpy().astype(np.int64)
@@ -375,146 +408,215 @@ def train_ddi(settings: Settings | None = None, *, fast: bool = False, alias: st
     hgb_opts = {k: opts[k] for k in ("max_iter", "learning_rate", "max_leaf_nodes", "min_samples_leaf",
                                      "l2_regularization", "max_features", "n_iter_no_change",
                                      "class_weight_power", "seed")}
+    return DDIRun(settings, opts, fast, started, pairs, n_all, feats, fz, ra, rb, y, hgb_opts, timings)
 
-    rnd_train, rnd_test = ddi_data.random_split(len(pairs), seed, opts["test_frac"])
-    cold = ddi_data.drug_disjoint_split(pairs, seed, opts["test_drug_frac"])
-    scenarios = {
-        "random": (rnd_train, {"random": rnd_test}),
-        "drug_disjoint": (cold["train"], {"one_unseen": cold["one_unseen"], "both_unseen": cold["both_unseen"]}),
+
+def split_pairs(run: DDIRun) -> None:
+    """The random split (pairs at random) and the drug-disjoint split (held-out drugs), as the scenarios the
+    evaluation fits: scenario -> (training pairs, {test split: test pairs})."""
+    seed = run.opts["seed"]
+    run.random_train, run.random_test = ddi_data.random_split(len(run.pairs), seed, run.opts["test_frac"])
+    run.cold = ddi_data.drug_disjoint_split(run.pairs, seed, run.opts["test_drug_frac"])
+    run.scenarios = {
+        "random": (run.random_train, {"random": run.random_test}),
+        "drug_disjoint": (run.cold["train"], {"one_unseen": run.cold["one_unseen"],
+                                              "both_unseen": run.cold["both_unseen"]}),
     }
 
-    metrics: dict[str, dict] = {}
-    curves: dict[str, dict] = {}
-    n_iters: dict[str, int] = {}
-    for scenario, (tr, tests) in scenarios.items():
-        ts = time.perf_counter()
-        prior = np.bincount(y[tr], minlength=len(LABELS)) / len(tr)
-        x_tr = fz.train_matrix(ra[tr], rb[tr], y[tr], prior, seed, opts["profile_mask_rate"])
-        model = fit_hgb(x_tr, y[tr], hgb_opts)
-        n_iters[scenario] = int(model.n_iter_)
-        del x_tr
-        maj = MajorityBaseline().fit(y[tr])
-        lr = IdAtcLogReg(feats, seed, opts["baseline_class_weight_power"]).fit(ra[tr], rb[tr], y[tr])
-        for split, te in tests.items():
-            if len(te) == 0:
-                continue
-            x_te = fz.test_matrix(ra[te], rb[te], ra[tr], rb[tr], y[tr], prior)
-            probs = {
-                "model": model.predict_proba(x_te),
-                "majority": maj.predict_proba(len(te)),
-                "logreg_id_atc": lr.predict_proba(ra[te], rb[te]),
-            }
-            metrics[split] = {name: evaluate(y[te], p) for name, p in probs.items()}
-            curves[split] = {name: (y[te], p) for name, p in probs.items() if name != "majority"}
-        timings[f"{scenario}_s"] = time.perf_counter() - ts
-        log.info("ddi %s done in %.0fs", scenario, timings[f"{scenario}_s"])
 
-    # ---- final model on every labelled pair --------------------------------------------------
+def fit_scenario(run: DDIRun, scenario: str, tr: np.ndarray, tests: dict[str, np.ndarray]) -> None:
+    """One scenario: the model (on out-of-fold pair features) and both baselines (majority class, logistic
+    regression on drug id + ATC) fitted on its training pairs, evaluated on each non-empty test split."""
     ts = time.perf_counter()
-    prior = np.bincount(y, minlength=len(LABELS)) / len(y)
-    x_all = fz.train_matrix(ra, rb, y, prior, seed, opts["profile_mask_rate"])
-    final = fit_hgb(x_all, y, hgb_opts)
-    n_iters["final"] = int(final.n_iter_)
-    timings["final_s"] = time.perf_counter() - ts
-    n_features = x_all.shape[1]
-
-    # ---- artifact folder ----------------------------------------------------------------------
-    configure_uri = registry.configure(settings)
-    exp_id = registry.experiment_id(EXPERIMENT, settings)
-    with mlflow.start_run(experiment_id=exp_id, run_name="ddi-fast" if fast else "ddi") as run:
-        run_id = run.info.run_id
-        build = settings.work_dir / "ddi-builds" / run_id
-        model_dir = build / "model"
-        model_dir.mkdir(parents=True, exist_ok=True)
-        export_onnx(final, n_features, model_dir / "model.onnx")
-        rng = np.random.default_rng(seed)
-        check_rows = rng.choice(len(x_all), size=min(2000, len(x_all)), replace=False)
-        parity = onnx_parity(model_dir / "model.onnx", final, x_all[check_rows])
-        del x_all
-
-        # served arrays: static drug features + the labels of ALL pairs (derived features are
-        # recomputed from them at load time by the same DrugContext code)
-        f = feats
-        keys = sorted(f.aliases)
-        np.savez_compressed(
-            model_dir / "drug_features.npz",
-            names=np.array(f.names), binary=f.binary, physchem=f.physchem,
-            atc2=f.atc[2], atc3=f.atc[3], atc4=f.atc[4], knn_idx=fz.knn_idx, knn_w=fz.knn_w,
-            label_counts=fz.label_counts(ra, rb, y), prior=prior,
-            alias_keys=np.array(keys), alias_rows=np.array([f.aliases[k] for k in keys], dtype=np.int64),
-        )
-        final_ctx = fz.context(ra, rb, y, prior)
-        has = final_ctx.has_profile
-        (model_dir / "labels.json").write_text(json.dumps(LABELS))
-        data_hashes = hashes_for(ddi_data.data_files())
-        cold_metrics = {s: metrics[s]["model"] for s in ("one_unseen", "both_unseen", "random") if s in metrics}
-        meta = {
-            "model_name": MODEL_NAME,
-            "run_id": run_id,
-            "labels": LABELS,
-            "task": "severity of a DDInter-style interaction given that one exists (major/moderate/minor); "
-                    "not trained to detect whether a pair interacts",
-            "estimator": "sklearn HistGradientBoostingClassifier",
-            "n_features": int(n_features),
-            "feature_names_file": "feature_names.json",
-            "pair_features": "sum of binary drug features; fmin/fmax of continuous ones "
-                             "(prescription_check.ddi_model.pair_matrix)",
-            "drug_features": feats.spec | {"profile_smoothing": 2.0, "knn": int(fz.knn_idx.shape[1])},
-            "prior": prior.tolist(),
-            "n_drugs_in_training_labels": int(has.sum()),
-            "n_pairs": int(len(pairs)),
-            "n_pairs_all_labelled": int(n_all),
-            "unknown_level": "excluded (DDInter 'Unknown' = interaction listed, severity not given)",
-            "negatives": "none (pairs DDInter does not list are not evidence of no interaction)",
-            "options": opts,
-            "n_iter": n_iters,
-            "metrics": metrics,
-            "parity": parity,
-            "data_sha256": data_hashes,
-            "licence": "trained on DDInter (CC BY-NC-SA 4.0) and WHO ATC (non-commercial): non-commercial use only",
-            "versions": _versions(),
+    opts, fz, ra, rb, y = run.opts, run.fz, run.ra, run.rb, run.y
+    seed = opts["seed"]
+    prior = np.bincount(y[tr], minlength=len(LABELS)) / len(tr)
+    x_tr = fz.train_matrix(ra[tr], rb[tr], y[tr], prior, seed, opts["profile_mask_rate"])
+    model = fit_hgb(x_tr, y[tr], run.hgb_opts)
+    run.n_iters[scenario] = int(model.n_iter_)
+    del x_tr
+    maj = MajorityBaseline().fit(y[tr])
+    lr = IdAtcLogReg(run.feats, seed, opts["baseline_class_weight_power"]).fit(ra[tr], rb[tr], y[tr])
+    for split_name, te in tests.items():
+        if len(te) == 0:
+            continue
+        x_te = fz.test_matrix(ra[te], rb[te], ra[tr], rb[tr], y[tr], prior)
+        probs = {
+            "model": model.predict_proba(x_te),
+            "majority": maj.predict_proba(len(te)),
+            "logreg_id_atc": lr.predict_proba(ra[te], rb[te]),
         }
-        (model_dir / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
-        (model_dir / "feature_names.json").write_text(json.dumps(fz.feature_names(final_ctx)))
+        run.metrics[split_name] = {name: evaluate(y[te], p) for name, p in probs.items()}
+        run.curves[split_name] = {name: (y[te], p) for name, p in probs.items() if name != "majority"}
+    run.timings[f"{scenario}_s"] = time.perf_counter() - ts
+    log.info("ddi %s done in %.0fs", scenario, run.timings[f"{scenario}_s"])
 
-        # ---- splits, plots, report --------------------------------------------------------------
-        np.savez_compressed(
-            build / "splits.npz", drug_a=pairs["drug_a"].to_numpy(dtype=str), drug_b=pairs["drug_b"].to_numpy(dtype=str),
-            level=y, random_train=rnd_train, random_test=rnd_test, cold_train=cold["train"],
-            one_unseen=cold["one_unseen"], both_unseen=cold["both_unseen"], test_drugs=np.array(cold["test_drugs"]),
-        )
-        reliability_plot(curves, build / "reliability.png")
-        report = render_report(metrics, parity, n_iters, opts, timings, len(pairs), n_all, cold)
-        (build / "report.md").write_text(report)
 
-        mlflow.log_params({k: str(v) for k, v in opts.items()})
-        mlflow.log_params({"n_features": n_features, "n_pairs": len(pairs), "n_drug_rows": len(feats.names),
-                           "tracking_uri": configure_uri})
-        flat = {f"{split}.{name}.{k}": v for split, ms in metrics.items() for name, m in ms.items()
-                for k, v in m.items() if isinstance(v, float) and np.isfinite(v)}
-        flat.update(parity)
-        flat.update({f"time.{k}": v for k, v in timings.items()})
-        flat.update({f"n_iter.{k}": float(v) for k, v in n_iters.items()})
-        mlflow.log_metrics(flat)
-        mlflow.set_tags({f"data.{k}": v[:16] for k, v in data_hashes.items()} | {"fast": str(fast)})
-        mlflow.log_dict(data_hashes, "data_sha256.json")
-        mlflow.log_artifact(str(build / "report.md"))
-        mlflow.log_artifact(str(build / "reliability.png"), "plots")
-        mlflow.log_artifact(str(build / "splits.npz"), "splits")
-        mlflow.log_artifacts(str(model_dir), "model")
-        version = None
+def evaluate_scenarios(run: DDIRun) -> None:
+    """Every scenario of ``split_pairs`` in turn (``fit_scenario``): random, then drug-disjoint."""
+    for scenario, (tr, tests) in run.scenarios.items():
+        fit_scenario(run, scenario, tr, tests)
+
+
+def fit_final(run: DDIRun) -> None:
+    """The served model, fitted on every labelled pair (its training matrix is kept for the parity check)."""
+    ts = time.perf_counter()
+    run.prior = np.bincount(run.y, minlength=len(LABELS)) / len(run.y)
+    run.x_all = run.fz.train_matrix(run.ra, run.rb, run.y, run.prior, run.opts["seed"], run.opts["profile_mask_rate"])
+    run.final = fit_hgb(run.x_all, run.y, run.hgb_opts)
+    run.n_iters["final"] = int(run.final.n_iter_)
+    run.timings["final_s"] = time.perf_counter() - ts
+    run.n_features = run.x_all.shape[1]
+
+
+def export(run: DDIRun) -> None:
+    """The artifact folder ``<work_dir>/ddi-builds/<run id>/model``: the ONNX model and its onnxruntime parity on
+    up to 2000 training rows, the served arrays and labels.json."""
+    run.build = run.settings.work_dir / "ddi-builds" / run.run_id
+    run.model_dir = run.build / "model"
+    run.model_dir.mkdir(parents=True, exist_ok=True)
+    export_onnx(run.final, run.n_features, run.model_dir / "model.onnx")
+    rng = np.random.default_rng(run.opts["seed"])
+    check_rows = rng.choice(len(run.x_all), size=min(2000, len(run.x_all)), replace=False)
+    run.parity = onnx_parity(run.model_dir / "model.onnx", run.final, run.x_all[check_rows])
+    run.x_all = None  # the largest array of the run: not needed any more
+
+    # served arrays: static drug features + the labels of ALL pairs (derived features are
+    # recomputed from them at load time by the same DrugContext code)
+    f, fz = run.feats, run.fz
+    keys = sorted(f.aliases)
+    np.savez_compressed(
+        run.model_dir / "drug_features.npz",
+        names=np.array(f.names), binary=f.binary, physchem=f.physchem,
+        atc2=f.atc[2], atc3=f.atc[3], atc4=f.atc[4], knn_idx=fz.knn_idx, knn_w=fz.knn_w,
+        label_counts=fz.label_counts(run.ra, run.rb, run.y), prior=run.prior,
+        alias_keys=np.array(keys), alias_rows=np.array([f.aliases[k] for k in keys], dtype=np.int64),
+    )
+    (run.model_dir / "labels.json").write_text(json.dumps(LABELS))
+
+
+def write_meta(run: DDIRun) -> None:
+    """meta.json (task, features, options, metrics, parity, data hashes, licence, library versions) and
+    feature_names.json in the artifact folder."""
+    fz, feats = run.fz, run.feats
+    final_ctx = fz.context(run.ra, run.rb, run.y, run.prior)
+    has = final_ctx.has_profile
+    run.data_hashes = hashes_for(ddi_data.data_files())
+    meta = {
+        "model_name": MODEL_NAME,
+        "run_id": run.run_id,
+        "labels": LABELS,
+        "task": "severity of a DDInter-style interaction given that one exists (major/moderate/minor); "
+                "not trained to detect whether a pair interacts",
+        "estimator": "sklearn HistGradientBoostingClassifier",
+        "n_features": int(run.n_features),
+        "feature_names_file": "feature_names.json",
+        "pair_features": "sum of binary drug features; fmin/fmax of continuous ones "
+                         "(prescription_check.ddi_model.pair_matrix)",
+        "drug_features": feats.spec | {"profile_smoothing": 2.0, "knn": int(fz.knn_idx.shape[1])},
+        "prior": run.prior.tolist(),
+        "n_drugs_in_training_labels": int(has.sum()),
+        "n_pairs": int(len(run.pairs)),
+        "n_pairs_all_labelled": int(run.n_all),
+        "unknown_level": "excluded (DDInter 'Unknown' = interaction listed, severity not given)",
+        "negatives": "none (pairs DDInter does not list are not evidence of no interaction)",
+        "options": run.opts,
+        "n_iter": run.n_iters,
+        "metrics": run.metrics,
+        "parity": run.parity,
+        "data_sha256": run.data_hashes,
+        "licence": "trained on DDInter (CC BY-NC-SA 4.0) and WHO ATC (non-commercial): non-commercial use only",
+        "versions": _versions(),
+    }
+    (run.model_dir / "meta.json").write_text(json.dumps(meta, indent=1, default=_json_default))
+    (run.model_dir / "feature_names.json").write_text(json.dumps(fz.feature_names(final_ctx)))
+
+
+def write_report(run: DDIRun) -> None:
+    """Beside the artifact folder: the splits (splits.npz, held-out drugs included), the reliability plot and
+    report.md."""
+    pairs, cold, build = run.pairs, run.cold, run.build
+    np.savez_compressed(
+        build / "splits.npz", drug_a=pairs["drug_a"].to_numpy(dtype=str), drug_b=pairs["drug_b"].to_numpy(dtype=str),
+        level=run.y, random_train=run.random_train, random_test=run.random_test, cold_train=cold["train"],
+        one_unseen=cold["one_unseen"], both_unseen=cold["both_unseen"], test_drugs=np.array(cold["test_drugs"]),
+    )
+    reliability_plot(run.curves, build / "reliability.png")
+    report = render_report(run.metrics, run.parity, run.n_iters, run.opts, run.timings, len(pairs), run.n_all, cold)
+    (build / "report.md").write_text(report)
+
+
+def log_run(run: DDIRun) -> None:
+    """Options, sizes, flat metrics (per split and model, parity, timings, iterations), data hashes, the report,
+    plot, splits and the artifact folder on the MLflow run."""
+    import mlflow
+
+    opts, build = run.opts, run.build
+    mlflow.log_params({k: str(v) for k, v in opts.items()})
+    mlflow.log_params({"n_features": run.n_features, "n_pairs": len(run.pairs), "n_drug_rows": len(run.feats.names),
+                       "tracking_uri": run.tracking_uri})
+    flat = {f"{split_name}.{name}.{k}": v for split_name, ms in run.metrics.items() for name, m in ms.items()
+            for k, v in m.items() if isinstance(v, float) and np.isfinite(v)}
+    flat.update(run.parity)
+    flat.update({f"time.{k}": v for k, v in run.timings.items()})
+    flat.update({f"n_iter.{k}": float(v) for k, v in run.n_iters.items()})
+    mlflow.log_metrics(flat)
+    mlflow.set_tags({f"data.{k}": v[:16] for k, v in run.data_hashes.items()} | {"fast": str(run.fast)})
+    mlflow.log_dict(run.data_hashes, "data_sha256.json")
+    mlflow.log_artifact(str(build / "report.md"))
+    mlflow.log_artifact(str(build / "reliability.png"), "plots")
+    mlflow.log_artifact(str(build / "splits.npz"), "splits")
+    mlflow.log_artifacts(str(run.model_dir), "model")
+
+
+def register_version(run: DDIRun, alias: str | None) -> None:
+    """The logged artifact as a new version of ``ddi-severity`` (tagged with its unseen-drug macro-F1 and
+    parity); ``alias`` moved to it when given."""
+    cold_metrics = {s: run.metrics[s]["model"] for s in ("one_unseen", "both_unseen", "random") if s in run.metrics}
+    run.version = registry.register_run_artifact(
+        MODEL_NAME, run.run_id, "model",
+        tags={"one_unseen_macro_f1": f"{cold_metrics.get('one_unseen', {}).get('macro_f1', float('nan')):.4f}",
+              "both_unseen_macro_f1": f"{cold_metrics.get('both_unseen', {}).get('macro_f1', float('nan')):.4f}",
+              "parity_max_abs_prob_diff": f"{run.parity['parity_max_abs_prob_diff']:.2e}", "fast": run.fast},
+    )
+    if alias:
+        registry.set_alias(MODEL_NAME, alias, run.version)
+
+
+def result(run: DDIRun) -> DDIResult:
+    """The model's metrics per test split, parity and timings (``all``: every model's metrics)."""
+    flat_out = {split_name: ms["model"] for split_name, ms in run.metrics.items()}
+    flat_out |= {"parity": run.parity, "timings": run.timings}
+    return DDIResult(run_id=run.run_id, version=run.version, model_dir=run.model_dir,
+                     metrics=flat_out | {"all": run.metrics})
+
+
+def train_ddi(settings: Settings | None = None, *, fast: bool = False, alias: str | None = None,
+              register: bool = True, **overrides) -> DDIResult:
+    """The whole run as named steps: prepare data -> split -> fit and evaluate each split's model and baselines ->
+    fit the final model -> export (ONNX + parity, served arrays) -> meta -> report -> log -> register
+    (``overrides`` are DEFAULTS keys)."""
+    import mlflow
+
+    settings = settings or get_settings()
+    opts = _resolve_opts(fast, overrides)
+    started = time.perf_counter()
+    run = prepare_data(settings, opts, fast, started)
+    split_pairs(run)
+    evaluate_scenarios(run)
+    fit_final(run)
+    run.tracking_uri = registry.configure(settings)
+    exp_id = registry.experiment_id(EXPERIMENT, settings)
+    with mlflow.start_run(experiment_id=exp_id, run_name="ddi-fast" if fast else "ddi") as active:
+        run.run_id = active.info.run_id
+        export(run)
+        write_meta(run)
+        write_report(run)
+        log_run(run)
         if register:
-            version = registry.register_run_artifact(
-                MODEL_NAME, run_id, "model",
-                tags={"one_unseen_macro_f1": f"{cold_metrics.get('one_unseen', {}).get('macro_f1', float('nan')):.4f}",
-                      "both_unseen_macro_f1": f"{cold_metrics.get('both_unseen', {}).get('macro_f1', float('nan')):.4f}",
-                      "parity_max_abs_prob_diff": f"{parity['parity_max_abs_prob_diff']:.2e}", "fast": fast},
-            )
-            if alias:
-                registry.set_alias(MODEL_NAME, alias, version)
-    timings["total_s"] = time.perf_counter() - t0
-    flat_out = {split: ms["model"] for split, ms in metrics.items()} | {"parity": parity, "timings": timings}
-    return DDIResult(run_id=run_id, version=version, model_dir=model_dir, metrics=flat_out | {"all": metrics})
+            register_version(run, alias)
+    run.timings["total_s"] = time.perf_counter() - run.started
+    return result(run)
 
 
 def _json_default(o):
@@ -539,7 +641,7 @@ def _versions() -> dict:
 
 
 def render_report(metrics, parity, n_iters, opts, timings, n_pairs, n_all, cold) -> str:
-    lines = [f"# ddi-severity run report\n", f"pairs used: {n_pairs} of {n_all} labelled (Unknown excluded); "
+    lines = ["# ddi-severity run report\n", f"pairs used: {n_pairs} of {n_all} labelled (Unknown excluded); "
              f"held-out drugs: {len(cold['test_drugs'])}; trees (iterations): {n_iters}\n",
              "| split | model | n | accuracy | macro-F1 | recall major | recall moderate | recall minor | "
              "major AUROC | major AUPR | ECE |", "|---|---|---|---|---|---|---|---|---|---|---|"]

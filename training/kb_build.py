@@ -20,6 +20,7 @@ import logging
 import re
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prescription_check.kb import (
@@ -244,101 +245,140 @@ class _NameBuilder:
         return out
 
 
-def build_kb(settings: Settings | None = None, curated_dir: Path = CURATED_DIR) -> dict:
-    settings = settings or get_settings()
-    t0 = time.perf_counter()
-    src = lambda s, f: source_file(s, f, settings=settings)  # noqa: E731
-    files: dict[str, str] = {}
-    nb = _NameBuilder()
-    # curated tables first: a bad row fails the build at once, naming file and row
-    curated: dict[str, list[dict] | None] = {}
-    for name in CURATED_SCHEMAS:
-        curated[name] = read_curated(name, curated_dir)
-        if curated[name] is not None:
-            files[f"project/{name}"] = _hash_file(curated_dir / name)
+# ------------------------------------------------------------------------------------------ the build
+@dataclass
+class KBBuild:
+    """What the steps of one KB build share (see ``build_kb``)."""
 
-    # 1. drug_ner synonyms
-    p = src("drug_ner_synonyms", "variant_to_canonical.tsv")
-    files["drug_ner_synonyms/variant_to_canonical.tsv"] = _hash_file(p)
-    brand_flags: set[str] = set()
-    for r in _read_tsv(p):
+    settings: Settings
+    curated_dir: Path
+    files: dict[str, str] = field(default_factory=dict)  # source file -> sha256 (the artefact's "sources")
+    nb: _NameBuilder = field(default_factory=_NameBuilder)
+    curated: dict[str, list[dict] | None] = field(default_factory=dict)  # table -> validated rows (None: missing)
+    brand_flags: set[str] = field(default_factory=set)  # drug_ner variants flagged as brands
+    atc_names: dict[str, str] = field(default_factory=dict)  # ATC code -> name (levels 1-5)
+    l5: list[tuple[str, str]] = field(default_factory=list)  # (ATC level-5 code, cleaned name), first per code
+    dd_rows: list[tuple[str, str, str]] = field(default_factory=list)  # DDInter (Drug_A, Drug_B, Level)
+    names: dict[str, list[str]] = field(default_factory=dict)  # alias -> ingredients
+    atc: dict[str, list[str]] = field(default_factory=dict)  # ingredient -> ATC codes
+    strengths: dict[str, dict] = field(default_factory=dict)  # abbreviation -> strengths per unit
+    ddinter: dict[str, str] = field(default_factory=dict)  # "a|b" -> most severe DDInter level
+    interactions: dict[str, dict] = field(default_factory=dict)  # "a|b" -> cited seed / curated interaction
+    tables: dict[str, list[dict]] = field(default_factory=dict)  # curated tables (but interactions), canonicalised
+    unresolved: list[str] = field(default_factory=list)  # curated names not in the name index
+
+    def source(self, source: str, name: str) -> Path:
+        """A public source file (sha256-verified), its hash recorded in ``files``."""
+        path = source_file(source, name, settings=self.settings)
+        self.files[f"{source}/{name}"] = _hash_file(path)
+        return path
+
+    def add(self, alias: str, ingredients: list[str], override: bool = False) -> None:
+        """Index ``alias`` (cleaned) -> ``ingredients``; the first entry of an alias wins unless ``override``."""
+        alias = clean(alias)
+        if alias and ingredients and (override or alias not in self.names):
+            self.names[alias] = ingredients
+
+    def canon(self, name: str) -> list[str]:
+        """Ingredients of a source name: the name index, then without salts, then the name builder."""
+        key = clean(name)
+        if key in self.names:
+            return self.names[key]
+        s = strip_salts(key)
+        return self.names.get(s) or [self.nb.base(key)]
+
+    def canon_curated(self, name: str, where: str) -> str:
+        """Canonical ingredient of a curated name; one not in the index is kept as written and noted."""
+        key = clean(name)
+        ings = self.names.get(key) or self.names.get(strip_salts(key))
+        if not ings:
+            self.unresolved.append(f"{where}: {name!r}")
+            return strip_salts(key)
+        return ings[0] if len(ings) == 1 else key
+
+
+def read_curated_tables(b: KBBuild) -> None:
+    """Every curated table, validated first: a bad row fails the build at once, naming file and row."""
+    for name in CURATED_SCHEMAS:
+        b.curated[name] = read_curated(name, b.curated_dir)
+        if b.curated[name] is not None:
+            b.files[f"project/{name}"] = _hash_file(b.curated_dir / name)
+
+
+def read_synonyms(b: KBBuild) -> None:
+    """drug_ner synonyms: variant -> canonical, the canonical single-ingredient names and the brand variants."""
+    for r in _read_tsv(b.source("drug_ner_synonyms", "variant_to_canonical.tsv")):
         v, c = clean(r["variant"]), clean(r["canonical"])
         if not v or not c:
             continue
-        nb.variant.setdefault(v, c)
+        b.nb.variant.setdefault(v, c)
         if v == c:
-            nb.canon_self.add(c)
+            b.nb.canon_self.add(c)
         if (r.get("is_brand") or "").strip() in {"True", ""} and v != c:
-            brand_flags.add(v)
+            b.brand_flags.add(v)
 
-    # 2. WHO ATC (L5 names -> codes) + L4 names
-    p = src("who_atc_ddd", "WHO_ATC-DDD_2026-04-25.csv")
-    files["who_atc_ddd/WHO_ATC-DDD_2026-04-25.csv"] = _hash_file(p)
+
+def read_atc(b: KBBuild) -> None:
+    """WHO ATC: code names of levels 1-5, the level-5 (ingredient) names, the single-ingredient ones trusted."""
+    p = b.source("who_atc_ddd", "WHO_ATC-DDD_2026-04-25.csv")
     atc_rows = list(csv.DictReader(p.open(newline="", encoding="utf-8")))
-    atc_names: dict[str, str] = {}
-    l5: list[tuple[str, str]] = []
     for r in atc_rows:
         code, name = r["atc_code"].strip(), clean(r["atc_name"])
-        if len(code) in (1, 3, 4, 5) and code not in atc_names:
-            atc_names[code] = r["atc_name"].strip()
+        if len(code) in (1, 3, 4, 5) and code not in b.atc_names:
+            b.atc_names[code] = r["atc_name"].strip()
         elif len(code) == 7:
-            if code not in atc_names:
-                atc_names[code] = r["atc_name"].strip()
-                l5.append((code, name))
-    for _, name in l5:
+            if code not in b.atc_names:
+                b.atc_names[code] = r["atc_name"].strip()
+                b.l5.append((code, name))
+    for _, name in b.l5:
         if len(split_combination(name)) == 1 and "combination" not in name:
-            nb.single_names.add(name)
+            b.nb.single_names.add(name)
 
-    # 3. DDInter names
-    dd_rows: list[tuple[str, str, str]] = []
+
+def read_ddinter(b: KBBuild) -> None:
+    """DDInter, all 8 files: the graded pairs, and their drug names as trusted single names (systemic forms)."""
     for letter in "ABDHLPRV":
-        fname = f"ddinter_downloads_code_{letter}.csv"
-        p = src("ddinter", fname)
-        files[f"ddinter/{fname}"] = _hash_file(p)
+        p = b.source("ddinter", f"ddinter_downloads_code_{letter}.csv")
         with p.open(newline="", encoding="utf-8") as fh:
             for r in csv.DictReader(fh):
-                dd_rows.append((r["Drug_A"], r["Drug_B"], r["Level"]))
-    dd_names = {n for a, b, _ in dd_rows for n in (a, b)}
+                b.dd_rows.append((r["Drug_A"], r["Drug_B"], r["Level"]))
+    dd_names = {n for a, b_, _ in b.dd_rows for n in (a, b_)}
     for n in dd_names:
         k = clean(n)
         if not _ROUTE_PAREN.search(k):
-            nb.single_names.add(_ANY_PAREN.sub("", k))
+            b.nb.single_names.add(_ANY_PAREN.sub("", k))
 
-    names: dict[str, list[str]] = {}
 
-    def add(alias: str, ingredients: list[str], override: bool = False) -> None:
-        alias = clean(alias)
-        if alias and ingredients and (override or alias not in names):
-            names[alias] = ingredients
-
-    # canonical singles and their variants
+def index_names(b: KBBuild) -> None:
+    """The name index from the sources read so far: drug_ner variants, trusted single names, ATC level-5 names;
+    the ATC codes of each single ingredient."""
+    nb = b.nb
     for v in nb.variant:
         s = strip_salts(v)
         ings = nb.ingredients(s) if s != v and s in nb.variant else nb.ingredients(v)
-        add(v, ings)
+        b.add(v, ings)
     for n in nb.single_names:
-        add(n, [nb.base(n)])
-    # ATC codes per ingredient
-    atc: dict[str, list[str]] = {}
-    for code, name in l5:
+        b.add(n, [nb.base(n)])
+    for code, name in b.l5:
         parts = split_combination(name)
         if len(parts) > 1 or "combination" in name:
             continue
         ing = nb.base(name)
-        add(name, [ing])
-        atc.setdefault(ing, [])
-        if code not in atc[ing]:
-            atc[ing].append(code)
+        b.add(name, [ing])
+        b.atc.setdefault(ing, [])
+        if code not in b.atc[ing]:
+            b.atc[ing].append(code)
 
-    # 4. FDA UNII brand/official names: brand -> ingredient (salt stripped); "X COMPONENT Y" -> combination
-    p = src("fda_unii_names", "UNII_Names_brand_official.tsv")
-    files["fda_unii_names/UNII_Names_brand_official.tsv"] = _hash_file(p)
+
+def add_fda_names(b: KBBuild) -> None:
+    """FDA UNII brand/official names: brand -> ingredient (salt stripped); "X COMPONENT Y" rows make X a
+    combination of its components."""
     components: dict[str, list[str]] = {}
-    for r in _read_tsv(p):
+    for r in _read_tsv(b.source("fda_unii_names", "UNII_Names_brand_official.tsv")):
         name, disp = clean(r["Name"]), clean(r["Display Name"])
         if not name or not disp:
             continue
-        ing = nb.base(disp)
+        ing = b.nb.base(disp)
         if " component " in name:
             brand = name.split(" component ")[0].strip()
             components.setdefault(brand, [])
@@ -346,127 +386,127 @@ def build_kb(settings: Settings | None = None, curated_dir: Path = CURATED_DIR) 
                 components[brand].append(ing)
             continue
         if r["TYPE"] == "of":
-            add(name, [ing])
+            b.add(name, [ing])
         elif r["TYPE"] == "bn":
-            add(name, [ing])
+            b.add(name, [ing])
     for brand, ings in components.items():
         if len(ings) > 1:
-            add(brand, ings, override=True)
+            b.add(brand, ings, override=True)
         else:
-            add(brand, ings)
+            b.add(brand, ings)
 
-    # 5. project abbreviations (override): alias -> ingredients (+ strengths per unit)
-    strengths: dict[str, dict] = {}
-    abbr = curated_dir / "abbreviations.csv"
-    if abbr.exists():
-        files["project/abbreviations.csv"] = _hash_file(abbr)
-        with abbr.open(newline="", encoding="utf-8") as fh:
-            for lineno, r in enumerate(csv.DictReader(fh), start=2):
-                alias = clean(r["alias"])
-                ings = [nb.base(x) for x in r["ingredients"].split("|") if x.strip()]
-                if not alias or not ings:
-                    raise KBBuildError(f"abbreviations.csv row {lineno}: alias and ingredients are required")
-                add(alias, ings, override=True)
-                info: dict = {}
-                if (r.get("strengths_mg") or "").strip():
-                    vals = [float(x) for x in r["strengths_mg"].split("|")]
-                    if len(vals) != len(ings):
-                        raise KBBuildError(f"abbreviations.csv row {lineno}: {len(vals)} strengths for "
-                                           f"{len(ings)} ingredients")
-                    info["mg"] = dict(zip(ings, vals))
-                if (r.get("mg_per_ml") or "").strip():
-                    info["mg_per_ml"] = float(r["mg_per_ml"])
-                if info:
-                    strengths[alias] = info
 
-    # ATC codes for ingredients that only resolve through a synonym (e.g. paracetamol -> acetaminophen)
-    for code, name in l5:
+def add_abbreviations(b: KBBuild) -> None:
+    """The project's abbreviations (``abbreviations.csv``, when present) override the index: alias -> ingredients,
+    plus the strengths per unit of fixed-dose products."""
+    abbr = b.curated_dir / "abbreviations.csv"
+    if not abbr.exists():
+        return
+    b.files["project/abbreviations.csv"] = _hash_file(abbr)
+    with abbr.open(newline="", encoding="utf-8") as fh:
+        for lineno, r in enumerate(csv.DictReader(fh), start=2):
+            alias = clean(r["alias"])
+            ings = [b.nb.base(x) for x in r["ingredients"].split("|") if x.strip()]
+            if not alias or not ings:
+                raise KBBuildError(f"abbreviations.csv row {lineno}: alias and ingredients are required")
+            b.add(alias, ings, override=True)
+            info: dict = {}
+            if (r.get("strengths_mg") or "").strip():
+                vals = [float(x) for x in r["strengths_mg"].split("|")]
+                if len(vals) != len(ings):
+                    raise KBBuildError(f"abbreviations.csv row {lineno}: {len(vals)} strengths for "
+                                       f"{len(ings)} ingredients")
+                info["mg"] = dict(zip(ings, vals))
+            if (r.get("mg_per_ml") or "").strip():
+                info["mg_per_ml"] = float(r["mg_per_ml"])
+            if info:
+                b.strengths[alias] = info
+
+
+def link_atc_codes(b: KBBuild) -> None:
+    """ATC codes for ingredients the level-5 names reach only through the index: a synonym (paracetamol ->
+    acetaminophen), or a combination whose first component it is ("imipenem and cilastatin", J01DH51: the
+    level-4 class follows the main ingredient)."""
+    for code, name in b.l5:
         if len(split_combination(name)) == 1 and "combination" not in name:
-            for ing in names.get(name, []):
-                atc.setdefault(ing, [])
-                if code not in atc[ing]:
-                    atc[ing].append(code)
-    # an ingredient that appears in ATC only inside a combination ("imipenem and cilastatin", J01DH51) takes
-    # the combination's code when it is the first component: the level-4 class follows the main ingredient
-    for code, name in l5:
+            for ing in b.names.get(name, []):
+                b.atc.setdefault(ing, [])
+                if code not in b.atc[ing]:
+                    b.atc[ing].append(code)
+    for code, name in b.l5:
         parts = split_combination(name)
         if len(parts) > 1 and "combination" not in name:
-            first = names.get(clean(parts[0])) or [nb.base(parts[0])]
-            if len(first) == 1 and not atc.get(first[0]):
-                atc[first[0]] = [code]
+            first = b.names.get(clean(parts[0])) or [b.nb.base(parts[0])]
+            if len(first) == 1 and not b.atc.get(first[0]):
+                b.atc[first[0]] = [code]
 
-    def canon(name: str) -> list[str]:
-        key = clean(name)
-        if key in names:
-            return names[key]
-        s = strip_salts(key)
-        return names.get(s) or [nb.base(key)]
 
-    # 6. interactions: DDInter (all 8 files), cited seed rows, curated overrides
+def grade_ddinter_pairs(b: KBBuild) -> None:
+    """DDInter pairs by canonical ingredients, each with its most severe level (topical/ophthalmic/nasal forms
+    are not merged into the systemic ingredient)."""
     rank = {s: i for i, s in enumerate(SEVERITIES)}
-    ddinter: dict[str, str] = {}
-    for a, b, level in dd_rows:
-        ka, kb_ = clean(a), clean(b)
+    for a, b_, level in b.dd_rows:
+        ka, kb_ = clean(a), clean(b_)
         if _ROUTE_PAREN.search(ka) or _ROUTE_PAREN.search(kb_):
-            continue  # topical/ophthalmic/nasal forms: not merged into the systemic ingredient
-        for ia in canon(a):
-            for ib in canon(b):
+            continue
+        for ia in b.canon(a):
+            for ib in b.canon(b_):
                 if ia == ib:
                     continue
                 key = "|".join(sorted((ia, ib)))
                 sev = DDINTER_LEVELS.get(level, "minor")
-                old = ddinter.get(key)
+                old = b.ddinter.get(key)
                 if old is None or rank[sev] < rank[_lvl(old)]:
-                    ddinter[key] = level if level in DDINTER_LEVELS else "Unknown"
-    interactions: dict[str, dict] = {}
-    p = src("pypi_seed_rules", "drug_interaction_mcp_interactions.csv")
-    files["pypi_seed_rules/drug_interaction_mcp_interactions.csv"] = _hash_file(p)
+                    b.ddinter[key] = level if level in DDINTER_LEVELS else "Unknown"
+
+
+def add_seed_interactions(b: KBBuild) -> None:
+    """The drug-interaction-mcp seed rules that cite a source (uncited rows are left out), most severe per pair."""
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
+    p = b.source("pypi_seed_rules", "drug_interaction_mcp_interactions.csv")
     with p.open(newline="", encoding="utf-8") as fh:
         for lineno, r in enumerate(csv.DictReader(fh), start=2):
             source = (r.get("source") or "").strip()
             if not source or r["severity"] not in MCP_LEVELS:
-                continue  # uncited rows are left out
-            ia = canon(r["drug_a"].split("|")[0])
-            ib = canon(r["drug_b"].split("|")[0])
+                continue
+            ia = b.canon(r["drug_a"].split("|")[0])
+            ib = b.canon(r["drug_b"].split("|")[0])
             for x in ia:
                 for y in ib:
                     if x == y:
                         continue
                     key = "|".join(sorted((x, y)))
                     sev = MCP_LEVELS[r["severity"]]
-                    old = interactions.get(key)
+                    old = b.interactions.get(key)
                     if old and rank[old["severity"]] <= rank[sev]:
                         continue
-                    interactions[key] = {
+                    b.interactions[key] = {
                         "severity": sev, "message": r["description"].strip(), "management": r["recommendation"].strip(),
                         "source": f"{source} (via drug-interaction-mcp 0.1.0, MIT)", "origin": "seed",
                         "row": f"drug_interaction_mcp_interactions.csv#{lineno}",
                     }
 
-    unresolved: list[str] = []
 
-    def canon_curated(name: str, where: str) -> str:
-        key = clean(name)
-        ings = names.get(key) or names.get(strip_salts(key))
-        if not ings:
-            unresolved.append(f"{where}: {name!r}")
-            return strip_salts(key)
-        return ings[0] if len(ings) == 1 else key
+def add_curated_interactions(b: KBBuild) -> None:
+    """``interactions_curated.csv`` rows override the seed rules for their pair."""
+    for r in b.curated.get("interactions_curated.csv") or []:
+        x, y = b.canon_curated(r["drug_a"], r["_row"]), b.canon_curated(r["drug_b"], r["_row"])
+        key = "|".join(sorted((x, y)))
+        b.interactions[key] = {"severity": r["severity"], "message": r["message"], "management": r["management"],
+                               "source": r["source"], "origin": "curated", "row": r["_row"]}
 
-    for r in curated.get("interactions_curated.csv") or []:
-        a, b = canon_curated(r["drug_a"], r["_row"]), canon_curated(r["drug_b"], r["_row"])
-        key = "|".join(sorted((a, b)))
-        interactions[key] = {"severity": r["severity"], "message": r["message"], "management": r["management"],
-                             "source": r["source"], "origin": "curated", "row": r["_row"]}
-    tables: dict[str, list[dict]] = {}
-    for name, rows in curated.items():
+
+def canonicalise_tables(b: KBBuild) -> None:
+    """The other curated tables with canonical ingredient names, '|' lists split and codes upper-cased; every
+    curated name the index does not know is logged (it is kept as written)."""
+    for name, rows in b.curated.items():
         if rows is None or name == "interactions_curated.csv":
             continue
         for r in rows:
             if r.get("ingredient"):
-                r["ingredient"] = canon_curated(r["ingredient"], r["_row"])
+                r["ingredient"] = b.canon_curated(r["ingredient"], r["_row"])
             if name == "allergy_classes.csv":
-                r["ingredients"] = [canon_curated(x, r["_row"]) for x in r["ingredients"].split("|") if x.strip()]
+                r["ingredients"] = [b.canon_curated(x, r["_row"]) for x in r["ingredients"].split("|") if x.strip()]
                 r["atc_prefixes"] = [x.strip().upper() for x in r["atc_prefixes"].split("|") if x.strip()]
                 r["aliases"] = [clean(x) for x in r["aliases"].split("|") if x.strip()]
             if name == "condition_contraindications.csv":
@@ -475,38 +515,67 @@ def build_kb(settings: Settings | None = None, curated_dir: Path = CURATED_DIR) 
                                        if x.strip()]
             if r.get("atc_prefix"):
                 r["atc_prefix"] = r["atc_prefix"].upper()
-        tables[name.removesuffix(".csv")] = rows
-    for u in unresolved:
+        b.tables[name.removesuffix(".csv")] = rows
+    for u in b.unresolved:
         log.warning("curated ingredient not in the name index (kept as written): %s", u)
 
-    # names used by the fuzzy matcher: real drug names (ATC/DDInter/curated ingredients and brands)
-    known_ings = set(atc) | {i for k in ddinter for i in k.split("|")}
-    fuzzy_vocab = sorted({n for n, ings in names.items()
-                          if 5 <= len(n) <= 30 and n.replace("-", "").replace(" ", "").isalpha()
-                          and (all(i in known_ings for i in ings)) and (n in known_ings or n in brand_flags
-                                                                        or n in nb.single_names or n in strengths)})
 
+def fuzzy_vocabulary(b: KBBuild) -> list[str]:
+    """The names the fuzzy matcher may correct to: real drug names (ATC/DDInter/curated ingredients and brands)."""
+    known_ings = set(b.atc) | {i for k in b.ddinter for i in k.split("|")}
+    nb = b.nb
+    return sorted({n for n, ings in b.names.items()
+                   if 5 <= len(n) <= 30 and n.replace("-", "").replace(" ", "").isalpha()
+                   and (all(i in known_ings for i in ings)) and (n in known_ings or n in b.brand_flags
+                                                                 or n in nb.single_names or n in b.strengths)})
+
+
+def assemble(b: KBBuild, started: float) -> dict:
+    """The artefact: everything built, its content version (sha256 of all but version and build time), build
+    time and duration (``started``: ``time.perf_counter()`` at the start of the build)."""
     kb = {
         "format": KB_FORMAT,
-        "sources": files,
-        "names": names,
-        "strengths": strengths,
-        "fuzzy_vocabulary": fuzzy_vocab,
-        "atc": atc,
-        "atc_names": {c: n for c, n in atc_names.items() if len(c) <= 5},
-        "ddinter": ddinter,
+        "sources": b.files,
+        "names": b.names,
+        "strengths": b.strengths,
+        "fuzzy_vocabulary": fuzzy_vocabulary(b),
+        "atc": b.atc,
+        "atc_names": {c: n for c, n in b.atc_names.items() if len(c) <= 5},
+        "ddinter": b.ddinter,
         "ddinter_levels": DDINTER_LEVELS,
-        "interactions": interactions,
+        "interactions": b.interactions,
         "duplicate_classes": DUPLICATE_CLASSES,
         "duplicate_source": DUPLICATE_SOURCE,
-        "tables": tables,
-        "missing_tables": [n for n, rows in curated.items() if rows is None],
-        "unresolved_curated": unresolved,
+        "tables": b.tables,
+        "missing_tables": [n for n, rows in b.curated.items() if rows is None],
+        "unresolved_curated": b.unresolved,
     }
     kb["version"] = content_version(kb)
     kb["built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    kb["build_seconds"] = round(time.perf_counter() - t0, 2)
+    kb["build_seconds"] = round(time.perf_counter() - started, 2)
     return kb
+
+
+def build_kb(settings: Settings | None = None, curated_dir: Path = CURATED_DIR) -> dict:
+    """The KB as named steps: curated tables (validated first) -> names (drug_ner synonyms) -> WHO ATC -> DDInter
+    -> name index -> FDA names -> project abbreviations -> ATC links -> interactions (DDInter grades, cited seed
+    rules, curated overrides) -> curated tables canonicalised -> assembled and versioned."""
+    settings = settings or get_settings()
+    started = time.perf_counter()
+    b = KBBuild(settings, curated_dir)
+    read_curated_tables(b)
+    read_synonyms(b)
+    read_atc(b)
+    read_ddinter(b)
+    index_names(b)
+    add_fda_names(b)
+    add_abbreviations(b)
+    link_atc_codes(b)
+    grade_ddinter_pairs(b)
+    add_seed_interactions(b)
+    add_curated_interactions(b)
+    canonicalise_tables(b)
+    return assemble(b, started)
 
 
 def _lvl(level: str) -> str:

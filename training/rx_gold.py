@@ -25,7 +25,7 @@ from prescription_check import Checker
 from prescription_check.kb import KnowledgeBase
 from prescription_check.schemas import SEVERITIES
 from serving.settings import CURATED_DRUG_TABLES_DIR, get_settings
-from training.kb_build import CURATED_DIR, ensure_kb, read_curated
+from training.kb_build import CURATED_DIR, HEPATIC_GRADES, ensure_kb, read_curated
 from training.sources import source_file
 
 OUT = CURATED_DRUG_TABLES_DIR / "gold_prescriptions.jsonl"
@@ -87,62 +87,102 @@ def _example_for_prefix(kb: KnowledgeBase, prefix: str) -> str | None:
     return max(sorted(cands), key=lambda i: counts[i])
 
 
-def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
-    cases: list[dict] = []
-    age_rows = read_curated("age_rules.csv", curated_dir) or []
-    adult_limits = {}
-    for r in read_curated("dose_limits.csv", curated_dir) or []:
+# ------------------------------------------------------------------------------- cases from the curated tables
+# first-read order of the original single pass: a bad table is reported in the same order
+GOLD_TABLES = ("age_rules.csv", "dose_limits.csv", "renal_dosing.csv", "hepatic_dosing.csv", "pregnancy_lactation.csv",
+               "condition_contraindications.csv", "allergy_classes.csv", "cross_sensitivity.csv")
+GRADES = ["none", *HEPATIC_GRADES]  # patient.hepatic_impairment, least to most severe
+
+
+def read_tables(curated_dir: Path) -> dict[str, list[dict]]:
+    """The curated tables the cases come from, validated, by name without '.csv' (a missing table: no rows)."""
+    return {name.removesuffix(".csv"): read_curated(name, curated_dir) or [] for name in GOLD_TABLES}
+
+
+def adult_limits(dose_rows: list[dict]) -> dict[str, dict]:
+    """The first adult oral (or any-route) dose-limit row per ingredient: a dose chosen above a renal or hepatic
+    maximum must stay inside it."""
+    limits: dict[str, dict] = {}
+    for r in dose_rows:
         if r["population"] == "adult" and r["route"] in ("oral", "any"):
-            adult_limits.setdefault(r["ingredient"], r)
-    # dose limits
-    for r in read_curated("dose_limits.csv", curated_dir) or []:
-        ing, route = r["ingredient"], (r["route"] if r["route"] != "any" else None)
-        prov = f"table:{r['_row']}"
+            limits.setdefault(r["ingredient"], r)
+    return limits
+
+
+def _adult_dose_cases(r: dict) -> list[dict]:
+    """One adult dose-limit row: a weekly drug taken daily (+ its weekly safe control), or 1.5x the single
+    maximum, one dose a day more than the daily maximum allows, and half the daily maximum as a safe control."""
+    cases: list[dict] = []
+    ing, route = r["ingredient"], (r["route"] if r["route"] != "any" else None)
+    prov = f"table:{r['_row']}"
+    if r["frequency_rule"] == "weekly":
+        dose = r["max_single_mg"] or 2.5
+        cases.append(_case(f"dose-weekly-{r['_row']}", [{"drug": ing, "dose": min(dose, 7.5), "unit": "mg",
+                           "route": route, "frequency": "daily"}], [("dose", [ing], "contraindicated")], prov))
+        cases.append(_case(f"dose-weekly-ok-{r['_row']}", [{"drug": ing, "dose": min(dose, 7.5), "unit": "mg",
+                           "route": route, "frequency": "once weekly"}], [], prov, note="safe control"))
+        return cases
+    if r["max_single_mg"]:
+        d = r["max_single_mg"] * 1.5
+        unit, shown = ("g", d / 1000) if d >= 1000 and d % 1000 == 0 else ("mg", d)
+        cases.append(_case(f"dose-single-{r['_row']}", [{"drug": ing, "dose": shown, "unit": unit,
+                           "route": route, "frequency": "once"}], [("dose", [ing], "major")], prov))
+    if r["max_daily_mg"]:
+        per = r["max_daily_mg"] / 2
+        if r["max_single_mg"] and per > r["max_single_mg"]:
+            per = r["max_single_mg"]
+        times = int(r["max_daily_mg"] / per) + 1  # one dose more than allowed
+        freq = {1: "daily", 2: "bid", 3: "tid", 4: "qid", 5: "q4h", 6: "q4h"}.get(times)
+        if freq:
+            daily = per * {"daily": 1, "bid": 2, "tid": 3, "qid": 4, "q4h": 6}[freq]
+            if daily > r["max_daily_mg"] * 1.01:
+                cases.append(_case(f"dose-daily-{r['_row']}", [{"drug": ing, "dose": round(per, 4),
+                                   "unit": "mg", "route": route, "frequency": freq}],
+                                   [("dose", [ing], "major")], prov))
+        # safe control: half the daily maximum, once daily, within the single maximum
+        safe = r["max_daily_mg"] / 2
+        if not r["max_single_mg"] or safe <= r["max_single_mg"]:
+            cases.append(_case(f"dose-ok-{r['_row']}", [{"drug": ing, "dose": round(safe, 4), "unit": "mg",
+                               "route": route, "frequency": "daily"}], [], prov, note="safe control"))
+    return cases
+
+
+def _pediatric_dose_cases(kb: KnowledgeBase, r: dict, age_rows: list[dict]) -> list[dict]:
+    """One pediatric per-kg row: 1.5x its maximum for a 6-year-old of 20 kg (with the age findings that
+    patient also gets)."""
+    ing, route = r["ingredient"], (r["route"] if r["route"] != "any" else None)
+    prov = f"table:{r['_row']}"
+    w, patient = 20.0, {"age_years": 6, "weight_kg": 20.0}
+    if r["max_single_mg_per_kg"]:
+        dose = r["max_single_mg_per_kg"] * w * 1.5
+        if r["max_single_mg"] is None or dose > 0:
+            return [_case(f"dose-ped-{r['_row']}", [{"drug": ing, "dose": round(dose, 3), "unit": "mg",
+                          "route": route, "frequency": "once"}],
+                          [("dose", [ing], "major"), *_age_expect(age_rows, kb, ing, 6)], prov, patient=patient)]
+    elif r["max_daily_mg_per_kg"]:
+        dose = r["max_daily_mg_per_kg"] * w * 1.5 / 2
+        return [_case(f"dose-ped-{r['_row']}", [{"drug": ing, "dose": round(dose, 3), "unit": "mg",
+                      "route": route, "frequency": "bid"}],
+                      [("dose", [ing], "major"), *_age_expect(age_rows, kb, ing, 6)], prov, patient=patient)]
+    return []
+
+
+def dose_cases(kb: KnowledgeBase, dose_rows: list[dict], age_rows: list[dict]) -> list[dict]:
+    """``dose_limits.csv``: adult rows (``_adult_dose_cases``) and pediatric per-kg rows (``_pediatric_dose_cases``)."""
+    cases: list[dict] = []
+    for r in dose_rows:
         if r["population"] == "adult":
-            if r["frequency_rule"] == "weekly":
-                dose = r["max_single_mg"] or 2.5
-                cases.append(_case(f"dose-weekly-{r['_row']}", [{"drug": ing, "dose": min(dose, 7.5), "unit": "mg",
-                                   "route": route, "frequency": "daily"}], [("dose", [ing], "contraindicated")], prov))
-                cases.append(_case(f"dose-weekly-ok-{r['_row']}", [{"drug": ing, "dose": min(dose, 7.5), "unit": "mg",
-                                   "route": route, "frequency": "once weekly"}], [], prov, note="safe control"))
-                continue
-            if r["max_single_mg"]:
-                d = r["max_single_mg"] * 1.5
-                unit, shown = ("g", d / 1000) if d >= 1000 and d % 1000 == 0 else ("mg", d)
-                cases.append(_case(f"dose-single-{r['_row']}", [{"drug": ing, "dose": shown, "unit": unit,
-                                   "route": route, "frequency": "once"}], [("dose", [ing], "major")], prov))
-            if r["max_daily_mg"]:
-                per = r["max_daily_mg"] / 2
-                if r["max_single_mg"] and per > r["max_single_mg"]:
-                    per = r["max_single_mg"]
-                times = int(r["max_daily_mg"] / per) + 1  # one dose more than allowed
-                freq = {1: "daily", 2: "bid", 3: "tid", 4: "qid", 5: "q4h", 6: "q4h"}.get(times)
-                if freq:
-                    daily = per * {"daily": 1, "bid": 2, "tid": 3, "qid": 4, "q4h": 6}[freq]
-                    if daily > r["max_daily_mg"] * 1.01:
-                        cases.append(_case(f"dose-daily-{r['_row']}", [{"drug": ing, "dose": round(per, 4),
-                                           "unit": "mg", "route": route, "frequency": freq}],
-                                           [("dose", [ing], "major")], prov))
-                # safe control: half the daily maximum, once daily, within the single maximum
-                safe = r["max_daily_mg"] / 2
-                if not r["max_single_mg"] or safe <= r["max_single_mg"]:
-                    cases.append(_case(f"dose-ok-{r['_row']}", [{"drug": ing, "dose": round(safe, 4), "unit": "mg",
-                                       "route": route, "frequency": "daily"}], [], prov, note="safe control"))
+            cases += _adult_dose_cases(r)
         elif r["population"] == "pediatric" and (r["max_single_mg_per_kg"] or r["max_daily_mg_per_kg"]):
-            w = 20.0
-            if r["max_single_mg_per_kg"]:
-                dose = r["max_single_mg_per_kg"] * w * 1.5
-                if r["max_single_mg"] is None or dose > 0:
-                    cases.append(_case(f"dose-ped-{r['_row']}", [{"drug": ing, "dose": round(dose, 3), "unit": "mg",
-                                       "route": route, "frequency": "once"}], [("dose", [ing], "major"), *_age_expect(age_rows, kb, ing, 6)], prov,
-                                       patient={"age_years": 6, "weight_kg": w}))
-            elif r["max_daily_mg_per_kg"]:
-                dose = r["max_daily_mg_per_kg"] * w * 1.5 / 2
-                cases.append(_case(f"dose-ped-{r['_row']}", [{"drug": ing, "dose": round(dose, 3), "unit": "mg",
-                                   "route": route, "frequency": "bid"}], [("dose", [ing], "major"), *_age_expect(age_rows, kb, ing, 6)],
-                                   prov, patient={"age_years": 6, "weight_kg": w}))
-    # renal
-    for r in read_curated("renal_dosing.csv", curated_dir) or []:
+            cases += _pediatric_dose_cases(kb, r, age_rows)
+    return cases
+
+
+def renal_cases(renal_rows: list[dict], limits: dict[str, dict]) -> list[dict]:
+    """``renal_dosing.csv``: a patient in the middle of the row's eGFR/CrCl band; for a ``max_daily`` row a dose
+    above the renal maximum that stays inside the adult limits (rows with no such dose are left out)."""
+    cases: list[dict] = []
+    for r in renal_rows:
         ing = r["ingredient"]
         lo, hi = r["egfr_min"] or 0, r["egfr_max"] if r["egfr_max"] is not None else 120
         value = round((lo + hi) / 2, 1) if hi <= 150 else lo + 10
@@ -151,22 +191,25 @@ def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
         if r["action"] == "max_daily":
             if not r["max_daily_mg"]:
                 continue
-            chosen = _dose_above(r["max_daily_mg"], adult_limits.get(ing, {}),
+            chosen = _dose_above(r["max_daily_mg"], limits.get(ing, {}),
                                  ((2, "bid"), (3, "tid"), (4, "qid"), (1, "daily")))
             if chosen is None:
                 continue  # no dose above the renal maximum stays inside the adult limits
             item.update(dose=chosen[0], unit="mg", frequency=chosen[1])
         cases.append(_case(f"renal-{r['_row']}", [item], [("renal", [ing], r["severity"])], f"table:{r['_row']}",
                            patient={"age_years": 60, key: value}))
-    # hepatic: a patient at the row's grade (above the hepatic daily maximum where the row has one); safe controls
-    # for the same drug with no impairment, one grade below the least severe row, and within the daily maximum
-    hep_rows = read_curated("hepatic_dosing.csv", curated_dir) or []
-    grades = ["none", "mild", "moderate", "severe"]
+    return cases
+
+
+def hepatic_cases(hep_rows: list[dict], limits: dict[str, dict]) -> list[dict]:
+    """``hepatic_dosing.csv``: a patient at the row's grade (above the hepatic daily maximum where the row has
+    one, inside the adult limits), and for such a row a safe control within the maximum."""
+    cases: list[dict] = []
     for r in hep_rows:
         ing, prov = r["ingredient"], f"table:{r['_row']}"
         item, ok_item = {"drug": ing}, None
         if r["max_daily_mg"]:
-            chosen = _dose_above(r["max_daily_mg"], adult_limits.get(ing, {}),
+            chosen = _dose_above(r["max_daily_mg"], limits.get(ing, {}),
                                  ((2, "bid"), (1, "daily"), (3, "tid"), (4, "qid")))
             if chosen is None:
                 continue  # no dose above the hepatic maximum stays inside the adult limits
@@ -177,6 +220,14 @@ def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
         if ok_item:
             cases.append(_case(f"hepatic-ok-dose-{r['_row']}", [ok_item], [], prov,
                                patient={"age_years": 50, "hepatic_impairment": r["min_grade"]}, note="safe control"))
+    return cases
+
+
+def hepatic_safe_controls(kb: KnowledgeBase, hep_rows: list[dict], age_rows: list[dict]) -> list[dict]:
+    """Safe controls for each drug of ``hepatic_dosing.csv``: no impairment, and one grade below its least severe
+    row (drugs an age rule would flag at 50 are left out)."""
+    cases: list[dict] = []
+    grades = GRADES
     first_grade: dict[str, int] = {}
     for r in hep_rows:
         first_grade[r["ingredient"]] = min(first_grade.get(r["ingredient"], 9), grades.index(r["min_grade"]))
@@ -188,8 +239,14 @@ def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
         for grade in dict.fromkeys(("none", below)):
             cases.append(_case(f"safe-hepatic-{grade}-{r['_row']}", [{"drug": ing}], [], f"table:{r['_row']}",
                                patient={"age_years": 50, "hepatic_impairment": grade}, note="safe control"))
-    # pregnancy / breastfeeding
-    for r in read_curated("pregnancy_lactation.csv", curated_dir) or []:
+    return cases
+
+
+def pregnancy_cases(kb: KnowledgeBase, preg_rows: list[dict]) -> list[dict]:
+    """``pregnancy_lactation.csv``: the drug (or the best-known drug of the ATC class) for a pregnant woman (in
+    the row's first trimester, if it names one) or a breastfeeding one."""
+    cases: list[dict] = []
+    for r in preg_rows:
         ing = r["ingredient"] or _example_for_prefix(kb, r["atc_prefix"])
         if not ing:
             continue
@@ -203,8 +260,13 @@ def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
         cat = "pregnancy" if r["context"] == "pregnancy" else "breastfeeding"
         cases.append(_case(f"{cat}-{r['_row']}", [{"drug": ing}], [(cat, [ing], r["severity"])], f"table:{r['_row']}",
                            patient=patient))
-    # age
-    for r in read_curated("age_rules.csv", curated_dir) or []:
+    return cases
+
+
+def age_cases(kb: KnowledgeBase, age_rows: list[dict]) -> list[dict]:
+    """``age_rules.csv``: the drug (or its ATC class's best-known drug) for a patient inside the row's age band."""
+    cases: list[dict] = []
+    for r in age_rows:
         ing = r["ingredient"] or _example_for_prefix(kb, r["atc_prefix"])
         if not ing:
             continue
@@ -214,8 +276,14 @@ def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
             age = (lo + hi) / 2
         cases.append(_case(f"age-{r['_row']}", [{"drug": ing}], [("age", [ing], r["severity"])], f"table:{r['_row']}",
                            patient={"age_years": age}))
-    # conditions (text term, and ICD-10 code where given)
-    for r in read_curated("condition_contraindications.csv", curated_dir) or []:
+    return cases
+
+
+def condition_cases(kb: KnowledgeBase, cond_rows: list[dict]) -> list[dict]:
+    """``condition_contraindications.csv``: the drug for a patient with the condition, once written as text
+    (first term) and once as an ICD-10 code (first prefix), where the row gives them."""
+    cases: list[dict] = []
+    for r in cond_rows:
         ing = r["ingredient"] or _example_for_prefix(kb, r["atc_prefix"])
         if not ing:
             continue
@@ -227,10 +295,15 @@ def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
         if codes:
             cases.append(_case(f"cond-icd-{r['_row']}", [{"drug": ing}], [("contraindication", [ing], r["severity"])],
                                f"table:{r['_row']}", patient={"age_years": 50, "conditions": [codes[0] + ("9" if len(codes[0]) == 3 else "")]}))
-    # safe controls: the same drugs for a patient outside every band / without the condition or context
-    renal_rows = read_curated("renal_dosing.csv", curated_dir) or []
-    cond_rows = read_curated("condition_contraindications.csv", curated_dir) or []
-    preg_rows = read_curated("pregnancy_lactation.csv", curated_dir) or []
+    return cases
+
+
+def safe_controls(kb: KnowledgeBase, renal_rows: list[dict], age_rows: list[dict], cond_rows: list[dict],
+                  preg_rows: list[dict]) -> list[dict]:
+    """Safe controls for the renal, age, condition and pregnancy tables: each drug once per table, for a
+    40-year-old with normal kidneys, without the condition / not pregnant (drugs still flagged there are left
+    out)."""
+    cases: list[dict] = []
     seen_safe: set = set()
 
     def renal_hits(ing, value):
@@ -256,9 +329,15 @@ def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
                 patient.update(sex="female", pregnant=False, breastfeeding=False)
             cases.append(_case(f"safe-{kind}-{r['_row']}", [{"drug": ing}], [], f"table:{r['_row']}",
                                patient=patient, note="safe control"))
-    # allergy classes and cross-sensitivity
-    classes = {r["class_id"]: r for r in read_curated("allergy_classes.csv", curated_dir) or []}
-    for cid, r in classes.items():
+    return cases
+
+
+def allergy_cases(kb: KnowledgeBase, class_rows: list[dict], cross_rows: list[dict]) -> list[dict]:
+    """``allergy_classes.csv``: a class member for a patient allergic to the class (first alias);
+    ``cross_sensitivity.csv``: a member of the cross-reacting class for a patient allergic to the other."""
+    cases: list[dict] = []
+    classes = {r["class_id"]: r for r in class_rows}
+    for _cid, r in classes.items():
         members = [i for i in r["ingredients"].split("|") if i.strip()]
         aliases = [a for a in r["aliases"].split("|") if a.strip()] or [r["name"]]
         if members:
@@ -266,7 +345,7 @@ def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
             if m:
                 cases.append(_case(f"allergy-class-{r['_row']}", [{"drug": members[0]}], [("allergy", m[:1], "contraindicated")],
                                    f"table:{r['_row']}", patient={"age_years": 40, "allergies": [aliases[0]]}))
-    for r in read_curated("cross_sensitivity.csv", curated_dir) or []:
+    for r in cross_rows:
         a, b = classes.get(r["allergy_class"]), classes.get(r["cross_class"])
         if not a or not b:
             continue
@@ -278,6 +357,22 @@ def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
                 cases.append(_case(f"allergy-cross-{r['_row']}", [{"drug": members[0]}], [("allergy", m[:1], r["severity"])],
                                    f"table:{r['_row']}", patient={"age_years": 40, "allergies": [aliases[0]]}))
     return cases
+
+
+def from_tables(kb: KnowledgeBase, curated_dir: Path) -> list[dict]:
+    """Cases derived from the curated tables, one table family at a time (this order is the gold set's)."""
+    t = read_tables(curated_dir)
+    limits = adult_limits(t["dose_limits"])
+    return (dose_cases(kb, t["dose_limits"], t["age_rules"])
+            + renal_cases(t["renal_dosing"], limits)
+            + hepatic_cases(t["hepatic_dosing"], limits)
+            + hepatic_safe_controls(kb, t["hepatic_dosing"], t["age_rules"])
+            + pregnancy_cases(kb, t["pregnancy_lactation"])
+            + age_cases(kb, t["age_rules"])
+            + condition_cases(kb, t["condition_contraindications"])
+            + safe_controls(kb, t["renal_dosing"], t["age_rules"], t["condition_contraindications"],
+                            t["pregnancy_lactation"])
+            + allergy_cases(kb, t["allergy_classes"], t["cross_sensitivity"]))
 
 
 def from_ddinter(kb: KnowledgeBase, n_major: int = 50, n_moderate: int = 25, seed: int = 4) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -12,9 +13,17 @@ from training import ddi_data
 from training.ddi_train import (
     LABELS,
     PairFeaturiser,
+    _resolve_opts,
     drug_features,
     evaluate,
+    export,
+    fit_final,
+    fit_scenario,
+    prepare_data,
+    split_pairs,
     train_ddi,
+    write_meta,
+    write_report,
 )
 
 
@@ -127,3 +136,65 @@ def test_train_exports_checks_parity_logs_and_registers(settings):
     # the held-out drugs are saved with the run
     splits = np.load(res.model_dir.parent / "splits.npz")
     assert len(splits["test_drugs"]) > 0
+
+
+# ------------------------------------------------------------------------------ pipeline steps, one at a time
+def _small_run(settings, **overrides):
+    """A fast run's data (1500 pairs), split: the state ``train_ddi``'s later steps start from."""
+    opts = _resolve_opts(True, {"limit": 1500, "max_iter": 3, **overrides})
+    run = prepare_data(settings, opts, True, time.perf_counter())
+    split_pairs(run)
+    return run
+
+
+def test_prepare_data_and_split(settings):
+    run = _small_run(settings)
+    assert len(run.pairs) == 1500 and run.n_all == 160_235 - 29_813
+    aliases = run.feats.aliases
+    assert [aliases[n] for n in run.pairs["drug_a"]] == run.ra.tolist()
+    assert [aliases[n] for n in run.pairs["drug_b"]] == run.rb.tolist()
+    assert [LABELS[i] for i in run.y] == run.pairs["level"].tolist()
+    assert set(run.timings) == {"data_s"}
+    assert sorted(np.concatenate([run.random_train, run.random_test]).tolist()) == list(range(1500))
+    assert len(run.random_test) == 300  # test_frac 0.2
+    cold = np.concatenate([run.cold["train"], run.cold["one_unseen"], run.cold["both_unseen"]])
+    assert sorted(cold.tolist()) == list(range(1500))
+    assert {k: set(tests) for k, (_, tests) in run.scenarios.items()} == {
+        "random": {"random"}, "drug_disjoint": {"one_unseen", "both_unseen"}}
+    again = _small_run(settings)  # seeded: the same subset and splits
+    assert again.pairs.equals(run.pairs) and (again.random_test == run.random_test).all()
+    assert again.cold["test_drugs"] == run.cold["test_drugs"]
+
+
+def test_fit_scenario_evaluates_model_and_baselines_on_each_non_empty_split(settings):
+    run = _small_run(settings)
+    train, tests = run.scenarios["random"]
+    fit_scenario(run, "random", train, {**tests, "empty": np.array([], dtype=np.int64)})
+    assert set(run.metrics) == set(run.curves) == {"random"}  # the empty split is skipped
+    assert set(run.metrics["random"]) == {"model", "majority", "logreg_id_atc"}
+    assert set(run.curves["random"]) == {"model", "logreg_id_atc"}  # no majority curve in the plot
+    assert run.metrics["random"]["model"]["n"] == len(tests["random"])
+    assert 1 <= run.n_iters["random"] <= 3 and "random_s" in run.timings
+
+
+def test_final_fit_export_meta_and_report_without_mlflow(settings):
+    run = _small_run(settings)
+    for scenario, (train, tests) in run.scenarios.items():
+        fit_scenario(run, scenario, train, tests)
+    fit_final(run)
+    assert run.x_all.shape == (1500, run.n_features) and run.prior.sum() == pytest.approx(1)
+    assert run.n_iters["final"] <= 3 and run.final.predict_proba(run.x_all[:4]).shape == (4, len(LABELS))
+    run.run_id = "no-mlflow"
+    export(run)
+    assert run.model_dir == settings.work_dir / "ddi-builds" / "no-mlflow" / "model"
+    assert {f.name for f in run.model_dir.iterdir()} == {"model.onnx", "drug_features.npz", "labels.json"}
+    assert run.parity["parity_max_abs_prob_diff"] < 1e-4 and run.parity["parity_n"] == 1500
+    assert run.x_all is None  # dropped once the parity is checked
+    write_meta(run)
+    meta = json.loads((run.model_dir / "meta.json").read_text())
+    assert meta["run_id"] == "no-mlflow" and meta["n_pairs"] == 1500 and meta["metrics"].keys() == run.metrics.keys()
+    assert len(json.loads((run.model_dir / "feature_names.json").read_text())) == run.n_features
+    assert "ddinter/ddinter_downloads_code_A.csv" in run.data_hashes
+    write_report(run)
+    assert "| one_unseen | model |" in (run.build / "report.md").read_text()
+    assert {"splits.npz", "reliability.png", "report.md"} <= {f.name for f in run.build.iterdir()}

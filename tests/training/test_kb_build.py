@@ -3,7 +3,19 @@ import csv
 import pytest
 
 from serving.settings import Settings
-from training.kb_build import CURATED_DIR, KBBuildError, content_version, read_curated
+from training.kb_build import (
+    CURATED_DIR,
+    KBBuild,
+    KBBuildError,
+    add_abbreviations,
+    add_curated_interactions,
+    assemble,
+    canonicalise_tables,
+    content_version,
+    grade_ddinter_pairs,
+    link_atc_codes,
+    read_curated,
+)
 
 
 def _copy_with_bad_row(tmp_path, name, mutate):
@@ -171,3 +183,96 @@ def test_missing_artefact_is_a_clear_error_and_bootstrap_builds_it(rx_checker, t
         load_checker(settings, warm=False)
     assert ensure_kb(settings).endswith("(missing)")
     assert load_checker(settings, warm=False).kb_version == rx_checker.kb_version
+
+
+# ---------------------------------------------------------------------------------- build steps, one at a time
+def test_abbreviations_step_overrides_the_index_and_checks_strengths(settings, tmp_path):
+    (tmp_path / "abbreviations.csv").write_text(
+        "alias,ingredients,strengths_mg,mg_per_ml,note\n"
+        "APAP,acetaminophen,,,\n"
+        "Percocet 5,oxycodone hydrochloride|acetaminophen,5|325,,\n"
+        "apap syrup,acetaminophen,,32,\n")
+    b = KBBuild(settings, tmp_path)
+    b.names["apap"] = ["something else"]
+    add_abbreviations(b)
+    assert b.names["apap"] == ["acetaminophen"]  # project rows override
+    assert b.names["percocet 5"] == ["oxycodone", "acetaminophen"]  # salts stripped
+    assert b.strengths == {"percocet 5": {"mg": {"oxycodone": 5.0, "acetaminophen": 325.0}},
+                           "apap syrup": {"mg_per_ml": 32.0}}
+    assert "project/abbreviations.csv" in b.files
+    (tmp_path / "abbreviations.csv").write_text("alias,ingredients,strengths_mg,mg_per_ml,note\nx,a|b,5,,\n")
+    with pytest.raises(KBBuildError, match="abbreviations.csv row 2: 1 strengths for 2 ingredients"):
+        add_abbreviations(KBBuild(settings, tmp_path))
+    (tmp_path / "abbreviations.csv").unlink()
+    b = KBBuild(settings, tmp_path)
+    add_abbreviations(b)  # no table: nothing added, nothing hashed
+    assert b.names == {} and b.files == {}
+
+
+def test_link_atc_codes_through_a_synonym_and_a_combinations_first_component(settings):
+    b = KBBuild(settings, CURATED_DIR)
+    b.l5 = [("N02BE01", "paracetamol"), ("J01DH51", "imipenem and cilastatin"), ("J01DH02", "meropenem")]
+    b.names = {"paracetamol": ["acetaminophen"], "imipenem": ["imipenem"], "meropenem": ["meropenem"]}
+    b.atc = {"meropenem": ["J01DH02"]}
+    link_atc_codes(b)
+    assert b.atc == {"meropenem": ["J01DH02"], "acetaminophen": ["N02BE01"], "imipenem": ["J01DH51"]}
+
+
+def test_ddinter_grading_keeps_the_most_severe_level_and_skips_topical_forms(settings):
+    b = KBBuild(settings, CURATED_DIR)
+    b.names = {"coumadin": ["warfarin"]}
+    b.dd_rows = [("Warfarin", "Aspirin", "Moderate"), ("Aspirin", "Coumadin", "Major"),
+                 ("Warfarin", "Aspirin", "Minor"), ("Warfarin", "Warfarin sodium", "Major"),
+                 ("Betamethasone (topical)", "Aspirin", "Major"), ("Warfarin", "Ibuprofen", "Unknown")]
+    grade_ddinter_pairs(b)
+    assert b.ddinter == {"aspirin|warfarin": "Major", "ibuprofen|warfarin": "Unknown"}
+
+
+def test_curated_interactions_override_seed_rows_and_unknown_names_are_noted(settings):
+    b = KBBuild(settings, CURATED_DIR)
+    b.names = {"warfarin": ["warfarin"], "aspirin": ["aspirin"]}
+    b.interactions = {"aspirin|warfarin": {"severity": "moderate", "origin": "seed"}}
+    row = {"drug_a": "Aspirin", "drug_b": "warfarin", "severity": "major", "message": "m", "management": "",
+           "source": "s", "_row": "interactions_curated.csv#2"}
+    odd = {**row, "drug_a": "Zorblax", "_row": "interactions_curated.csv#3"}
+    b.curated = {"interactions_curated.csv": [row, odd]}
+    add_curated_interactions(b)
+    assert b.interactions["aspirin|warfarin"] == {"severity": "major", "message": "m", "management": "",
+                                                  "source": "s", "origin": "curated",
+                                                  "row": "interactions_curated.csv#2"}
+    assert b.interactions["warfarin|zorblax"]["row"] == "interactions_curated.csv#3"  # kept as written
+    assert b.unresolved == ["interactions_curated.csv#3: 'Zorblax'"]
+
+
+def test_curated_tables_are_canonicalised(settings):
+    b = KBBuild(settings, CURATED_DIR)
+    b.names = {"amoxicillin": ["amoxicillin"], "tylenol": ["acetaminophen"]}
+    b.curated = {
+        "allergy_classes.csv": [{"class_id": "penicillin", "ingredients": "Amoxicillin|", "atc_prefixes": "j01ca|",
+                                 "aliases": "Penicillins|pcn", "_row": "allergy_classes.csv#2"}],
+        "condition_contraindications.csv": [{"ingredient": "Tylenol", "atc_prefix": "",
+                                             "condition_terms": "Liver Failure", "icd10_prefixes": "k72.|K70",
+                                             "_row": "c.csv#2"}],
+        "renal_dosing.csv": None,
+        "interactions_curated.csv": [],
+    }
+    canonicalise_tables(b)
+    assert set(b.tables) == {"allergy_classes", "condition_contraindications"}  # missing and interactions left out
+    assert b.tables["allergy_classes"][0] | {"_row": None} == {
+        "class_id": "penicillin", "ingredients": ["amoxicillin"], "atc_prefixes": ["J01CA"],
+        "aliases": ["penicillins", "pcn"], "_row": None}
+    cond = b.tables["condition_contraindications"][0]
+    assert (cond["ingredient"], cond["condition_terms"], cond["icd10_prefixes"]) == (
+        "acetaminophen", ["liver failure"], ["K72", "K70"])
+
+
+def test_assemble_versions_the_content_only(settings):
+    b = KBBuild(settings, CURATED_DIR)
+    b.names = {"warfarin": ["warfarin"]}
+    b.curated = {"renal_dosing.csv": None}
+    kb = assemble(b, started=0.0)
+    assert kb["version"] == content_version(kb) and kb["missing_tables"] == ["renal_dosing.csv"]
+    assert kb["fuzzy_vocabulary"] == []  # warfarin is in no ATC/DDInter/brand list here
+    b.atc = {"warfarin": ["B01AA03"]}
+    again = assemble(b, started=0.0)
+    assert again["fuzzy_vocabulary"] == ["warfarin"] and again["version"] != kb["version"]
