@@ -49,9 +49,14 @@ def acuity_metrics(gold: list[str], pred: list[str]) -> dict:
     over = sum(RANK[p] > RANK[g] for g, p in zip(gold, pred))
     n_d = sum(g == "emergency" for g in gold)
     d_under = sum(g == "emergency" and p != "emergency" for g, p in zip(gold, pred))
+    urgent = {"emergency", "urgent"}
+    dichotomised = sum((g in urgent) == (p in urgent) for g, p in zip(gold, pred))
     return {
         "n": n,
         "exact_accuracy": exact / n if n else 0.0,
+        # emergency+urgent vs routine+self-care (the dichotomy of the lay-vignette literature)
+        "dichotomised_accuracy": dichotomised / n if n else 0.0,
+        "emergency_recall": (n_d - d_under) / n_d if n_d else 0.0,
         "safe_accuracy": safe / n if n else 0.0,
         "under_triage_rate": under / n if n else 0.0,
         "over_triage_rate": over / n if n else 0.0,

@@ -111,7 +111,15 @@ class RedFlagOut(BaseModel):
 class TriageResult(BaseModel):
     centers: list[CenterOut] = Field(description="Top-k centers, most likely first.")
     urgency: Urgency
-    urgency_reasons: list[str]
+    urgency_reasons: list[str] = Field(description="Why: the first reason is what set the level.")
+    urgency_source: str = Field(
+        "default",
+        description="What set the urgency: `red_flag:<rule_id>`, `model` (the urgency head), `rule:<name>` (a "
+        "documented safety-net rule) or `default`. The more urgent of red flags, model and rules wins.",
+    )
+    urgency_probabilities: dict[str, float] | None = Field(
+        None, description="The urgency head's probability per level (same encoder pass as the centers); null "
+        "when the served model has no urgency head.")
     red_flags: list[RedFlagOut]
     abstained: bool = Field(
         description="True when the classifier is not confident enough to route: hand the patient to "
@@ -131,6 +139,8 @@ _RESULT_EXAMPLE = {
     ],
     "urgency": "emergency",
     "urgency_reasons": ["red flag chest_pain_radiating: chest pain spreading to the arm with sweating"],
+    "urgency_source": "red_flag:chest_pain_radiating",
+    "urgency_probabilities": {"emergency": 0.93, "urgent": 0.05, "routine": 0.01, "self_care": 0.01},
     "red_flags": [
         {
             "rule_id": "chest_pain_radiating",

@@ -26,15 +26,21 @@ from serving.logs import SERVICE_LOGGER, log_event, log_extra
 from serving.metrics import Metrics
 from serving.model_holder import ModelHolder, model_version_of
 from serving.settings import Settings
+from triage.classifier import latin_share
 from triage.redflags import RedFlagMatcher
 from triage.taxonomy import URGENCY_LEVELS, load_taxonomy
-from triage.urgency import decide_urgency
+from triage.urgency import UrgencyModel, decide_urgency
 
 log = logging.getLogger(SERVICE_LOGGER)
 triage_log = logging.getLogger("rxtriage.triage")
 
 EMERGENCY = "emergency"
 URGENCY_ORDER = tuple(reversed(URGENCY_LEVELS))  # least to most urgent
+UNREAD_SCRIPT_SHARE = 0.5  # below this share of Latin letters the text is not read: hand it to a human
+SCRIPT_CAVEAT = (
+    "the text is mostly not in Latin script: the classifier, red-flag rules and urgency model read English, so "
+    "this answer is not based on the text; a human must read it"
+)
 LANGUAGE_CAVEAT = (
     "language zh: the classifier and red-flag rules are trained/written for English; "
     "treat this answer with caution and review it"
@@ -60,6 +66,8 @@ class TriageOutcome:
     urgency_reasons: list[str]
     model_version: str
     taxonomy_version: str
+    urgency_source: str = "default"
+    urgency_probabilities: dict[str, float] | None = None
 
 
 def _plain(value: Any) -> Any:
@@ -144,23 +152,38 @@ class TriageService:
         outcomes = []
         for item, pred in zip(items, predictions):
             flags = list(matcher.match(item.text, age_years=item.age, sex=item.sex, pregnant=item.pregnant))
-            decision = decide(item.text, pred.centers, flags, age_years=item.age, pregnant=item.pregnant)
+            head = getattr(model, "urgency_head", None)
+            urgency_model = None
+            if head is not None and getattr(pred, "urgency", None) is not None:
+                urgency_model = UrgencyModel(pred.urgency, head.thresholds, str(head.info.get("version", version)),
+                                             getattr(pred, "urgency_evidence", None))
+            decision = decide(item.text, pred.centers, flags, age_years=item.age, pregnant=item.pregnant,
+                              model=urgency_model)
             level = str(_plain(decision.level))
             reasons = [str(r) for r in (getattr(decision, "reasons", None) or [])]
+            source = str(getattr(decision, "source", "default"))
             if any(str(_plain(f.urgency)) == EMERGENCY for f in flags) and level != EMERGENCY:
                 level = EMERGENCY
                 reasons.insert(0, "an emergency red flag fired")
+                source = "red_flag"
+            abstained, abstain_reason = bool(pred.abstained), pred.abstain_reason
             if item.language == "zh":
                 reasons.append(LANGUAGE_CAVEAT)
+            if latin_share(item.text) < UNREAD_SCRIPT_SHARE:
+                # never a silent "routine" for text nobody here could read
+                reasons.insert(0, SCRIPT_CAVEAT)
+                abstained, abstain_reason = True, SCRIPT_CAVEAT
             outcomes.append(
                 TriageOutcome(
                     centers=list(pred.centers),
-                    abstained=bool(pred.abstained),
-                    abstain_reason=pred.abstain_reason,
+                    abstained=abstained,
+                    abstain_reason=abstain_reason,
                     flags=flags,
                     urgency=level,
                     urgency_reasons=reasons,
                     model_version=version,
+                    urgency_source=source,
+                    urgency_probabilities=getattr(decision, "probabilities", None),
                     taxonomy_version=taxonomy_version,
                 )
             )
@@ -197,6 +220,9 @@ class TriageService:
             "centers": centers,
             "urgency": outcome.urgency,
             "urgency_reasons": outcome.urgency_reasons,
+            "urgency_source": outcome.urgency_source,
+            "urgency_probabilities": None if outcome.urgency_probabilities is None else {
+                k: round(float(v), 6) for k, v in outcome.urgency_probabilities.items()},
             "red_flags": red_flags,
             "abstained": outcome.abstained,
             "abstain_reason": outcome.abstain_reason,

@@ -17,10 +17,13 @@ from evaluation.triage_eval import (
     expected_calibration_error,
     selective,
 )
+from evaluation.urgency_eval import evaluate_urgency, headline, pipeline
 from serving.settings import Settings
+from training import urgency_train
 from training.ddi_eval_adapter import evaluate_ddi_dir
 from training.triage_data import load_examples, make_splits
 from triage.classifier import TriageClassifier
+from triage.redflags import RedFlagMatcher
 
 TRIAGE_DATASETS = {
     "test": None,  # every held-out test row (external sources only: project-written rows never reach test)
@@ -43,7 +46,13 @@ def evaluate_triage(model_dir: Path, dataset: str, settings: Settings) -> dict:
     probs = clf.predict_proba(list(test["text"]))
     metrics = classification_metrics(y, probs, clf.labels)
     sel = selective(y, probs, clf.threshold)
+    # the service's urgency decision with this artifact (its urgency head, or rules alone when it has none) on the
+    # blind urgency set: the gate refuses a model that misses more emergencies or under-triages more
+    urgency = headline(evaluate_urgency(urgency_train.blind_rows(), pipeline(RedFlagMatcher(), clf)))
     return {
+        "urgency_emergency_recall": urgency["emergency_recall"],
+        "urgency_under_triage_rate": urgency["under_triage_rate"],
+        "urgency_exact_accuracy": urgency["exact_accuracy"],
         "n": metrics["n"],
         "accuracy": metrics["accuracy"],
         "macro_f1": metrics["macro_f1"],

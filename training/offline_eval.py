@@ -3,6 +3,7 @@
     python -m training eval-rx [--kb PATH] [--gold FILE] [--sigs FILE] [--show-errors N] [--ddi-model]
     python -m training eval-acuity [--vignettes PATH] [--field vignette_text|opening_utterance] [--json]
     python -m training eval-redflags [--phrases PATH] [--table PATH] [--json]
+    python -m training eval-urgency [--model URI_OR_FOLDER] [--sets blind,acuitybench] [--log-mlflow] [--json]
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ from evaluation.rx_eval import (
     load_sigs,
     markdown,
 )
+from evaluation.urgency_eval import evaluate_urgency, headline, pipeline
 from serving.checker_service import CheckerService
-from serving.components import load_checker
+from serving.components import load_checker, load_triage_classifier
+from serving.registry import configure
 from serving.settings import get_settings
+from training import urgency_train
 from training.kb_build import ensure_kb
 from training.sources import source_file
 from triage.redflags import RedFlagMatcher
@@ -98,4 +102,72 @@ def redflags_main(argv: list[str] | None = None) -> int:
     if report["missed_emergencies"]:
         print(f"\nFAIL: {len(report['missed_emergencies'])} missed emergencies", file=sys.stderr)
         return 1
+    return 0
+
+
+def _urgency_markdown(reports: dict[str, dict], title: str) -> str:
+    keys = ("n", "exact_accuracy", "dichotomised_accuracy", "emergency_recall", "under_triage_rate",
+            "over_triage_rate", "trap_emergency_rate")
+    lines = [f"### {title}", "", "| set | decision | " + " | ".join(keys) + " |", "|---|---|" + "---:|" * len(keys)]
+    for name, (with_model, rules_only) in reports.items():
+        for label, report in (("red flags + urgency head + rules", with_model), ("red flags + rules only", rules_only)):
+            if report is None:
+                continue
+            h = headline(report)
+            cells = [f"{int(h[k])}" if k == "n" else (f"{h[k]:.1%}" if k in h else "-") for k in keys]
+            lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+    for name, (with_model, _) in reports.items():
+        lines += ["", f"{name}: emergencies missed {with_model['overall']['emergency_under_triaged']} of "
+                      f"{with_model['overall']['n_emergency']}; decided by {with_model['decided_by']}"]
+        if with_model["by_group"] and name == "blind":
+            lines += ["", "| style | n | exact | dichotomised | emergency recall | under-triage |", "|---|---:|---:|---:|---:|---:|"]
+            for group, m in with_model["by_group"].items():
+                lines.append(f"| {group} | {m['n']} | {m['exact_accuracy']:.0%} | {m['dichotomised_accuracy']:.0%} | "
+                             f"{m['emergency_recall']:.0%} | {m['under_triage_rate']:.0%} |")
+    return "\n".join(lines)
+
+
+def urgency_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training eval-urgency",
+        description="The service's urgency decision (red flags + urgency head + rules) on the blind urgency set "
+                    "and AcuityBench, beside red flags + rules alone.")
+    parser.add_argument("--model", default=None, help="triage model URI or folder (default: RXT_TRIAGE_MODEL_URI)")
+    parser.add_argument("--sets", default="blind,acuitybench")
+    parser.add_argument("--log-mlflow", action="store_true",
+                        help="log the figures to the model's training run (meta.json run_id) as urgency_<set>_*")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    uri = args.model or settings.triage_model_uri
+    classifier = load_triage_classifier(uri, settings)
+    loaders = {"blind": urgency_train.blind_rows, "acuitybench": urgency_train.acuity_rows}
+    unknown = [s for s in args.sets.split(",") if s not in loaders]
+    if unknown:
+        parser.error(f"unknown set(s) {unknown}; choose from {sorted(loaders)}")
+    sets = {name: loaders[name]() for name in args.sets.split(",")}
+    matcher = RedFlagMatcher()
+    with_model = urgency_train.evaluate(classifier, sets, matcher)
+    rules_only = {name: evaluate_urgency(rows, pipeline(matcher, None)) for name, rows in sets.items()}
+    reports = {name: (with_model[name], rules_only[name]) for name in sets}
+    if args.json:
+        print(json.dumps({n: {"model": m, "rules_only": r} for n, (m, r) in reports.items()}, indent=2, default=float))
+    else:
+        head = classifier.urgency_head
+        print(_urgency_markdown(reports, f"model {uri} (version {classifier.version or 'local'}; urgency head "
+                                         f"{head.info.get('version') if head else 'none'})"))
+    if args.log_mlflow:
+        import mlflow
+
+        run_id = classifier.meta.get("run_id")
+        if not run_id:
+            print("error: the model's meta.json names no training run", file=sys.stderr)
+            return 1
+        configure(settings)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics(urgency_train.flat_metrics(with_model))
+            mlflow.log_metrics({f"rules_only_{k}": v for k, v in urgency_train.flat_metrics(rules_only).items()})
+            mlflow.log_dict({n: {"model": m, "rules_only": r} for n, (m, r) in reports.items()},
+                            "urgency_eval/report.json")
+        print(f"logged to MLflow run {run_id}", file=sys.stderr)
     return 0

@@ -20,8 +20,26 @@ INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 OPSET = 17
 
 
+def _with_embedding(model):
+    """Wrap a MeanPoolClassifier so the graph returns (logits, pooled embedding): one encoder pass serves the
+    center head, the urgency head and embedding similarity."""
+    import torch
+
+    class _Outputs(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            pooled = self.inner.embed(input_ids, attention_mask, token_type_ids)
+            return self.inner.classifier(pooled), pooled
+
+    return _Outputs(model)
+
+
 def export_onnx(model, tokenizer, path: str | Path, max_length: int = 128) -> Path:
-    """Write ``model`` (a HF ``*ForSequenceClassification``) to ``path`` with dynamic axes."""
+    """Write ``model`` (a MeanPoolClassifier) to ``path`` with dynamic axes; outputs ``logits`` and, when the model
+    can pool, ``embedding``."""
     import torch
 
     path = Path(path)
@@ -37,14 +55,20 @@ def export_onnx(model, tokenizer, path: str | Path, max_length: int = 128) -> Pa
     args = tuple(sample[name] for name in INPUT_NAMES)
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
     axes["logits"] = {0: "batch"}
+    outputs = ["logits"]
+    graph = model
+    if hasattr(model, "embed") and hasattr(model, "classifier"):
+        graph = _with_embedding(model)
+        outputs.append("embedding")
+        axes["embedding"] = {0: "batch"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model,
+            graph,
             args,
             str(path),
             input_names=INPUT_NAMES,
-            output_names=["logits"],
+            output_names=outputs,
             dynamic_axes=axes,
             opset_version=OPSET,
             dynamo=False,

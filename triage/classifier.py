@@ -30,6 +30,72 @@ import numpy as np
 
 VARIANTS = {"int8": "model.int8.onnx", "fp32": "model.onnx"}
 ARTIFACT_FILES = ("labels.json", "meta.json", "tokenizer/tokenizer.json")
+URGENCY_HEAD_FILE = "urgency_head.json"  # optional: a linear urgency head over the pooled embedding
+
+
+@dataclass(frozen=True)
+class UrgencyHead:
+    """``softmax(embedding @ weights.T + bias)`` over ``labels`` (urgency levels), and the decision thresholds
+    chosen on validation (see ``triage.urgency.model_level``)."""
+
+    labels: tuple[str, ...]
+    weights: np.ndarray  # (n_levels, dim)
+    bias: np.ndarray  # (n_levels,)
+    thresholds: dict[str, float]
+    info: dict
+    normalise: bool = False  # L2-normalise the embedding first
+    # cited presentations (guidance statements) with their normalised embeddings, to name the closest one
+    exemplars: tuple[dict, ...] = ()
+    exemplar_embeddings: np.ndarray | None = None
+
+    @classmethod
+    def from_json(cls, path: Path) -> "UrgencyHead":
+        data = _read_json(path)
+        try:
+            labels = tuple(str(x) for x in data["labels"])
+            weights = np.asarray(data["weights"], dtype=np.float32)
+            bias = np.asarray(data["bias"], dtype=np.float32)
+            thresholds = {str(k): float(v) for k, v in data["thresholds"].items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelArtifactError(f"{path}: malformed urgency head ({exc})") from exc
+        if weights.ndim != 2 or weights.shape[0] != len(labels) or bias.shape != (len(labels),):
+            raise ModelArtifactError(f"{path}: weights {weights.shape} / bias {bias.shape} do not fit {len(labels)} "
+                                     "levels")
+        ex = data.get("exemplars") or {}
+        exemplars, ex_emb = (), None
+        if ex:
+            try:
+                exemplars = tuple({"text": t, "urgency": u, "source": src}
+                                  for t, u, src in zip(ex["text"], ex["urgency"], ex["source"], strict=True))
+                ex_emb = np.asarray(ex["embeddings"], dtype=np.float32)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ModelArtifactError(f"{path}: malformed exemplars ({exc})") from exc
+            if ex_emb.shape != (len(exemplars), weights.shape[1]):
+                raise ModelArtifactError(f"{path}: exemplar embeddings {ex_emb.shape} do not fit {len(exemplars)} "
+                                         f"exemplars of dimension {weights.shape[1]}")
+        info = {k: v for k, v in data.items() if k not in {"weights", "bias", "exemplars"}}
+        return cls(labels, weights, bias, thresholds, info, bool(data.get("normalise", False)), exemplars, ex_emb)
+
+    def closest(self, embedding: np.ndarray, levels=("emergency", "urgent")) -> dict[str, dict]:
+        """Per level, the cited presentation closest to ``embedding`` (cosine): {level: {text, source, similarity}}."""
+        if self.exemplar_embeddings is None or not len(self.exemplars):
+            return {}
+        v = np.asarray(embedding, dtype=np.float32)
+        v = v / max(float(np.linalg.norm(v)), 1e-9)
+        sims = self.exemplar_embeddings @ v
+        out = {}
+        for level in levels:
+            idx = [i for i, e in enumerate(self.exemplars) if e["urgency"] == level]
+            if idx:
+                best = max(idx, key=lambda i: sims[i])
+                out[level] = {**self.exemplars[best], "similarity": round(float(sims[best]), 3)}
+        return out
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        x = np.asarray(embeddings, dtype=np.float32)
+        if self.normalise:
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+        return softmax(x @ self.weights.T + self.bias)
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -46,10 +112,23 @@ class Prediction:
     centers: list[tuple[str, float]]  # every label, ranked by calibrated probability (desc)
     abstained: bool
     abstain_reason: str | None
+    # urgency level -> probability from the urgency head (same encoder pass); None when the artifact has none
+    urgency: dict[str, float] | None = None
+    # per urgent level, the closest cited presentation (text, source URL, cosine similarity), when the head has them
+    urgency_evidence: dict[str, dict] | None = None
 
     @property
     def top(self) -> tuple[str, float]:
         return self.centers[0]
+
+
+def latin_share(text: str) -> float:
+    """Share of the letters in ``text`` that are Latin script (1.0 for a text without letters). The classifier,
+    the red-flag rules and the urgency head read English: a text mostly in another script is not read."""
+    letters = [ch for ch in str(text) if ch.isalpha()]
+    if not letters:
+        return 1.0
+    return sum(1 for ch in letters if "LATIN" in unicodedata.name(ch, "")) / len(letters)
 
 
 def clean_text(text: str) -> str:
@@ -80,8 +159,14 @@ class TriageClassifier:
         batch_size: int = 64,
         deterministic: bool = True,
         parallel_sessions: list | None = None,
+        urgency_head: UrgencyHead | None = None,
     ):
         self.folder = Path(folder)
+        self.urgency_head = urgency_head
+        # the pooled sentence embedding is a second output of newer artifacts (the urgency head reads it)
+        outputs = [o.name for o in session.get_outputs()]
+        self._with_embedding = "embedding" in outputs
+        self._output_names = [outputs[0], "embedding"] if self._with_embedding else [outputs[0]]
         self._session = session
         # int8 per-text mode: one single-threaded session per core, texts of a call spread over them (a
         # single short text gains nothing from intra-op threads; measured on 2 cores: ~2x per call of 32)
@@ -182,8 +267,14 @@ class TriageClassifier:
         tokenizer.enable_truncation(max_length=int(meta["max_length"]))
         pad_id = tokenizer.token_to_id("[PAD]")
         tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
+        head = None
+        if (folder / URGENCY_HEAD_FILE).is_file():
+            if "embedding" not in {o.name for o in session.get_outputs()}:
+                raise ModelArtifactError(f"{folder / URGENCY_HEAD_FILE} needs an 'embedding' output, which "
+                                         f"{model_path.name} lacks")
+            head = UrgencyHead.from_json(folder / URGENCY_HEAD_FILE)
         return cls(folder, session, tokenizer, labels, meta, variant, version, deterministic=deterministic,
-                   parallel_sessions=parallel)
+                   parallel_sessions=parallel, urgency_head=head)
 
     # ------------------------------------------------------------------ inference
     def _check(self, texts) -> list[str]:
@@ -214,43 +305,66 @@ class TriageClassifier:
         fp32 (or ``deterministic=False``): one ONNX call per batch of up to ``batch_size`` texts.
         int8 with ``deterministic`` (default): one call per text, so results never depend on the batch.
         """
+        return self.predict_outputs(texts)[0]
+
+    def predict_outputs(self, texts) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits, pooled embeddings or None when the artifact has no embedding output), one encoder pass."""
         cleaned = self._check(texts)
         if not cleaned:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
+            return np.zeros((0, len(self.labels)), dtype=np.float32), None
         per_text = self.deterministic and self.variant == "int8"
         if per_text and len(self._parallel) > 1 and len(cleaned) > 1:
             return self._per_text_parallel(cleaned)
         step = 1 if per_text else self.batch_size
-        out = []
+        logits, embeddings = [], []
         for start in range(0, len(cleaned), step):
-            batch = cleaned[start : start + step]
-            out.append(self._session.run(None, self._encode(batch))[0])
-        return np.concatenate(out, axis=0)
+            outs = self._session.run(self._output_names, self._encode(cleaned[start : start + step]))
+            logits.append(outs[0])
+            if self._with_embedding:
+                embeddings.append(outs[1])
+        return np.concatenate(logits, axis=0), (np.concatenate(embeddings, axis=0) if embeddings else None)
 
-    def _per_text_parallel(self, cleaned: list[str]) -> np.ndarray:
-        """Each text alone (same logits as sequential), stripes of the call on the single-threaded sessions."""
+    def _per_text_parallel(self, cleaned: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each text alone (same outputs as sequential), stripes of the call on the single-threaded sessions."""
         n = len(self._parallel)
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(n, thread_name_prefix="triage-ort")
 
-        def stripe(j: int) -> list[tuple[int, np.ndarray]]:
+        def stripe(j: int) -> list[tuple[int, list[np.ndarray]]]:
             session = self._parallel[j]
-            return [(i, session.run(None, self._encode([cleaned[i]]))[0][0]) for i in range(j, len(cleaned), n)]
+            return [(i, session.run(self._output_names, self._encode([cleaned[i]])))
+                    for i in range(j, len(cleaned), n)]
 
-        out = np.empty((len(cleaned), len(self.labels)), dtype=np.float32)
+        logits = np.empty((len(cleaned), len(self.labels)), dtype=np.float32)
+        embeddings: np.ndarray | None = None
         for part in self._pool.map(stripe, range(min(n, len(cleaned)))):
-            for i, row in part:
-                out[i] = row
-        return out
+            for i, outs in part:
+                logits[i] = outs[0][0]
+                if self._with_embedding:
+                    if embeddings is None:
+                        embeddings = np.empty((len(cleaned), outs[1].shape[-1]), dtype=np.float32)
+                    embeddings[i] = outs[1][0]
+        return logits, embeddings
 
     def predict_proba(self, texts) -> np.ndarray:
         return softmax(self.predict_logits(texts), self.temperature)
 
+    def embed(self, texts) -> np.ndarray:
+        """Pooled sentence embeddings from the served encoder (artifacts with an embedding output)."""
+        _, embeddings = self.predict_outputs(texts)
+        if embeddings is None:
+            raise ModelArtifactError(f"{self.folder}: this artifact has no embedding output")
+        return embeddings
+
     def predict(self, texts) -> list[Prediction]:
-        probs = self.predict_proba(texts)
+        logits, embeddings = self.predict_outputs(texts)
+        probs = softmax(logits, self.temperature)
+        urgency = None
+        if self.urgency_head is not None and embeddings is not None:
+            urgency = self.urgency_head.probabilities(embeddings)
         results = []
-        for row in probs:
+        for k, row in enumerate(probs):
             order = np.argsort(-row, kind="stable")
             centers = [(self.labels[j], float(row[j])) for j in order]
             top = centers[0][1]
@@ -258,7 +372,11 @@ class TriageClassifier:
             reason = (
                 f"top probability {top:.2f} below threshold {self.threshold:.2f}" if abstained else None
             )
-            results.append(Prediction(centers, abstained, reason))
+            levels = evidence = None
+            if urgency is not None:
+                levels = {level: float(p) for level, p in zip(self.urgency_head.labels, urgency[k])}
+                evidence = self.urgency_head.closest(embeddings[k]) or None
+            results.append(Prediction(centers, abstained, reason, levels, evidence))
         return results
 
     def info(self) -> dict:
@@ -272,6 +390,7 @@ class TriageClassifier:
             "max_length": self.max_length,
             "deterministic": self.deterministic,
             "parallel_sessions": len(self._parallel) or 1,
+            "urgency_head": None if self.urgency_head is None else self.urgency_head.info.get("version", "present"),
         }
 
 

@@ -1,31 +1,38 @@
-"""Urgency of a triage message: red flags first, then a small documented rule set.
+"""Urgency of a triage message: cited red flags, the learned urgency head, and a few documented rules.
 
 Levels, most to least urgent: ``emergency`` (999 / A&E now), ``urgent`` (same-day clinical
 contact: NHS 111, urgent GP, maternity unit), ``routine`` (a GP appointment), ``self_care``
 (self-care or a pharmacist).
 
-Decision order (the first that applies wins; every step adds a human-readable reason):
+One decision policy: every source proposes a level and **the more urgent wins**; the answer's first reason names
+what set it (``UrgencyDecision.source``: ``red_flag:<rule_id>``, ``model``, ``rule:<name>`` or ``default``).
 
-1. any emergency red flag                                  -> ``emergency``
-2. any urgent red flag                                     -> ``urgent``
-3. fever or infection words in someone NICE lists as more vulnerable to sepsis (a baby under
-   1 year, a person over 75, pregnancy) - NICE NG51, "Who is more at risk of sepsis?"; NG51 1.1.6
-   asks remote assessors to weigh these factors when setting the urgency of a face-to-face
-   assessment                                              -> ``urgent``
-4. a temperature reading of 39.0C or more - heuristic, borrowed from the NICE NG143 amber
-   threshold for infants (not an adult guideline)           -> ``urgent``
-5. severe-pain or rapid-worsening words ("severe", "unbearable", "excruciating", "getting worse
-   quickly") - heuristic                                   -> ``urgent``
-6. long duration or recurrence ("for months", "for years", "keeps coming back") - SWASFT/NHS
-   "which service": GP for symptoms that won't go away      -> ``routine``
-7. minor-illness words with nothing above (cold, runny nose, mild, minor graze...) - SWASFT/NHS
-   "which service": self-care for grazed knees, coughs and colds; pharmacy for headaches, upset
-   stomachs, aches and pains                               -> ``self_care``
-8. otherwise                                                -> ``routine``
+Sources:
+
+- red flags (cited table, negation/history aware): ``emergency`` or ``urgent``;
+- the urgency head of the triage model (``model`` argument: probabilities per level from the same encoder pass as
+  the centers, and the thresholds chosen on validation): ``model_level`` below - emergency when
+  p(emergency) >= t_emergency, urgent when p(emergency) + p(urgent) >= t_urgent, else the likelier of routine and
+  self-care (self-care only when p(self_care) >= t_self_care);
+- safety-net rules that only raise (each says why):
+  1. fever or infection words in someone NICE lists as more vulnerable to sepsis (a baby under 1 year, a person
+     over 75, pregnancy) - NICE NG51, "Who is more at risk of sepsis?"; NG51 1.1.6 asks remote assessors to
+     weigh these factors when setting the urgency of a face-to-face assessment      -> ``urgent``
+  2. a temperature reading of 39.0C or more - heuristic, borrowed from the NICE NG143 amber threshold for
+     infants (not an adult guideline)                                                   -> ``urgent``
+  3. severe-pain or rapid-worsening words ("severe", "unbearable", "excruciating", "getting worse quickly")
+     - heuristic                                                                        -> ``urgent``
+- without an urgency head (an older artifact, or ``centers=[]`` evaluations) the lower levels come from rules:
+  4. long duration or recurrence ("for months", "keeps coming back") - SWASFT/NHS "which service": GP for
+     symptoms that won't go away                                                        -> ``routine``
+  5. minor-illness words with nothing above (cold, runny nose, mild, minor graze...) - SWASFT/NHS "which
+     service": self-care for grazed knees, coughs and colds; pharmacy for headaches, upset stomachs, aches
+     and pains                                                                          -> ``self_care``
+  6. otherwise                                                                          -> ``routine``
 
 Words count only when not negated ("no fever", "not severe").  The classifier's ``centers`` are
-optional: the rules above do not depend on them (AcuityBench is measured with ``centers=[]``);
-when given, the top center is recorded in the reasons for audit only.
+optional: the rules above do not depend on them; when given, the top center is recorded in the reasons for
+audit only.
 """
 
 from __future__ import annotations
@@ -75,6 +82,45 @@ def _find(pattern: str, text: str) -> str | None:
 class UrgencyDecision:
     level: str
     reasons: list[str]
+    source: str = "default"  # what set the level: red_flag:<rule_id>, model, rule:<name> or default
+    probabilities: dict[str, float] | None = None  # the urgency head's, when one ran
+
+
+@dataclass(frozen=True)
+class UrgencyModel:
+    """The urgency head's output for one text: probability per level and the thresholds it was tuned with."""
+
+    probabilities: dict[str, float]
+    thresholds: dict[str, float]
+    version: str | None = None
+    evidence: dict[str, dict] | None = None  # level -> closest cited presentation {text, source, similarity}
+
+
+def model_level(model: UrgencyModel) -> tuple[str, str]:
+    """(level, reason) from the urgency head: under-triage costs more than over-triage, so the thresholds for the
+    two urgent levels are chosen on validation for recall (emergency recall >= 99% there)."""
+    p = model.probabilities
+    t = model.thresholds
+    pe, pu = p.get("emergency", 0.0), p.get("urgent", 0.0)
+    te, tu, ts = t.get("emergency", 0.5), t.get("urgent", 0.5), t.get("self_care", 0.5)
+    tag = f"urgency model{' ' + model.version if model.version else ''}"
+
+    def cite(level: str) -> str:
+        e = (model.evidence or {}).get(level)
+        return (f"; closest cited presentation: {e['text']!r} [{e['source']}] (similarity {e['similarity']:.2f})"
+                if e else "")
+
+    if pe >= te:
+        return "emergency", f"{tag}: p(emergency)={pe:.2f} >= threshold {te:.2f}{cite('emergency')}"
+    if pe + pu >= tu:
+        return "urgent", f"{tag}: p(emergency)+p(urgent)={pe + pu:.2f} >= threshold {tu:.2f}{cite('urgent')}"
+    ps = p.get("self_care", 0.0)
+    if ps >= ts and ps >= p.get("routine", 0.0):
+        return "self_care", f"{tag}: p(self_care)={ps:.2f} >= threshold {ts:.2f}"
+    return "routine", f"{tag}: p(routine)={p.get('routine', 0.0):.2f}, p(self_care)={ps:.2f}"
+
+
+_RANK = {level: i for i, level in enumerate(reversed(URGENCY_LEVELS))}  # self_care 0 ... emergency 3
 
 
 def decide_urgency(
@@ -84,6 +130,7 @@ def decide_urgency(
     *,
     age_years: float | None = None,
     pregnant: bool | None = None,
+    model: UrgencyModel | None = None,
 ) -> UrgencyDecision:
     if not isinstance(text, str):
         raise TypeError("text must be a string")
@@ -99,14 +146,18 @@ def decide_urgency(
         top = max(pairs, key=lambda cp: cp[1])
         reasons.append(f"model top center {top[0]} ({top[1]:.2f}) recorded; urgency rules do not use it")
 
+    proposals: list[tuple[str, str, list[str]]] = []  # (level, source, reasons), in order of precedence
     emergency = [f for f in flags if f.urgency == "emergency"]
     if emergency:
-        return UrgencyDecision(
-            "emergency", [f"red flag {f.rule_id}: {f.label} [{f.source}]" for f in emergency] + reasons
-        )
+        proposals.append(("emergency", f"red_flag:{emergency[0].rule_id}",
+                          [f"red flag {f.rule_id}: {f.label} [{f.source}]" for f in emergency]))
     urgent = [f for f in flags if f.urgency == "urgent"]
     if urgent:
-        return UrgencyDecision("urgent", [f"red flag {f.rule_id}: {f.label} [{f.source}]" for f in urgent] + reasons)
+        proposals.append(("urgent", f"red_flag:{urgent[0].rule_id}",
+                          [f"red flag {f.rule_id}: {f.label} [{f.source}]" for f in urgent]))
+    if model is not None:
+        level, why = model_level(model)
+        proposals.append((level, "model", [why]))
 
     age_months = age_years * 12 if age_years is not None else RedFlagMatcher.text_age_months(text)
     fever = _find(FEVER_WORDS, text)
@@ -120,26 +171,32 @@ def decide_urgency(
         if pregnant is True or re.search(r"\bpregnan", text, flags=re.IGNORECASE):
             vulnerable.append("pregnant")
         if vulnerable:
-            return UrgencyDecision(
-                "urgent",
-                [f"fever/infection ({fever or max(temps)}) in a group at higher risk of sepsis: "
-                 f"{', '.join(vulnerable)} [{SOURCE_NG51}]"] + reasons,
-            )
+            proposals.append(("urgent", "rule:sepsis_risk_group",
+                              [f"fever/infection ({fever or max(temps)}) in a group at higher risk of sepsis: "
+                               f"{', '.join(vulnerable)} [{SOURCE_NG51}]"]))
     if temps and max(temps) >= 39.0:
-        return UrgencyDecision(
-            "urgent", [f"temperature reading {max(temps)}C >= 39.0C (heuristic, NICE NG143 amber threshold)"] + reasons
-        )
+        proposals.append(("urgent", "rule:temperature",
+                          [f"temperature reading {max(temps)}C >= 39.0C (heuristic, NICE NG143 amber threshold)"]))
     severe = _find(SEVERE_WORDS, text)
     if severe:
-        return UrgencyDecision("urgent", [f"severity/worsening words: {severe!r} (heuristic)"] + reasons)
-    duration = _find(DURATION_WORDS, text)
-    if duration:
-        return UrgencyDecision(
-            "routine", [f"long-standing or recurring: {duration!r} -> GP for symptoms that won't go away [{SOURCE_SWAST}]"] + reasons
-        )
-    minor = _find(MINOR_WORDS, text)
-    if minor:
-        return UrgencyDecision(
-            "self_care", [f"minor-illness words: {minor!r} -> self-care or pharmacy [{SOURCE_SWAST}]"] + reasons
-        )
-    return UrgencyDecision("routine", ["no red flag or urgency modifier: routine GP assessment (default)"] + reasons)
+        proposals.append(("urgent", "rule:severity_words", [f"severity/worsening words: {severe!r} (heuristic)"]))
+    if model is None:
+        duration = _find(DURATION_WORDS, text)
+        minor = _find(MINOR_WORDS, text)
+        if duration:
+            proposals.append(("routine", "rule:long_standing",
+                              [f"long-standing or recurring: {duration!r} -> GP for symptoms that won't go away "
+                               f"[{SOURCE_SWAST}]"]))
+        elif minor:
+            proposals.append(("self_care", "rule:minor_illness",
+                              [f"minor-illness words: {minor!r} -> self-care or pharmacy [{SOURCE_SWAST}]"]))
+        else:
+            proposals.append(("routine", "default",
+                              ["no red flag or urgency modifier: routine GP assessment (default)"]))
+    probabilities = None if model is None else dict(model.probabilities)
+    # the more urgent wins; among equals the first proposal (red flags, then the model, then rules)
+    best = max(range(len(proposals)), key=lambda i: (_RANK[proposals[i][0]], -i))
+    level, source, why = proposals[best]
+    if model is not None and source != "model":  # say what the model thought when it did not decide
+        why = why + [r for lvl, src, rs in proposals if src == "model" for r in rs]
+    return UrgencyDecision(level, why + reasons, source, probabilities)

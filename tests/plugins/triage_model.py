@@ -31,6 +31,7 @@ FIXTURE_OPTIONS = dict(
     cross_source=False,
     few_shot="prototypes",
     progress=False,
+    urgency=False,  # rules-only urgency here; tests/training/test_urgency_train.py adds a head to a copy
 )
 
 

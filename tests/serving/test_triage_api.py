@@ -32,8 +32,11 @@ def test_triage_answers_with_ranked_centers_and_versions(client, triage_registry
     body = r.json()
     assert set(body) == {
         "request_id", "centers", "urgency", "urgency_reasons", "red_flags", "abstained", "abstain_reason",
-        "model_version", "taxonomy_version", "red_flag_table_version",
+        "model_version", "taxonomy_version", "red_flag_table_version", "urgency_source", "urgency_probabilities",
     }
+    # the fixture model has no urgency head: rules decide and say so (the head: tests/training/test_urgency_train)
+    assert body["urgency_probabilities"] is None
+    assert body["urgency_source"] == "default" or body["urgency_source"].startswith(("rule:", "red_flag"))
     assert len(body["centers"]) == 3
     probs = [c["probability"] for c in body["centers"]]
     assert all(0.0 <= p <= 1.0 for p in probs) and probs == sorted(probs, reverse=True)
@@ -85,6 +88,7 @@ def test_negated_complaint_is_not_an_emergency(client):
     assert r.status_code == 200
     assert r.json()["urgency"] != "emergency"
     assert all(c["id"] != "emergency" for c in r.json()["centers"])
+    assert not r.json()["red_flags"]
 
 
 def test_batch_endpoint_keeps_order(client):
@@ -315,3 +319,14 @@ def test_schemathesis_no_server_errors(served_settings):
 
     check()
     assert len(seen) >= 20 and 200 in seen
+
+
+def test_text_in_another_script_is_handed_to_a_human_with_a_caveat(client):
+    """Never a silent answer for text the model cannot read: abstained, and the first reason says why."""
+    r = _post(client, {"text": "我胸口很痛，喘不过气来，已经半个小时了"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["abstained"] is True and "not in Latin script" in body["abstain_reason"]
+    assert "not in Latin script" in body["urgency_reasons"][0]
+    mixed = _post(client, {"text": "my chest hurts 胸口痛"}).json()
+    assert "not in Latin script" not in mixed["urgency_reasons"][0]  # mostly English: read as usual

@@ -179,3 +179,19 @@ def test_shipped_triage_gate_reads_redflag_recall_and_parity(lc):
     extra = lifecycle._extra_gate_values(lifecycle.kind_of("triage"), v1, settings, gates)
     assert extra["redflag_recall"] == 1.0  # no missed red-flag phrase (docs/red-flags.md)
     assert extra["onnx_parity_max_abs_diff"] is not None and extra["onnx_parity_max_abs_diff"] < 1e-3
+
+
+def test_shipped_triage_gate_refuses_worse_urgency_safety():
+    """A challenger that misses more emergencies, or under-triages more, than the champion is refused."""
+    from training.lifecycle import apply_gates, kind_of, load_gates
+
+    gates = load_gates(kind_of("triage"))
+    base = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selective_accuracy": 0.95, "ece": 0.04,
+            "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08}
+    assert apply_gates(gates, dict(base), dict(base)).passed
+    worse_recall = {**base, "urgency_emergency_recall": 0.96}
+    report = apply_gates(gates, worse_recall, base)
+    assert not report.passed and [c.name for c in report.failures()] == ["not worse: urgency_emergency_recall"]
+    worse_under = {**base, "urgency_under_triage_rate": 0.09}
+    report = apply_gates(gates, worse_under, base)
+    assert [c.name for c in report.failures()] == ["not worse: urgency_under_triage_rate"]

@@ -1,0 +1,73 @@
+"""Urgency measured end to end (red flags + urgency head + rules, as the service decides) on labelled complaints.
+
+``evaluate_urgency(rows, decide)``: ``rows`` are dicts with ``text``, ``urgency`` (gold level) and optionally
+``age_years``, ``sex``, ``pregnant`` and a ``group`` to break the figures down by (a style, a source);
+``decide(row) -> UrgencyDecision``.  ``pipeline(matcher, classifier)`` builds the service's decision: the
+classifier's urgency head (when its artifact has one) and the cited red flags.  Metrics per
+``evaluation.acuity_eval.acuity_metrics``: exact and dichotomised accuracy, emergency recall, under- and
+over-triage rates, confusion table; plus which source set each level and how many negated/history mentions were
+raised to emergency (rows whose ``group`` is ``negation_trap`` or ``history_trap``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Callable
+
+from evaluation.acuity_eval import acuity_metrics
+from triage.redflags import RedFlagMatcher
+from triage.urgency import UrgencyDecision, UrgencyModel, decide_urgency
+
+TRAP_GROUPS = ("negation_trap", "history_trap")
+
+
+def pipeline(matcher: RedFlagMatcher, classifier=None) -> Callable[[dict], UrgencyDecision]:
+    """The service's urgency decision for one row (classifier optional: rules and red flags only without it)."""
+    head = getattr(classifier, "urgency_head", None)
+    version = None if classifier is None else (getattr(classifier, "version", None) or "local")
+
+    def decide(row: dict) -> UrgencyDecision:
+        text = row["text"]
+        age, sex, pregnant = row.get("age_years"), row.get("sex"), row.get("pregnant")
+        centers, model = [], None
+        if classifier is not None:
+            pred = classifier.predict([text])[0]
+            centers = pred.centers
+            if pred.urgency is not None and head is not None:
+                model = UrgencyModel(pred.urgency, head.thresholds, version, pred.urgency_evidence)
+        flags = matcher.match(text, age_years=age, sex=sex, pregnant=pregnant)
+        return decide_urgency(text, centers, flags, age_years=age, pregnant=pregnant, model=model)
+
+    return decide
+
+
+def evaluate_urgency(rows: list[dict], decide: Callable[[dict], UrgencyDecision], keep_errors: int = 40) -> dict:
+    gold, pred, groups, sources = [], [], defaultdict(lambda: ([], [])), Counter()
+    errors = []
+    for row in rows:
+        d = decide(row)
+        gold.append(row["urgency"])
+        pred.append(d.level)
+        sources[d.source.split(":")[0]] += 1
+        if row.get("group"):
+            groups[row["group"]][0].append(row["urgency"])
+            groups[row["group"]][1].append(d.level)
+        if d.level != row["urgency"] and len(errors) < keep_errors:
+            errors.append({"id": row.get("id"), "gold": row["urgency"], "pred": d.level, "source": d.source,
+                           "text": row["text"][:160]})
+    report = {"overall": acuity_metrics(gold, pred), "decided_by": dict(sources),
+              "by_group": {g: acuity_metrics(*gp) for g, gp in sorted(groups.items())}, "errors": errors}
+    traps = [(g, p) for name in TRAP_GROUPS for g, p in zip(*groups.get(name, ([], [])))]
+    report["traps"] = {"n": len(traps), "raised_to_emergency": sum(p == "emergency" for _, p in traps)}
+    return report
+
+
+def headline(report: dict) -> dict[str, float]:
+    """The figures the issue and the promotion gate use, flat."""
+    o = report["overall"]
+    out = {k: float(o[k]) for k in ("exact_accuracy", "dichotomised_accuracy", "emergency_recall",
+                                    "under_triage_rate", "over_triage_rate")}
+    out["n"] = float(o["n"])
+    if report["traps"]["n"]:
+        out["trap_emergency_rate"] = report["traps"]["raised_to_emergency"] / report["traps"]["n"]
+    return out

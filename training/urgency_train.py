@@ -1,0 +1,225 @@
+"""The urgency head: a cost-sensitive linear model over the triage encoder's pooled embedding.
+
+It runs in the same encoder pass as the centers (the ONNX artifact's ``embedding`` output) and is stored beside
+the model as ``urgency_head.json`` (``triage.classifier.UrgencyHead``).  Steps (each a function, each tested):
+
+1. ``embed``: the served int8 ONNX model embeds the urgency training text (``training.urgency_data``: public
+   guidance turned into first-person complaints, with provenance), so training and serving see the same vectors;
+2. ``fit_head``: multinomial logistic regression, class-balanced and cost-weighted (under-triage costs more than
+   over-triage: ``COST``);
+3. ``choose_thresholds``: on validation (held-out statement groups), the emergency threshold is the largest that
+   keeps emergency recall >= ``EMERGENCY_RECALL`` and the urgent threshold the largest that keeps recall of
+   "urgent or worse" >= ``URGENT_RECALL``;
+4. ``evaluation_sets`` / ``evaluate``: the full decision (red flags + head + rules) on validation, on the
+   blind set ``datasets/triage/blind/urgency_blind_v1.csv`` (written before any model ran on it) and on
+   AcuityBench seed100 (evaluation only).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evaluation.urgency_eval import evaluate_urgency, headline, pipeline
+from serving.settings import PROJECT_ROOT
+from training.sources import source_file
+from training.urgency_data import (
+    data_hash,
+    load_statements,
+    make_examples,
+    split_groups,
+)
+from training.weights import balanced_class_weights
+from triage.redflags import RedFlagMatcher
+from triage.taxonomy import URGENCY_LEVELS
+
+BLIND_SET = PROJECT_ROOT / "datasets" / "triage" / "blind" / "urgency_blind_v1.csv"
+ACUITY_LEVELS = {"A": "self_care", "B": "routine", "C": "urgent", "D": "emergency"}
+COST = {"emergency": 3.0, "urgent": 1.5, "routine": 1.0, "self_care": 1.0}  # weight of a missed example
+EMERGENCY_RECALL = 0.99
+URGENT_RECALL = 0.95
+LABELS = tuple(URGENCY_LEVELS)
+LEVEL_INDEX = {level: i for i, level in enumerate(LABELS)}
+
+
+def level_weights(y: np.ndarray) -> np.ndarray:
+    """Per-level loss weights: class-balanced times the cost of missing that level (``COST``)."""
+    return balanced_class_weights(y, len(LABELS)) * np.array([COST[level] for level in LABELS])
+
+
+def training_frame(per_statement: int = 6, contrast: int = 600, include_other_sources: bool = False,
+                   seed: int = 11, limit: int | None = None) -> pd.DataFrame:
+    statements = load_statements(include_other_sources=include_other_sources)
+    if limit:
+        statements = statements.groupby("urgency", group_keys=False).head(limit)
+    df = make_examples(statements, per_statement=per_statement, contrast=contrast if not limit else limit, seed=seed)
+    df["split"] = split_groups(df, seed=seed)
+    return df
+
+
+def embed(classifier, texts: list[str]) -> np.ndarray:
+    return classifier.embed(list(texts)).astype(np.float32)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, c: float = 2.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(weights (n_levels, dim), bias) of a multinomial logistic regression on L2-normalised embeddings."""
+    from sklearn.linear_model import LogisticRegression
+
+    weights = level_weights(y)
+    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    clf.fit(_normalise(x), y, sample_weight=weights[y])
+    w = np.zeros((len(LABELS), x.shape[1]), dtype=np.float32)
+    b = np.full(len(LABELS), -30.0, dtype=np.float32)  # a level absent from training is never predicted
+    for row, cls in enumerate(clf.classes_):
+        w[int(cls)] = clf.coef_[row] if len(clf.classes_) > 2 else (clf.coef_[0] if row else -clf.coef_[0])
+        b[int(cls)] = clf.intercept_[row] if len(clf.classes_) > 2 else (clf.intercept_[0] if row else -clf.intercept_[0])
+    return w, b
+
+
+def probabilities(x: np.ndarray, w: np.ndarray, b: np.ndarray, normalise: bool = True) -> np.ndarray:
+    z = (_normalise(x) if normalise else x) @ w.T + b
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _recall_threshold(scores: np.ndarray, positive: np.ndarray, recall: float,
+                      already: np.ndarray | None = None) -> float:
+    """Largest threshold t such that the positives with score >= t, together with those ``already`` caught (by
+    the red flags), make up at least ``recall`` of all positives."""
+    n_pos = int(positive.sum())
+    if not n_pos:
+        return 0.5
+    caught = positive & already if already is not None else np.zeros_like(positive)
+    need = int(np.ceil(recall * n_pos)) - int(caught.sum())
+    rest = np.sort(scores[positive & ~caught])[::-1]
+    if need <= 0 or not len(rest):
+        return 1.0 if need <= 0 else 1e-4
+    return float(max(rest[min(need, len(rest)) - 1] - 1e-6, 1e-4))
+
+
+def choose_thresholds(p: np.ndarray, y: np.ndarray, flagged: np.ndarray | None = None,
+                      flagged_urgent: np.ndarray | None = None) -> dict[str, float]:
+    """On validation: t_emergency so that red flags + model reach ``EMERGENCY_RECALL`` of the emergencies,
+    t_urgent so that they reach ``URGENT_RECALL`` of "urgent or worse"; the self-care threshold maximises exact
+    accuracy between routine and self-care.  ``flagged`` / ``flagged_urgent``: rows an emergency / any red flag
+    already raises (one decision policy: the more urgent of rules and model wins)."""
+    e, u, r, s = (LABELS.index(x) for x in ("emergency", "urgent", "routine", "self_care"))
+    te = _recall_threshold(p[:, e], y == e, EMERGENCY_RECALL, flagged)
+    raised = flagged_urgent if flagged_urgent is not None else flagged
+    tu = _recall_threshold(p[:, e] + p[:, u], (y == e) | (y == u), URGENT_RECALL,
+                           None if raised is None else (raised | (p[:, e] >= te)))
+    calm = (y == r) | (y == s)
+    best, ts = -1.0, 0.5
+    for t in np.linspace(0.2, 0.8, 25):
+        pred = np.where((p[calm, s] >= t) & (p[calm, s] >= p[calm, r]), s, r)
+        acc = float((pred == y[calm]).mean()) if calm.any() else 0.0
+        if acc > best:
+            best, ts = acc, float(t)
+    return {"emergency": round(te, 6), "urgent": round(min(tu, 1.0), 6), "self_care": round(ts, 6)}
+
+
+def red_flag_masks(texts: list[str], matcher: RedFlagMatcher | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(an emergency red flag fires, any red flag fires) per text."""
+    matcher = matcher or RedFlagMatcher()
+    hits = [matcher.match(t, age_years=None, sex=None, pregnant=None) for t in texts]
+    return (np.array([any(f.urgency == "emergency" for f in h) for h in hits], dtype=bool),
+            np.array([bool(h) for h in hits], dtype=bool))
+
+
+def head_document(w: np.ndarray, b: np.ndarray, thresholds: dict, info: dict, exemplars: dict | None = None) -> dict:
+    doc = {"labels": list(LABELS), "weights": w.round(7).tolist(), "bias": b.round(7).tolist(),
+           "normalise": True, "thresholds": thresholds, **info}
+    if exemplars:
+        doc["exemplars"] = exemplars
+    return doc
+
+
+def exemplars(classifier, statements: pd.DataFrame) -> dict:
+    """The guidance's emergency and urgent presentations (their own words, one row each) with normalised
+    embeddings from the served model: the answer names the closest one, with its source."""
+    rows = statements[statements["urgency"].isin(["emergency", "urgent"])].drop_duplicates("statement")
+    x = _normalise(embed(classifier, list(rows["statement"])))
+    return {"text": list(rows["statement"]), "urgency": list(rows["urgency"]), "source": list(rows["source_url"]),
+            "embeddings": x.round(4).tolist()}
+
+
+# --------------------------------------------------------------------------------------- evaluation sets
+def blind_rows(path: Path = BLIND_SET) -> list[dict]:
+    with Path(path).open(newline="", encoding="utf-8") as fh:
+        return [{"id": r["id"], "text": r["text"], "urgency": r["urgency"], "group": r["style"]}
+                for r in csv.DictReader(fh)]
+
+
+def acuity_rows(field: str = "vignette_text") -> list[dict]:
+    rows = []
+    with source_file("acuitybench_seed100", "vignettes.csv").open(newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            level = ACUITY_LEVELS.get((r.get("gold_triage") or "").strip())
+            if level is None or not (r.get(field) or "").strip():
+                continue
+            try:
+                age = float(r["age"]) if (r.get("age") or "").strip() else None
+            except ValueError:
+                age = None
+            sex = (r.get("sex") or "").strip().lower() or None
+            rows.append({"id": r["id"], "text": r[field], "urgency": level, "age_years": age,
+                         "sex": sex if sex in {"female", "male"} else None,
+                         "group": (r.get("source_dataset") or "acuitybench").strip()})
+    return rows
+
+
+def evaluate(classifier, sets: dict[str, list[dict]], matcher: RedFlagMatcher | None = None) -> dict:
+    decide = pipeline(matcher or RedFlagMatcher(), classifier)
+    return {name: evaluate_urgency(rows, decide) for name, rows in sets.items()}
+
+
+def train_head(classifier, *, per_statement: int = 6, contrast: int = 600, include_other_sources: bool = False,
+               seed: int = 11, limit: int | None = None, trained: tuple | None = None,
+               frame: pd.DataFrame | None = None) -> tuple[dict, dict]:
+    """Steps 1-3 on the served model: (head document for urgency_head.json, validation details).
+
+    ``trained``: (weights, bias) of a head trained jointly with the encoder (applied to the raw pooled embedding);
+    without it a head is fitted on the finished encoder's (normalised) embeddings.  Either way the thresholds are
+    chosen on the validation statement groups with the served int8 model."""
+    df = frame if frame is not None else training_frame(per_statement, contrast, include_other_sources, seed, limit)
+    x = embed(classifier, list(df["text"]))
+    y = df["urgency"].map(LEVEL_INDEX).to_numpy()
+    train = (df["split"] == "train").to_numpy()
+    if trained is None:
+        w, b = fit_head(x[train], y[train], seed=seed)
+        normalise = True
+    else:
+        w, b = (np.asarray(a, dtype=np.float32) for a in trained)
+        normalise = False
+    val_p = probabilities(x[~train], w, b, normalise)
+    flagged, flagged_any = red_flag_masks(list(df.loc[~train, "text"]))
+    thresholds = choose_thresholds(val_p, y[~train], flagged, flagged_any)
+    info = {"version": f"urgency-head:{data_hash()[:12]}", "guidance_sha256": data_hash(),
+            "mode": "frozen" if trained is None else "joint",
+            "n_train": int(train.sum()), "n_val": int((~train).sum()),
+            "train_counts": df[train]["urgency"].value_counts().to_dict(), "cost": COST,
+            "emergency_recall_target": EMERGENCY_RECALL, "urgent_recall_target": URGENT_RECALL,
+            "thresholds_policy": "validation recall of red flags + model combined",
+            "include_other_sources": include_other_sources}
+    val_rows = [{"text": t, "urgency": u, "group": k} for t, u, k in
+                zip(df.loc[~train, "text"], df.loc[~train, "urgency"], df.loc[~train, "kind"])]
+    cited = exemplars(classifier, load_statements(include_other_sources=include_other_sources))
+    doc = head_document(w, b, thresholds, info, cited)
+    doc["normalise"] = normalise
+    return doc, {"validation_rows": val_rows, "frame": df}
+
+
+def flat_metrics(reports: dict) -> dict[str, float]:
+    out = {}
+    for name, report in reports.items():
+        for key, value in headline(report).items():
+            out[f"urgency_{name}_{key}"] = value
+    return out
