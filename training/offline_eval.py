@@ -4,11 +4,13 @@
     python -m training eval-acuity [--vignettes PATH] [--field vignette_text|opening_utterance] [--json]
     python -m training eval-redflags [--phrases PATH] [--table PATH] [--json]
     python -m training eval-urgency [--model URI_OR_FOLDER] [--sets blind,acuitybench] [--log-mlflow] [--json]
+    python -m training eval-routing [--model URI_OR_FOLDER] [--set CSV] [--log-mlflow] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -170,4 +172,76 @@ def urgency_main(argv: list[str] | None = None) -> int:
             mlflow.log_dict({n: {"model": m, "rules_only": r} for n, (m, r) in reports.items()},
                             "urgency_eval/report.json")
         print(f"logged to MLflow run {run_id}", file=sys.stderr)
+    return 0
+
+
+ROUTING_BLIND = urgency_train.BLIND_SET.parent / "routing_blind_v1.csv"
+
+
+def routing_report(classifier, rows: list[dict]) -> dict:
+    """Top-1 / top-3, hand-off (abstention) rate and accuracy when answering, overall, per center and per style."""
+    preds = classifier.predict([r["text"] for r in rows])
+
+    def block(items) -> dict:
+        n = len(items)
+        if not n:
+            return {"n": 0}
+        top1 = sum(p.centers[0][0] == r["center"] for r, p in items)
+        top3 = sum(r["center"] in [c for c, _ in p.centers[:3]] for r, p in items)
+        answered = [(r, p) for r, p in items if not p.abstained]
+        right = sum(p.centers[0][0] == r["center"] for r, p in answered)
+        return {"n": n, "top1": top1 / n, "top3": top3 / n, "handed_off": 1 - len(answered) / n,
+                "selective_accuracy": right / len(answered) if answered else None}
+
+    pairs = list(zip(rows, preds))
+    out = {"overall": block(pairs), "by_center": {}, "by_style": {}, "confusions": {}}
+    for key, field in (("by_center", "center"), ("by_style", "style")):
+        for value in sorted({r[field] for r in rows}):
+            out[key][value] = block([(r, p) for r, p in pairs if r[field] == value])
+    for r, p in pairs:
+        if p.centers[0][0] != r["center"]:
+            k = f"{r['center']} -> {p.centers[0][0]}"
+            out["confusions"][k] = out["confusions"].get(k, 0) + 1
+    return out
+
+
+def routing_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training eval-routing",
+                                     description="Routing on the blind routing set: top-1, top-3, hand-offs and "
+                                                 "accuracy when answering, per center and per style.")
+    parser.add_argument("--model", default=None, help="triage model URI or folder (default: RXT_TRIAGE_MODEL_URI)")
+    parser.add_argument("--set", type=Path, default=ROUTING_BLIND)
+    parser.add_argument("--log-mlflow", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    classifier = load_triage_classifier(args.model or settings.triage_model_uri, settings)
+    with args.set.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    report = routing_report(classifier, rows)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        def line(name, b):
+            sel = "-" if b.get("selective_accuracy") is None else f"{b['selective_accuracy']:.1%}"
+            return f"| {name} | {b['n']} | {b['top1']:.1%} | {b['top3']:.1%} | {b['handed_off']:.1%} | {sel} |"
+
+        head = ["| | n | top-1 | top-3 | handed off | accuracy when answering |", "|---|---:|---:|---:|---:|---:|"]
+        print("\n".join([f"### routing blind set, model {classifier.version or 'local'}", ""] + head
+                        + [line("all", report["overall"])] + ["", "per center", ""] + head
+                        + [line(c, b) for c, b in report["by_center"].items()] + ["", "per style", ""] + head
+                        + [line(s, b) for s, b in report["by_style"].items()]
+                        + ["", "most frequent confusions: " + ", ".join(
+                            f"{k} ({v})" for k, v in sorted(report["confusions"].items(), key=lambda kv: -kv[1])[:12])]))
+    if args.log_mlflow:
+        import mlflow
+
+        run_id = classifier.meta.get("run_id")
+        configure(settings)
+        with mlflow.start_run(run_id=run_id):
+            o = report["overall"]
+            mlflow.log_metrics({"routing_blind_top1": o["top1"], "routing_blind_top3": o["top3"],
+                                "routing_blind_handed_off": o["handed_off"],
+                                "routing_blind_selective_accuracy": o["selective_accuracy"] or 0.0})
+            mlflow.log_dict(report, "routing_eval/report.json")
     return 0
