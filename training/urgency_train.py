@@ -17,14 +17,18 @@ the model as ``urgency_head.json`` (``triage.classifier.UrgencyHead``).  Steps (
 
 from __future__ import annotations
 
+import argparse
 import csv
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from evaluation.urgency_eval import evaluate_urgency, headline, pipeline
-from serving.settings import PROJECT_ROOT
+from serving.registry import resolve_model_dir
+from serving.settings import PROJECT_ROOT, get_settings
 from training.sources import source_file
 from training.urgency_data import (
     data_hash,
@@ -33,6 +37,7 @@ from training.urgency_data import (
     split_groups,
 )
 from training.weights import balanced_class_weights
+from triage.classifier import URGENCY_HEAD_FILE, TriageClassifier
 from triage.redflags import RedFlagMatcher
 from triage.taxonomy import URGENCY_LEVELS
 
@@ -41,6 +46,10 @@ ACUITY_LEVELS = {"A": "self_care", "B": "routine", "C": "urgent", "D": "emergenc
 COST = {"emergency": 3.0, "urgent": 1.5, "routine": 1.0, "self_care": 1.0}  # weight of a missed example
 EMERGENCY_RECALL = 0.99
 URGENT_RECALL = 0.95
+# A level the model adds beyond the red flags must be right at least this often on validation: the recall targets
+# alone, with a head that separates held-out presentations poorly (validation AUROC ~0.8), put the emergency
+# threshold near 0 and send most calm complaints to A&E (first blind run, docs/urgency.md).
+PRECISION_FLOOR = 0.5
 LABELS = tuple(URGENCY_LEVELS)
 LEVEL_INDEX = {level: i for i, level in enumerate(LABELS)}
 
@@ -105,17 +114,39 @@ def _recall_threshold(scores: np.ndarray, positive: np.ndarray, recall: float,
     return float(max(rest[min(need, len(rest)) - 1] - 1e-6, 1e-4))
 
 
+def _precision_threshold(scores: np.ndarray, positive: np.ndarray, floor: float,
+                         already: np.ndarray | None = None) -> float:
+    """Smallest threshold t at which the rows the model adds (score >= t, not ``already`` raised) are positives
+    at least ``floor`` of the time (1.0 when no threshold reaches it)."""
+    extra = ~already if already is not None else np.ones_like(positive)
+    s, pos = scores[extra], positive[extra]
+    order = np.argsort(-s)
+    hits = np.cumsum(pos[order])
+    precision = hits / np.arange(1, len(order) + 1)
+    ok = np.nonzero(precision >= floor)[0]
+    if not len(ok):
+        return 1.0
+    return float(max(s[order][ok[-1]] - 1e-6, 1e-4))
+
+
 def choose_thresholds(p: np.ndarray, y: np.ndarray, flagged: np.ndarray | None = None,
                       flagged_urgent: np.ndarray | None = None) -> dict[str, float]:
-    """On validation: t_emergency so that red flags + model reach ``EMERGENCY_RECALL`` of the emergencies,
-    t_urgent so that they reach ``URGENT_RECALL`` of "urgent or worse"; the self-care threshold maximises exact
-    accuracy between routine and self-care.  ``flagged`` / ``flagged_urgent``: rows an emergency / any red flag
-    already raises (one decision policy: the more urgent of rules and model wins)."""
+    """On validation (one decision policy: the more urgent of red flags and model wins; ``flagged`` /
+    ``flagged_urgent`` are the rows an emergency / any red flag already raises):
+
+    - t_emergency: the largest threshold at which red flags + model catch ``EMERGENCY_RECALL`` of the emergencies,
+      raised where needed until the emergencies the model adds are right at least ``PRECISION_FLOOR`` of the time;
+    - t_urgent: likewise for "urgent or worse" with ``URGENT_RECALL``;
+    - t_self_care: maximises exact accuracy between routine and self-care.
+    The chosen operating point and the recall it reaches are recorded in the head (``validation``)."""
     e, u, r, s = (LABELS.index(x) for x in ("emergency", "urgent", "routine", "self_care"))
-    te = _recall_threshold(p[:, e], y == e, EMERGENCY_RECALL, flagged)
+    te_recall = _recall_threshold(p[:, e], y == e, EMERGENCY_RECALL, flagged)
+    te = max(te_recall, _precision_threshold(p[:, e], y == e, PRECISION_FLOOR, flagged))
     raised = flagged_urgent if flagged_urgent is not None else flagged
-    tu = _recall_threshold(p[:, e] + p[:, u], (y == e) | (y == u), URGENT_RECALL,
-                           None if raised is None else (raised | (p[:, e] >= te)))
+    raised = (p[:, e] >= te) if raised is None else (raised | (p[:, e] >= te))
+    urgent_or_worse = (y == e) | (y == u)
+    tu_recall = _recall_threshold(p[:, e] + p[:, u], urgent_or_worse, URGENT_RECALL, raised)
+    tu = max(tu_recall, _precision_threshold(p[:, e] + p[:, u], urgent_or_worse, PRECISION_FLOOR, raised))
     calm = (y == r) | (y == s)
     best, ts = -1.0, 0.5
     for t in np.linspace(0.2, 0.8, 25):
@@ -207,7 +238,8 @@ def train_head(classifier, *, per_statement: int = 6, contrast: int = 600, inclu
             "n_train": int(train.sum()), "n_val": int((~train).sum()),
             "train_counts": df[train]["urgency"].value_counts().to_dict(), "cost": COST,
             "emergency_recall_target": EMERGENCY_RECALL, "urgent_recall_target": URGENT_RECALL,
-            "thresholds_policy": "validation recall of red flags + model combined",
+            "thresholds_policy": f"validation: recall of red flags + model combined, precision of what the model adds "
+                                 f">= {PRECISION_FLOOR}",
             "include_other_sources": include_other_sources}
     val_rows = [{"text": t, "urgency": u, "group": k} for t, u, k in
                 zip(df.loc[~train, "text"], df.loc[~train, "urgency"], df.loc[~train, "kind"])]
@@ -223,3 +255,25 @@ def flat_metrics(reports: dict) -> dict[str, float]:
         for key, value in headline(report).items():
             out[f"urgency_{name}_{key}"] = value
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training urgency-head --model URI_OR_FOLDER --output DIR``: copy a triage artifact and fit its
+    urgency head anew (frozen mode) on the current guidance data, e.g. after the guidance table changed."""
+    parser = argparse.ArgumentParser(prog="python -m training urgency-head", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="triage model URI or folder (with an embedding output)")
+    parser.add_argument("--output", required=True, type=Path, help="new artifact folder (must not exist)")
+    parser.add_argument("--per-statement", type=int, default=6)
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    folder, _ = resolve_model_dir(args.model, settings)
+    if args.output.exists():
+        parser.error(f"{args.output} exists")
+    shutil.copytree(folder, args.output)
+    (args.output / URGENCY_HEAD_FILE).unlink(missing_ok=True)
+    clf = TriageClassifier.from_folder(args.output, variant="int8")
+    head, _ = train_head(clf, per_statement=args.per_statement)
+    (args.output / URGENCY_HEAD_FILE).write_text(json.dumps(head))
+    print(f"urgency head {head['version']} ({head['mode']}) written to {args.output / URGENCY_HEAD_FILE}; "
+          f"thresholds {head['thresholds']}")
+    return 0
