@@ -36,10 +36,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from evaluation import triage_eval as ev
 from serving.settings import PROJECT_ROOT, Settings, get_settings
-from training import onnx_export, registry, urgency_train
+from training import onnx_export, registry, urgency_data, urgency_train
 from training.onnx_export import _by_length, torch_logits
 from training.sources import hashes_for
 from training.triage_data import (
@@ -97,6 +98,7 @@ class TrainOptions:
     threads: int = 2
     progress: bool = True
     urgency: bool = True  # train an urgency head (same encoder pass as the centers)
+    guidance_centers: bool = False  # add public-guidance presentations as center training text (train split only)
     # frozen (default): a head on the finished encoder; joint: multi-task fine-tuning, measured worse here (center
     # macro-F1 84.5 -> 78.8%, urgency validation AUROC no better: docs/urgency.md)
     urgency_mode: str = "frozen"
@@ -415,6 +417,18 @@ def fit(
 
 
 # ---------------------------------------------------------------------------- data
+def guidance_center_rows(seed: int = 13, per_statement: int = 3) -> pd.DataFrame:
+    """Public-guidance presentations (training.urgency_data, public bodies' pages) as first-person complaints
+    labelled with the center of the page they come from; all in 'train' (origin 'project': derived text, never
+    test), so the held-out validation and test rows are the same as without them."""
+    examples = urgency_data.make_examples(urgency_data.load_statements(), per_statement=per_statement, contrast=0,
+                                          seed=seed)
+    examples = examples[examples["kind"] == "statement"]
+    return pd.DataFrame({"text": examples["text"], "center": examples["center"], "source": "guidance_derived",
+                         "group": "guidance-" + examples["group"], "origin": "project",
+                         "source_label": examples["statement_id"], "split": "train"})
+
+
 def _prepare(settings: Settings, opts: TrainOptions, examples=None):
 
     taxonomy = load_taxonomy()
@@ -427,6 +441,8 @@ def _prepare(settings: Settings, opts: TrainOptions, examples=None):
         raise TriageDataError(f"examples use centers the taxonomy {taxonomy.version} does not route: {unknown}")
     if "split" not in df.columns:
         df = make_splits(df, opts.seed)
+    if opts.guidance_centers:
+        df = pd.concat([df, guidance_center_rows(opts.seed)], ignore_index=True)
     full = df
     if opts.limit_per_center:
         n = int(opts.limit_per_center)
@@ -851,6 +867,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--no-urgency", dest="urgency", action="store_false", help="train no urgency head")
+    p.add_argument("--guidance-centers", action=argparse.BooleanOptionalAction, default=d.guidance_centers,
+                   help="add public-guidance presentations (with their page's center) to the training split")
     p.add_argument("--urgency-mode", choices=URGENCY_MODES, default=d.urgency_mode,
                    help="joint: multi-task fine-tuning of the encoder; frozen: a head on the finished encoder")
     p.add_argument("--urgency-per-statement", type=int, default=d.urgency_per_statement,
