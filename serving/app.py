@@ -24,7 +24,7 @@ from prescription_check import Checker
 from prescription_check.schemas import SEVERITIES
 from serving import errors
 from serving.checker_service import CheckerService
-from serving.db.session import Database, DatabaseUnavailable, describe
+from serving.db.session import Database, DatabaseUnavailable, DbTimeouts, describe
 from serving.logs import SERVICE_LOGGER, log_event
 from serving.metrics import Metrics
 from serving.middleware import RequestContextMiddleware
@@ -71,7 +71,7 @@ async def lifespan(app: FastAPI):
     # prescription review: session secret, database, checker (+ DDI model)
     state.session_secret = session_secret(settings)
     try:
-        await asyncio.to_thread(state.db.ensure_ready)
+        await state.db.run(state.db.ensure_ready, timeout=max(30.0, settings.db_socket_timeout_s))
     except DatabaseUnavailable as exc:
         log.error("review database not ready at start-up (retried on first use): %s", exc)
     await asyncio.to_thread(state.checker.load)
@@ -107,12 +107,12 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
     state = ServiceState(
         settings=settings, api_keys=settings.resolved_api_keys(), metrics=metrics,
         triage=TriageService(settings, metrics), checker=CheckerService(settings, checker),
-        db=Database(settings.resolved_database_url()),
+        db=Database(settings.resolved_database_url(), DbTimeouts.from_settings(settings)),
     )
     state.readiness.update({
         "triage_model": state.triage.holder.is_ready,
         "red_flags": state.triage.red_flags_ready,
-        "database": state.db.ping,
+        "database": state.db.ping_async,  # async: off the event loop, bounded
         "kb": state.checker.kb_ready,
         "ddi_model": state.checker.ddi_ready,
     })

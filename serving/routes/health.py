@@ -1,13 +1,15 @@
 """``GET /healthz`` (liveness), ``GET /readyz`` (readiness), ``GET /metrics`` (Prometheus).
 
 Readiness is extensible: ``ServiceState.readiness`` maps a component name to a callable returning
-``(ok: bool, detail: str)``: ``triage_model``, ``red_flags``, ``database``, ``kb``, ``ddi_model``
+``(ok: bool, detail: str)`` or an awaitable of it (the database probe: it runs off the event loop and answers
+within ``RXT_DB_PING_TIMEOUT_S``; in-memory probes are plain callables): ``triage_model``, ``red_flags``, ``database``, ``kb``, ``ddi_model``
 (registered in ``serving.app.create_app``).  ``/readyz`` is 200 only when
 every component is ok, else 503; the JSON lists every component either way.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 from fastapi import APIRouter
@@ -26,9 +28,12 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-def _check(name: str, probe) -> tuple[bool, str]:
+async def _check(name: str, probe) -> tuple[bool, str]:
     try:
-        ok, detail = probe()
+        result = probe()
+        if inspect.isawaitable(result):  # a probe that does I/O runs off the event loop, with its own bound
+            result = await result
+        ok, detail = result
         return bool(ok), str(detail)
     except Exception as exc:  # noqa: BLE001 - a broken probe means "not ready", not a 500
         log.warning("readiness probe %s failed", name, exc_info=exc)
@@ -45,7 +50,7 @@ async def readyz(state: StateDep) -> JSONResponse:
     probes = dict(state.readiness)
     components = {}
     for name, probe in probes.items():
-        ok, detail = _check(name, probe)
+        ok, detail = await _check(name, probe)
         components[name] = {"ok": ok, "detail": detail}
     ready = bool(components) and all(c["ok"] for c in components.values())
     return JSONResponse({"ready": ready, "components": components}, status_code=200 if ready else 503)

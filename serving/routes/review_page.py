@@ -118,7 +118,7 @@ def _redirect(url: str) -> RedirectResponse:
 
 
 @router.get("/review/static/{name}")
-def static(name: str) -> Response:
+async def static(name: str) -> Response:
     if name not in STATIC_FILES:
         return Response("not found", status_code=404, media_type="text/plain")
     return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name],
@@ -126,7 +126,7 @@ def static(name: str) -> Response:
 
 
 @router.get("/review", response_class=HTMLResponse)
-def queue_page(request: Request, status: str = "pending", severity: str | None = None, done: int | None = None,
+async def queue_page(request: Request, status: str = "pending", severity: str | None = None, done: int | None = None,
                page: int = 1):
     user = current_user(request)
     if user is None:
@@ -138,15 +138,20 @@ def queue_page(request: Request, status: str = "pending", severity: str | None =
     page = max(1, min(page, 100_000))
     per_page = 25
     db = get_state(request).db
-    try:
+
+    def read():
         with db.session() as session:
             result = review_queue.list_reviews(session, status=status, severities=[severity] if severity else None,
-                                          limit=per_page, offset=(page - 1) * per_page)
+                                               limit=per_page, offset=(page - 1) * per_page)
             items = [review_queue.review_summary(r) for r in result.items]
             for item, row in zip(items, result.items, strict=True):
                 item["headline"] = (row.findings or [{}])[0].get("message", "")
             counts = {s: review_queue.list_reviews(session, status="pending", severities=[s], limit=1).total
                       for s in SEVERITIES}
+            return result, items, counts
+
+    try:
+        result, items, counts = await db.run(read)
     except DatabaseUnavailable as exc:
         return _render(request, "review_error.html", {"user": user, "error": str(exc)}, status_code=503)
     return _render(request, "review_list.html", {
@@ -157,7 +162,7 @@ def queue_page(request: Request, status: str = "pending", severity: str | None =
 
 
 @router.post("/review/login")
-def login(request: Request, api_key: str = Form("", max_length=500), csrf: str = Form("", max_length=500)):
+async def login(request: Request, api_key: str = Form("", max_length=500), csrf: str = Form("", max_length=500)):
     try:
         _serializer(request, "review-login").loads(csrf, max_age=LOGIN_TOKEN_MAX_AGE)
     except (BadSignature, SignatureExpired):
@@ -177,7 +182,7 @@ def login(request: Request, api_key: str = Form("", max_length=500), csrf: str =
 
 
 @router.post("/review/logout")
-def logout(request: Request, csrf: str = Form("", max_length=500)):
+async def logout(request: Request, csrf: str = Form("", max_length=500)):
     user = current_user(request)
     response = _redirect("/review")
     if user is not None and _csrf_ok(user, csrf):
@@ -185,10 +190,14 @@ def logout(request: Request, csrf: str = Form("", max_length=500)):
     return response
 
 
-def _detail_context(request: Request, user: dict, review_id: int) -> dict[str, Any]:
-    with get_state(request).db.session() as session:
-        review = review_queue.get_review(session, review_id)
-        detail = review_queue.review_detail(session, review)
+async def _detail_context(request: Request, user: dict, review_id: int) -> dict[str, Any]:
+    db = get_state(request).db
+
+    def read():
+        with db.session() as session:
+            return review_queue.review_detail(session, review_queue.get_review(session, review_id))
+
+    detail = await db.run(read)
     return {
         "user": user, "r": detail, "can_decide": user["role"] == "pharmacist" and detail["status"] == "pending",
         "reason_codes": list(review_queue.REASON_CODES.values()), "idempotency_key": uuid.uuid4().hex,
@@ -196,12 +205,12 @@ def _detail_context(request: Request, user: dict, review_id: int) -> dict[str, A
 
 
 @router.get("/review/{review_id}", response_class=HTMLResponse)
-def detail_page(request: Request, review_id: int):
+async def detail_page(request: Request, review_id: int):
     user = current_user(request)
     if user is None:
         return _redirect("/review")
     try:
-        context = _detail_context(request, user, review_id)
+        context = await _detail_context(request, user, review_id)
     except review_queue.NotFound as exc:
         return _render(request, "review_error.html", {"user": user, "error": exc.detail}, status_code=404)
     except DatabaseUnavailable as exc:
@@ -210,7 +219,7 @@ def detail_page(request: Request, review_id: int):
 
 
 @router.post("/review/{review_id}/decision")
-def decide_form(
+async def decide_form(
     request: Request,
     review_id: int,
     decision: str = Form(..., max_length=40),
@@ -232,14 +241,14 @@ def decide_form(
                        status_code=403)
     db = get_state(request).db
     try:
-        review_queue.decide(db, review_id, decision=decision, actor=f"pharmacist:{user['kid']}",
+        await db.run(review_queue.decide, db, review_id, decision=decision, actor=f"pharmacist:{user['kid']}",
                        reason_code=reason_code or None, note=note or None, expected_version=expected_version,
                        idempotency_key=idempotency_key or None)
     except DatabaseUnavailable as exc:
         return _render(request, "review_error.html", {"user": user, "error": str(exc)}, status_code=503)
     except review_queue.ReviewError as exc:
         try:
-            context = _detail_context(request, user, review_id)
+            context = await _detail_context(request, user, review_id)
         except (review_queue.ReviewError, DatabaseUnavailable):
             return _render(request, "review_error.html", {"user": user, "error": exc.detail},
                            status_code=exc.status_code)

@@ -9,6 +9,8 @@
 - ``POST /v1/reviews/{id}/decision``: ``{decision, reason_code, note, expected_version?}`` with an optional
   ``Idempotency-Key`` header.  Pharmacists only.  409 when someone else decided first; 422 naming the field
   for a missing/unknown reason code or a reused idempotency key.
+
+Handlers are ``async`` and run their database work through ``Database.run`` (its own threads, a deadline).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ When = Annotated[str | None, Query(max_length=40, description="ISO date (a whole
 
 
 @router.get("/v1/reviews", summary="The review queue, most severe then oldest first")
-def list_queue(
+async def list_queue(
     db: DbDep,
     principal: PharmacistOrAdmin,
     status: Annotated[Literal["pending", "approved", "rejected", "changes_requested", "all"], Query()] = "pending",
@@ -72,16 +74,20 @@ def list_queue(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ):
     start, end = parse_when(created_from, "created_from"), parse_when(created_to, "created_to")
-    with db.session() as session:
-        page = review_queue.list_reviews(session, status=status, severities=severity, min_severity=min_severity,
-                                         created_from=start, created_to=end, limit=limit, offset=offset)
-        items = [review_queue.review_summary(r) for r in page.items]
+
+    def read():
+        with db.session() as session:
+            page = review_queue.list_reviews(session, status=status, severities=severity, min_severity=min_severity,
+                                             created_from=start, created_to=end, limit=limit, offset=offset)
+            return page, [review_queue.review_summary(r) for r in page.items]
+
+    page, items = await db.run(read)
     next_offset = offset + len(items) if offset + len(items) < page.total else None
     return {"items": items, "total": page.total, "limit": limit, "offset": offset, "next_offset": next_offset}
 
 
 @router.get("/v1/reviews/reason-codes", summary="Reason codes a decision may carry")
-def reason_codes(principal: PharmacistOrAdmin):
+async def reason_codes(principal: PharmacistOrAdmin):
     return {
         "reason_codes": [
             {"code": r.code, "label": r.label, "decisions": list(r.decisions), "needs_note": r.needs_note}
@@ -92,21 +98,28 @@ def reason_codes(principal: PharmacistOrAdmin):
 
 
 @router.get("/v1/reviews/stats/overrides", summary="How often pharmacists override each rule")
-def override_stats(
+async def override_stats(
     db: DbDep,
     principal: PharmacistOrAdmin,
     since: When = None,
     until: When = None,
 ):
     start, end = parse_when(since, "since"), parse_when(until, "until")
-    with db.session() as session:
-        return review_queue.override_stats(session, since=start, until=end)
+
+    def read():
+        with db.session() as session:
+            return review_queue.override_stats(session, since=start, until=end)
+
+    return await db.run(read)
 
 
 @router.get("/v1/reviews/{review_id}", summary="One review with its findings and audit trail")
-def get_one(review_id: ReviewId, db: DbDep, principal: PharmacistOrAdmin):
-    with db.session() as session:
-        return review_queue.review_detail(session, review_queue.get_review(session, review_id))
+async def get_one(review_id: ReviewId, db: DbDep, principal: PharmacistOrAdmin):
+    def read():
+        with db.session() as session:
+            return review_queue.review_detail(session, review_queue.get_review(session, review_id))
+
+    return await db.run(read)
 
 
 @router.post(
@@ -115,15 +128,15 @@ def get_one(review_id: ReviewId, db: DbDep, principal: PharmacistOrAdmin):
     responses={409: {"description": "already decided by someone else"},
                422: {"description": "invalid/missing reason code, or an idempotency key reused for another request"}},
 )
-def decide(
+async def decide(
     review_id: ReviewId,
     body: DecisionIn,
     db: DbDep,
     principal: Pharmacist,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=review_queue.IDEMPOTENCY_KEY_MAX)] = None,
 ):
-    outcome = review_queue.decide(
-        db, review_id, decision=body.decision, actor=f"{principal.role}:{principal.key_id}",
+    outcome = await db.run(
+        review_queue.decide, db, review_id, decision=body.decision, actor=f"{principal.role}:{principal.key_id}",
         reason_code=body.reason_code, note=body.note, expected_version=body.expected_version,
         idempotency_key=idempotency_key,
     )
