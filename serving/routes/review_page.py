@@ -56,6 +56,7 @@ templates.env.filters["source_parts"] = source_parts
 STATIC_DIR = SERVING_DIR / "static"
 STATIC_FILES = {"review.css": "text/css", "review.js": "text/javascript"}
 
+MAX_REVIEW_ID = 2**31 - 1  # review ids are 32-bit integers in both databases
 COOKIE = "rxt_review_session"
 SESSION_MAX_AGE = 8 * 3600
 LOGIN_TOKEN_MAX_AGE = 3600
@@ -209,6 +210,8 @@ async def detail_page(request: Request, review_id: int):
     user = current_user(request)
     if user is None:
         return _redirect("/review")
+    if not 1 <= review_id <= MAX_REVIEW_ID:  # no such row can exist; do not hand the number to the database
+        return _not_found(request, user, review_id)
     try:
         context = await _detail_context(request, user, review_id)
     except review_queue.NotFound as exc:
@@ -232,6 +235,8 @@ async def decide_form(
     user = current_user(request)
     if user is None:
         return _redirect("/review")
+    if not 1 <= review_id <= MAX_REVIEW_ID:
+        return _not_found(request, user, review_id)
     if not _csrf_ok(user, csrf):
         return _render(request, "review_error.html",
                        {"user": user, "error": "The form's security token did not match; reload the page."},
@@ -239,6 +244,11 @@ async def decide_form(
     if user["role"] != "pharmacist":
         return _render(request, "review_error.html", {"user": user, "error": "Only pharmacists decide."},
                        status_code=403)
+    for name, value in (("decision", decision), ("reason_code", reason_code), ("note", note),
+                        ("idempotency_key", idempotency_key)):
+        if "\x00" in value:  # no database text column can hold it
+            return await _form_error(request, user, review_id, f"{name} must not contain NUL characters", 422,
+                                     {"decision": decision, "reason_code": reason_code, "note": ""})
     db = get_state(request).db
     try:
         await db.run(review_queue.decide, db, review_id, decision=decision, actor=f"pharmacist:{user['kid']}",
@@ -247,11 +257,22 @@ async def decide_form(
     except DatabaseUnavailable as exc:
         return _render(request, "review_error.html", {"user": user, "error": str(exc)}, status_code=503)
     except review_queue.ReviewError as exc:
-        try:
-            context = await _detail_context(request, user, review_id)
-        except (review_queue.ReviewError, DatabaseUnavailable):
-            return _render(request, "review_error.html", {"user": user, "error": exc.detail},
-                           status_code=exc.status_code)
-        context.update(error=exc.detail, form={"decision": decision, "reason_code": reason_code, "note": note})
-        return _render(request, "review_detail.html", context, status_code=exc.status_code)
+        return await _form_error(request, user, review_id, exc.detail, exc.status_code,
+                                 {"decision": decision, "reason_code": reason_code, "note": note})
     return _redirect(f"/review?done={review_id}")
+
+
+async def _form_error(request: Request, user: dict, review_id: int, error: str, status_code: int,
+                      form: dict[str, str]) -> HTMLResponse:
+    """The detail page again with the form as it was sent and the error (or the error page alone)."""
+    try:
+        context = await _detail_context(request, user, review_id)
+    except (review_queue.ReviewError, DatabaseUnavailable):
+        return _render(request, "review_error.html", {"user": user, "error": error}, status_code=status_code)
+    context.update(error=error, form=form)
+    return _render(request, "review_detail.html", context, status_code=status_code)
+
+
+def _not_found(request: Request, user: dict, review_id: int) -> HTMLResponse:
+    return _render(request, "review_error.html", {"user": user, "error": f"review {review_id} does not exist"},
+                   status_code=404)

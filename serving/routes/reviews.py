@@ -22,7 +22,7 @@ from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from prescription_check.schemas import Severity
+from prescription_check.schemas import Severity, Text
 from serving import review_queue
 from serving.deps import DbDep, Pharmacist, PharmacistOrAdmin
 
@@ -35,23 +35,27 @@ class DecisionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     decision: Literal["approve", "reject", "request_change"]
-    reason_code: str | None = Field(default=None, max_length=64, description="see GET /v1/reviews/reason-codes")
-    note: str | None = Field(default=None, max_length=review_queue.NOTE_MAX_CHARS)
+    reason_code: Text | None = Field(default=None, max_length=64, description="see GET /v1/reviews/reason-codes")
+    note: Text | None = Field(default=None, max_length=review_queue.NOTE_MAX_CHARS)
     expected_version: int | None = Field(
         default=None, ge=1, description="the review's version you looked at; 409 if it changed since"
     )
 
 
 def parse_when(value: str | None, field: str) -> datetime | date | None:
-    """An ISO-8601 date (a whole day) or datetime (naive = UTC); a clear 422 naming ``field`` otherwise."""
+    """An ISO-8601 date (a whole day) or datetime (naive = UTC, returned in UTC); a clear 422 naming ``field``
+    otherwise, also for a moment that has no UTC equivalent (``0001-01-01T00:00+23:59`` is before year 1 in UTC)."""
     if value is None or not value.strip():
         return None
     text = value.strip()
     try:
-        return date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
-    except ValueError:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        return review_queue.to_utc(datetime.fromisoformat(text))
+    except (ValueError, OverflowError):
         raise review_queue.InvalidDecision(
-            f"{field} must be an ISO date (2026-11-23) or datetime (2026-11-23T14:00:00Z), not {text[:40]!r}",
+            f"{field} must be an ISO date (2026-11-23) or datetime (2026-11-23T14:00:00Z) between years 1 and "
+            f"9999 in UTC, not {text[:40]!r}",
             field=field,
         ) from None
 
