@@ -10,6 +10,9 @@
   (``/v1/triage``), so unknown paths cannot blow up label cardinality (they count as ``unmatched``).
 - Last-resort safety net: an exception escaping the app becomes a JSON 500 with the request id
   (when no response has started), logged with its traceback.
+
+``BodyLimitMiddleware`` refuses a body over ``RXT_MAX_REQUEST_BYTES`` with 413 before anything parses it or
+authenticates the caller.
 """
 
 from __future__ import annotations
@@ -94,3 +97,64 @@ class RequestContextMiddleware:
                     fields["role"] = principal.role
                 access_log.info("request", extra={"fields": fields, "request_id": rid})
             request_id_var.reset(token)
+
+
+class _BodyTooLarge(BaseException):
+    """Raised from ``receive`` when a streamed body passes the limit.  A BaseException on purpose: FastAPI turns
+    any Exception met while reading a body into a 400, and this must reach ``BodyLimitMiddleware``."""
+
+
+class BodyLimitMiddleware:
+    """Refuse a request body larger than ``max_bytes`` with 413, before the app parses it or authenticates the
+    caller: at once when ``Content-Length`` says so, else as soon as the streamed body passes the limit."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send) -> None:
+        limit = self.max_bytes
+        body = json.dumps({
+            "detail": f"the request body is larger than the limit of {limit} bytes",
+            "errors": [{"field": "body", "message": f"at most {limit} bytes (RXT_MAX_REQUEST_BYTES)"}],
+            "request_id": request_id_var.get(),
+        }).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    await self._refuse(send)
+                    return
+                break
+        received = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        async def watch_send(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watch_send)
+        except _BodyTooLarge:
+            if started:
+                raise RuntimeError("request body over the limit after the response started") from None
+            await self._refuse(send)

@@ -2,16 +2,17 @@
 
 Requests reject unknown fields (``extra="forbid"``) and use strict types: ``"age": "30"`` or
 ``"pregnant": "yes"`` is a 422 naming the field, not a silent coercion.  The text length limit
-is ``settings.max_text_chars`` (default 2000), checked by the route because it is configurable.
+is ``settings.max_text_chars`` (default 2000), checked by the route because it is configurable; the route checks
+the length first and only then whether the text is blank (``clean_text``: per-character work), so an oversized
+text never costs more than its length.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from triage.classifier import clean_text
 from triage.taxonomy import Urgency
 
 BATCH_MAX_ITEMS = 256
@@ -37,8 +38,8 @@ class TriageRequest(BaseModel):
     text: str = Field(
         strict=True,
         min_length=1,
-        description="The patient's complaint in their own words (English). Not empty or whitespace; "
-        "at most settings.max_text_chars characters (default 2000).",
+        description="The patient's complaint in their own words (English). Not empty, whitespace or control "
+        "characters only; at most settings.max_text_chars characters (default 2000).",
     )
     age: float | None = Field(
         default=None,
@@ -55,15 +56,6 @@ class TriageRequest(BaseModel):
         description="Language of `text`. The classifier and red-flag rules are English-only; "
         "`zh` is accepted and answered, with a lower-confidence caveat in `urgency_reasons`.",
     )
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        # The classifier's own normalisation (NFKC, control/format characters dropped, whitespace
-        # collapsed): text that is empty after it cannot be triaged.
-        if not clean_text(value):
-            raise ValueError("text must not be empty, whitespace or control characters only")
-        return value
 
 
 class TriageBatchRequest(BaseModel):
