@@ -8,8 +8,10 @@
   fingerprint (never the key).  No query strings or bodies.
 - ``rxt_http_requests_total`` / ``rxt_http_request_duration_seconds`` by route *template*
   (``/v1/triage``), so unknown paths cannot blow up label cardinality (they count as ``unmatched``).
-- Last-resort safety net: an exception escaping the app becomes a JSON 500 with the request id
-  (when no response has started), logged with its traceback.
+- The one place unexpected errors end: an exception escaping the app becomes a JSON 500 with the request id
+  (when no response has started), logged with its traceback *without the exception messages*
+  (``serving.logs.redacted_exception``: a database error quotes the failing row).  It is not re-raised, so the
+  server does not log it again in full.
 
 ``BodyLimitMiddleware`` refuses a body over ``RXT_MAX_REQUEST_BYTES`` with 413 before anything parses it or
 authenticates the caller.
@@ -21,7 +23,7 @@ import json
 import logging
 import time
 
-from serving.logs import ACCESS_LOGGER, SERVICE_LOGGER, new_request_id, request_id_var
+from serving.logs import ACCESS_LOGGER, SERVICE_LOGGER, new_request_id, redacted_exception, request_id_var
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 service_log = logging.getLogger(SERVICE_LOGGER)
@@ -58,7 +60,10 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:  # noqa: BLE001 - the last resort: a JSON 500, never a bare reset
-            service_log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            # logged without the exception messages (they may quote prescription or patient values)
+            service_log.error("unhandled error on %s %s (%s)", scope.get("method"), scope.get("path"),
+                              exc.__class__.__name__, extra={"fields": {"exc": redacted_exception(exc)},
+                                                             "request_id": rid})
             if not status["started"]:
                 body = json.dumps(
                     {
