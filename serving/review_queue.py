@@ -450,12 +450,15 @@ def _decide_in(session: Session, review_id: int, *, decision: str, actor: str, r
         raise Conflict(f"review {review_id} was decided by someone else a moment ago; reload it")
     overrides = sorted({f.get("rule_id") for f in review.findings or []
                         if decision == "approve" and f.get("severity") in OVERRIDE_SEVERITIES})
-    audit_id = audit.record(
+    audit_id, audit_hash = audit.append(
         session, actor=actor, action="review.decision", subject=f"review:{review_id}",
         before={"status": "pending", "version": version},
         after={"status": new_status, "version": version + 1, "decision": decision, "reason_code": reason_code,
-               "note": note, "overridden_rules": overrides},
+               "note": note, "decided_at": audit.format_ts(now), "overridden_rules": overrides},
     )
+    # bind the row's decision to its entry: `python -m serving.audit verify` names a row that disagrees later
+    session.execute(update(Review).where(Review.id == review_id).values(decision_audit_hash=audit_hash)
+                    .execution_options(synchronize_session=False))
     session.expire(review)
     session.refresh(review)
     body = review_summary(review)
