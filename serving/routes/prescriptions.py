@@ -5,7 +5,8 @@ A check whose verdict is review or block and whose worst finding is at least
 the answer (with ``review_id``) is sent only after that commit.  Every other check is audited too, lightly
 (verdict, rule ids, versions, the prescription's sha256; no patient data).  If the database cannot record
 the check the answer is 503 and carries no verdict: a flagged prescription is never reported as passed,
-and an unrecorded one is never reported at all.
+and an unrecorded one is never reported at all.  An ``Idempotency-Key`` header makes a retry (after a timeout or a
+503) safe: the first answer is stored with the key and returned again, the check is recorded once.
 
 The handler is ``async``: the checker runs in the thread pool and the database write on the database's own
 threads with its deadline (``Database.run``), so a frozen database answers 503 within
@@ -14,7 +15,10 @@ threads with its deadline (``Database.run``), so a frozen database answers 503 w
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from prescription_check.schemas import Prescription
@@ -30,21 +34,24 @@ router = APIRouter(tags=["prescriptions"])
     summary="Check a prescription; flagged ones are queued for a pharmacist",
     responses={503: {"description": "checker not loaded, or the review database cannot record the check"}},
 )
-async def check_prescription(rx: Prescription, principal: PrescriberOrPharmacist, settings: SettingsDep,
-                             checker: CheckerDep, db: DbDep):
+async def check_prescription(
+    rx: Prescription, principal: PrescriberOrPharmacist, settings: SettingsDep, checker: CheckerDep, db: DbDep,
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key", max_length=review_queue.IDEMPOTENCY_KEY_MAX,
+        description="Makes a retry safe: the same key with the same prescription returns the first answer "
+        "(header `Idempotent-Replayed: true`) without recording the check twice; with another prescription 422.",
+    )] = None,
+):
+    key = review_queue.clean_idempotency_key(idempotency_key)
     result = (await run_in_threadpool(checker.check, rx)).model_dump(mode="json")
-
-    def store() -> review_queue.CheckRecord:
-        with db.session() as session:
-            return review_queue.record_check(
-                session, prescription=rx.model_dump(mode="json"), result=result,
-                actor=f"{principal.role}:{principal.key_id}", queue_min_severity=settings.queue_min_severity,
-            )
-
     try:
-        stored = await db.run(store)
+        outcome = await db.run(
+            review_queue.record_check_once, db, prescription=rx.model_dump(mode="json"), result=result,
+            actor=f"{principal.role}:{principal.key_id}", queue_min_severity=settings.queue_min_severity,
+            idempotency_key=key,
+        )
     except DatabaseUnavailable as exc:
         raise DatabaseUnavailable(
             f"the check could not be recorded, so no result is given (do not dispense; retry): {exc}"
         ) from exc
-    return {**result, "queued": stored.queued, "review_id": stored.review_id, "audit_id": stored.audit_id}
+    return JSONResponse(outcome.body, headers={"Idempotent-Replayed": "true"} if outcome.replayed else None)

@@ -2,7 +2,8 @@
 
 - Sign-in with a pharmacist API key (admins may sign in read-only).  The key is checked once and never
   stored: the session cookie (signed with itsdangerous, 8 h, HttpOnly, SameSite=Strict, path /review)
-  holds the key's fingerprint and role, and is rejected as soon as that key is no longer configured.
+  holds the key's fingerprint and role and a random session id, and is rejected as soon as that key is no
+  longer configured or the session was signed out (the id is revoked in ``revoked_sessions``).
 - Every form carries a CSRF token bound to the session (the sign-in form a short-lived signed token).
 - The decision form carries a fresh idempotency key, so a double submit records one decision, and the
   review's version, so a decision made on a stale page gets "someone else decided first".
@@ -14,9 +15,12 @@ else a random secret generated once and kept in ``<work_dir>/session_secret`` (m
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import secrets
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +28,18 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import delete
 
 from prescription_check.schemas import SEVERITIES
 from serving import review_queue
+from serving.db.models import RevokedSession
 from serving.db.session import DatabaseUnavailable
+from serving.logs import SERVICE_LOGGER
 from serving.security import _fingerprint, authenticate, session_secret
 from serving.state import get_state
 
 router = APIRouter(tags=["review page"], include_in_schema=False)
+log = logging.getLogger(SERVICE_LOGGER)
 
 SERVING_DIR = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(SERVING_DIR / "templates"))
@@ -80,7 +88,10 @@ def _serializer(request: Request, salt: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(state.session_secret, salt=salt)
 
 
-def current_user(request: Request) -> dict[str, Any] | None:
+async def current_user(request: Request) -> dict[str, Any] | None:
+    """The signed-in user, or None: the cookie must be signed, younger than 8 h, name a key that is still
+    configured with the same role, and carry a session id that was not signed out (``revoked_sessions``, checked
+    in this process's memory first, then in the database shared by every process serving the page)."""
     raw = request.cookies.get(COOKIE)
     if not raw:
         return None
@@ -88,13 +99,42 @@ def current_user(request: Request) -> dict[str, Any] | None:
         data = _serializer(request, "review-session").loads(raw, max_age=SESSION_MAX_AGE)
     except (BadSignature, SignatureExpired):
         return None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or not isinstance(data.get("sid"), str):
         return None
     # the key must still be configured, with the same role
     live = {_fingerprint(k): role for k, role in get_state(request).api_keys.items()}
     if live.get(data.get("kid")) != data.get("role") or data.get("role") not in PAGE_ROLES:
         return None
+    sid = data["sid"]
+    if sid in _REVOKED:
+        return None
+    db = get_state(request).db
+
+    def revoked() -> bool:
+        with db.session() as session:
+            return session.get(RevokedSession, sid) is not None
+
+    if await db.run(revoked):  # DatabaseUnavailable -> the page's 503 (it cannot work without the database)
+        _REVOKED[sid] = time.time() + SESSION_MAX_AGE
+        return None
     return data
+
+
+# session ids signed out, known to this process: sid -> when its cookie would have expired anyway
+_REVOKED: dict[str, float] = {}
+
+
+def _revoke(db, sid: str) -> None:
+    now = time.time()
+    for old in [k for k, until in _REVOKED.items() if until < now]:
+        _REVOKED.pop(old, None)
+    _REVOKED[sid] = now + SESSION_MAX_AGE
+    with db.session() as session:
+        moment = datetime.now(UTC)
+        session.execute(delete(RevokedSession).where(RevokedSession.expires_at < moment))
+        if session.get(RevokedSession, sid) is None:
+            session.add(RevokedSession(sid=sid, revoked_at=moment,
+                                       expires_at=moment + timedelta(seconds=SESSION_MAX_AGE)))
 
 
 def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
@@ -129,7 +169,10 @@ async def static(name: str) -> Response:
 @router.get("/review", response_class=HTMLResponse)
 async def queue_page(request: Request, status: str = "pending", severity: str | None = None, done: int | None = None,
                page: int = 1):
-    user = current_user(request)
+    try:
+        user = await current_user(request)
+    except DatabaseUnavailable as exc:
+        return _render(request, "review_error.html", {"user": None, "error": str(exc)}, status_code=503)
     if user is None:
         return _login_page(request)
     if status not in dict(STATUS_TABS):
@@ -174,7 +217,8 @@ async def login(request: Request, api_key: str = Form("", max_length=500), csrf:
     if principal.role not in PAGE_ROLES:
         return _login_page(request, f"A {principal.role} key cannot open the review queue; "
                            "sign in with a pharmacist key.", status_code=403)
-    session = {"kid": principal.key_id, "role": principal.role, "csrf": secrets.token_urlsafe(24)}
+    session = {"kid": principal.key_id, "role": principal.role, "csrf": secrets.token_urlsafe(24),
+               "sid": secrets.token_urlsafe(18)}  # the session's id: a sign-out revokes it on the server
     response = _redirect("/review")
     response.set_cookie(COOKIE, _serializer(request, "review-session").dumps(session), max_age=SESSION_MAX_AGE,
                         httponly=True, samesite="strict", path="/review",
@@ -184,9 +228,19 @@ async def login(request: Request, api_key: str = Form("", max_length=500), csrf:
 
 @router.post("/review/logout")
 async def logout(request: Request, csrf: str = Form("", max_length=500)):
-    user = current_user(request)
+    """Sign out: the session id is revoked on the server (a copy of the cookie no longer works), then the
+    cookie is deleted."""
+    try:
+        user = await current_user(request)
+    except DatabaseUnavailable:
+        user = None
     response = _redirect("/review")
     if user is not None and _csrf_ok(user, csrf):
+        db = get_state(request).db
+        try:
+            await db.run(_revoke, db, user["sid"])
+        except DatabaseUnavailable as exc:  # revoked in this process at least; say so
+            log.warning("sign-out recorded in this process only: %s", exc)
         response.delete_cookie(COOKIE, path="/review")
     return response
 
@@ -207,7 +261,10 @@ async def _detail_context(request: Request, user: dict, review_id: int) -> dict[
 
 @router.get("/review/{review_id}", response_class=HTMLResponse)
 async def detail_page(request: Request, review_id: int):
-    user = current_user(request)
+    try:
+        user = await current_user(request)
+    except DatabaseUnavailable as exc:
+        return _render(request, "review_error.html", {"user": None, "error": str(exc)}, status_code=503)
     if user is None:
         return _redirect("/review")
     if not 1 <= review_id <= MAX_REVIEW_ID:  # no such row can exist; do not hand the number to the database
@@ -232,7 +289,10 @@ async def decide_form(
     idempotency_key: str = Form("", max_length=review_queue.IDEMPOTENCY_KEY_MAX),
     expected_version: int | None = Form(None),
 ):
-    user = current_user(request)
+    try:
+        user = await current_user(request)
+    except DatabaseUnavailable as exc:
+        return _render(request, "review_error.html", {"user": None, "error": str(exc)}, status_code=503)
     if user is None:
         return _redirect("/review")
     if not 1 <= review_id <= MAX_REVIEW_ID:

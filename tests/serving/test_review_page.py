@@ -204,3 +204,26 @@ def test_page_says_when_the_database_is_down(review_app):
         for path in ("/review", "/review/1"):
             r = client.get(path)
             assert r.status_code == 503 and "unavailable" in r.text, path
+
+
+def test_sign_out_revokes_the_session_on_the_server(review_app, tmp_path):
+    url = f"sqlite:///{tmp_path / 'logout.db'}"
+    app = review_app(url)
+    with TestClient(app) as client:
+        assert _sign_in(client, "pharmacist").status_code == 303
+        stolen = client.cookies.get("rxt_review_session")
+        listing = client.get("/review")
+        assert "Review queue" in listing.text
+        r = client.post("/review/logout", data={"csrf": _csrf(listing.text)}, follow_redirects=False)
+        assert r.status_code == 303
+        # a copy of the cookie taken before the sign-out no longer opens the queue, in this process ...
+        other = TestClient(app)  # another browser on the same running app
+        other.cookies.set("rxt_review_session", stolen, path="/review")
+        assert "Pharmacist sign-in" in other.get("/review").text
+    # ... nor in another process serving the page with the same secret and database
+    second = review_app(url)
+    with TestClient(second) as other:
+        second.state.rxt.session_secret = app.state.rxt.session_secret
+        other.cookies.set("rxt_review_session", stolen, path="/review")
+        assert "Pharmacist sign-in" in other.get("/review").text
+        assert other.get("/review/1", follow_redirects=False).status_code == 303
