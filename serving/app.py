@@ -27,7 +27,7 @@ from serving.checker_service import CheckerService
 from serving.db.session import Database, DatabaseUnavailable, DbTimeouts, describe
 from serving.logs import SERVICE_LOGGER, log_event
 from serving.metrics import Metrics
-from serving.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from serving.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from serving.routes import admin, health, prescriptions, review_page, reviews, triage
 from serving.security import session_secret
 from serving.settings import Settings, get_settings
@@ -118,9 +118,11 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
     })
     app.state.rxt = state
     errors.install(app)
-    # the last added runs first: request id / access log, then the body limit, then routing and auth
+    # the last added runs first: /review security headers (on every status, the 500 included), request id /
+    # access log / last-resort 500, the body limit, then routing and auth
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     for module in (health, triage, admin, prescriptions, reviews, review_page):
         app.include_router(module.router)
     return app

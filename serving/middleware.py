@@ -24,6 +24,7 @@ import logging
 import time
 
 from serving.logs import ACCESS_LOGGER, SERVICE_LOGGER, new_request_id, redacted_exception, request_id_var
+from serving.security import REVIEW_PAGE_HEADERS
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 service_log = logging.getLogger(SERVICE_LOGGER)
@@ -163,3 +164,29 @@ class BodyLimitMiddleware:
             if started:
                 raise RuntimeError("request body over the limit after the response started") from None
             await self._refuse(send)
+
+
+class SecurityHeadersMiddleware:
+    """The /review page's security headers (CSP, frame denial, no-store ...) on *every* response under
+    ``/review``: pages, redirects, and errors from any layer (422 from form validation, 404, 405, 413, 500).
+    A header the response already has is kept (the static files' ``Cache-Control``)."""
+
+    def __init__(self, app, prefix: str = "/review", headers: dict[str, str] | None = None) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in (headers or REVIEW_PAGE_HEADERS).items()]
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == self.prefix or path.startswith(self.prefix + "/")):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *[(k, v) for k, v in self.headers if k not in present]]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

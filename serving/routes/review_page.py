@@ -35,6 +35,7 @@ from serving import review_queue
 from serving.db.models import RevokedSession
 from serving.db.session import DatabaseUnavailable
 from serving.logs import SERVICE_LOGGER
+from serving.security import REVIEW_PAGE_HEADERS as SECURITY_HEADERS
 from serving.security import _fingerprint, authenticate, session_secret
 from serving.state import get_state
 
@@ -71,14 +72,6 @@ LOGIN_TOKEN_MAX_AGE = 3600
 PAGE_ROLES = ("pharmacist", "admin")
 STATUS_TABS = (("pending", "Pending"), ("approved", "Approved"), ("rejected", "Rejected"),
                ("changes_requested", "Changes requested"), ("all", "All"))
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 
 
 def _serializer(request: Request, salt: str) -> URLSafeTimedSerializer:

@@ -227,3 +227,32 @@ def test_sign_out_revokes_the_session_on_the_server(review_app, tmp_path):
         other.cookies.set("rxt_review_session", stolen, path="/review")
         assert "Pharmacist sign-in" in other.get("/review").text
         assert other.get("/review/1", follow_redirects=False).status_code == 303
+
+
+def test_security_headers_on_every_review_response(review_app, tmp_path, monkeypatch):
+    from serving import review_queue
+    from serving.security import REVIEW_PAGE_HEADERS
+
+    app = review_app(f"sqlite:///{tmp_path / 'headers.db'}", max_request_bytes=4096)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        rid = client.post("/v1/prescriptions/check", json=FLAGGED, headers=auth("prescriber")).json()["review_id"]
+        assert _sign_in(client, "pharmacist").status_code == 303
+        csrf = _csrf(client.get("/review").text)
+        responses = {
+            "422 form validation": client.post(f"/review/{rid}/decision", data={"decision": "reject", "csrf": csrf,
+                                                                                 "note": "n" * 2100}),
+            "404 static": client.get("/review/static/nope.js"),
+            "404 review": client.get("/review/99999"),
+            "405": client.put("/review"),
+            "413": client.post("/review/login", content=b"x" * 5000,
+                               headers={"Content-Type": "application/x-www-form-urlencoded"}),
+            "303": client.get(f"/review/{rid}", cookies={"rxt_review_session": "forged"}, follow_redirects=False),
+        }
+        monkeypatch.setattr(review_queue, "list_reviews", lambda *a, **k: 1 / 0)
+        responses["500"] = client.get("/review")
+        for what, r in responses.items():
+            assert r.status_code == int(what[:3]), (what, r.status_code, r.text[:200])
+            for name, value in REVIEW_PAGE_HEADERS.items():
+                assert r.headers.get(name) == value, (what, name, dict(r.headers))
+        # the API is not the page: no page CSP forced on JSON answers
+        assert "content-security-policy" not in client.get("/healthz").headers
