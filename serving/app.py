@@ -28,7 +28,7 @@ from serving.db.session import Database, DatabaseUnavailable, DbTimeouts, descri
 from serving.logs import SERVICE_LOGGER, log_event
 from serving.metrics import Metrics
 from serving.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
-from serving.routes import admin, health, prescriptions, review_page, reviews, triage
+from serving.routes import admin, docs, health, prescriptions, review_page, reviews, triage
 from serving.security import session_secret
 from serving.settings import Settings, get_settings
 from serving.state import ServiceState
@@ -102,6 +102,10 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
         "Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`). Every response carries "
         "`X-Request-ID` (yours if you sent one). Errors are JSON `{detail, errors: [{field, message}], request_id}`.",
         lifespan=lifespan,
+        docs_url=None,  # served by serving.routes.docs from the local swagger-ui bundle (no CDN)
+        redoc_url=None,
+        # clean operation ids (the handler's name: check_prescription, list_reviews ...) for generated clients
+        generate_unique_id_function=lambda route: route.name,
     )
     metrics = Metrics()
     state = ServiceState(
@@ -123,6 +127,6 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
-    for module in (health, triage, admin, prescriptions, reviews, review_page):
+    for module in (health, triage, admin, prescriptions, reviews, review_page, docs):
         app.include_router(module.router)
     return app

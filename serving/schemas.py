@@ -197,3 +197,28 @@ class ErrorResponse(BaseModel):
     detail: str
     errors: list[FieldError] = Field(default_factory=list)
     request_id: str | None = None
+
+
+# --- every endpoint's answer and error bodies (OpenAPI; a generated client parses these) ---------------------
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` entries for the given error statuses, each with the ``ErrorResponse`` body."""
+    return {code: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
+ERROR_DESCRIPTIONS = {
+    400: "The body is not valid JSON (or not UTF-8); `errors` names the position and reason.",
+    401: "No API key, or an unknown one.",
+    403: "The key's role may not do this.",
+    404: "No such resource (e.g. review id).",
+    409: "The review was decided by someone else first, or `expected_version` is stale.",
+    413: "The request body is larger than RXT_MAX_REQUEST_BYTES (default 1 MB); refused before it is read.",
+    422: "A field is missing, of the wrong type, out of range or unknown; `errors` names each field.",
+    503: "Not ready (model or checker not loaded, queue full) or the review database is unavailable; retry after "
+         "`Retry-After` seconds.",
+}

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 
 from serving.deps import MetricsDep, StateDep
 from serving.logs import SERVICE_LOGGER
-from serving.schemas import ReadinessResponse
+from serving.schemas import HealthResponse, ReadinessResponse, error_responses
 from serving.security import authenticate, presented_key
 
 router = APIRouter(tags=["health"])
@@ -28,7 +28,8 @@ DETAIL_ROLES = frozenset({"admin", "ml"})
 log = logging.getLogger(SERVICE_LOGGER)
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get("/healthz", summary="Liveness: the process answers", response_model=HealthResponse,
+            responses=error_responses(413))
 async def healthz() -> dict:
     return {"status": "ok"}
 
@@ -48,7 +49,8 @@ async def _check(name: str, probe) -> tuple[bool, str]:
 @router.get(
     "/readyz",
     response_model=ReadinessResponse,
-    responses={503: {"model": ReadinessResponse, "description": "At least one component is not ready."}},
+    responses={503: {"model": ReadinessResponse, "description": "At least one component is not ready."},
+               **error_responses(413)},
     summary="Readiness: 200 only when every component (triage model, red-flag rules, ...) is ready",
 )
 async def readyz(state: StateDep, request: Request) -> JSONResponse:
@@ -66,7 +68,9 @@ async def readyz(state: StateDep, request: Request) -> JSONResponse:
     return JSONResponse({"ready": ready, "components": components}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics (text exposition format)", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics (text exposition format)", response_class=Response,
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "Prometheus text exposition format"}, **error_responses(413)})
 async def metrics(registry: MetricsDep) -> Response:
     body, content_type = registry.render()
     return Response(body, media_type=content_type)

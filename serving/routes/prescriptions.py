@@ -25,6 +25,8 @@ from prescription_check.schemas import Prescription
 from serving import review_queue
 from serving.db.session import DatabaseUnavailable
 from serving.deps import CheckerDep, DbDep, PrescriberOrPharmacist, SettingsDep
+from serving.review_schemas import CheckResponse
+from serving.schemas import error_responses
 
 router = APIRouter(tags=["prescriptions"])
 
@@ -32,7 +34,8 @@ router = APIRouter(tags=["prescriptions"])
 @router.post(
     "/v1/prescriptions/check",
     summary="Check a prescription; flagged ones are queued for a pharmacist",
-    responses={503: {"description": "checker not loaded, or the review database cannot record the check"}},
+    response_model=CheckResponse,
+    responses=error_responses(400, 401, 403, 413, 422, 503),
 )
 async def check_prescription(
     rx: Prescription, principal: PrescriberOrPharmacist, settings: SettingsDep, checker: CheckerDep, db: DbDep,

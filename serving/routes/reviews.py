@@ -25,8 +25,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from prescription_check.schemas import Severity, Text
 from serving import review_queue
 from serving.deps import DbDep, Pharmacist, PharmacistOrAdmin
+from serving.review_schemas import (
+    DecisionResponse,
+    OverrideStatsResponse,
+    ReasonCodesResponse,
+    ReviewDetail,
+    ReviewPage,
+)
+from serving.schemas import error_responses
 
-router = APIRouter(tags=["reviews"])
+# every review endpoint: authenticated, may be refused for size or input, depends on the database
+router = APIRouter(tags=["reviews"], responses=error_responses(401, 403, 413, 422, 503))
 
 ReviewId = Annotated[int, Path(ge=1, le=2**31 - 1, description="review id")]
 
@@ -63,8 +72,8 @@ def parse_when(value: str | None, field: str) -> datetime | date | None:
 When = Annotated[str | None, Query(max_length=40, description="ISO date (a whole day) or datetime; naive = UTC")]
 
 
-@router.get("/v1/reviews", summary="The review queue, most severe then oldest first")
-async def list_queue(
+@router.get("/v1/reviews", summary="The review queue, most severe then oldest first", response_model=ReviewPage)
+async def list_reviews(
     db: DbDep,
     principal: PharmacistOrAdmin,
     status: Annotated[Literal["pending", "approved", "rejected", "changes_requested", "all"], Query()] = "pending",
@@ -90,8 +99,9 @@ async def list_queue(
     return {"items": items, "total": page.total, "limit": limit, "offset": offset, "next_offset": next_offset}
 
 
-@router.get("/v1/reviews/reason-codes", summary="Reason codes a decision may carry")
-async def reason_codes(principal: PharmacistOrAdmin):
+@router.get("/v1/reviews/reason-codes", summary="Reason codes a decision may carry",
+            response_model=ReasonCodesResponse)
+async def list_reason_codes(principal: PharmacistOrAdmin):
     return {
         "reason_codes": [
             {"code": r.code, "label": r.label, "decisions": list(r.decisions), "needs_note": r.needs_note}
@@ -101,8 +111,9 @@ async def reason_codes(principal: PharmacistOrAdmin):
     }
 
 
-@router.get("/v1/reviews/stats/overrides", summary="How often pharmacists override each rule")
-async def override_stats(
+@router.get("/v1/reviews/stats/overrides", summary="How often pharmacists override each rule",
+            response_model=OverrideStatsResponse)
+async def get_override_stats(
     db: DbDep,
     principal: PharmacistOrAdmin,
     since: When = None,
@@ -117,8 +128,9 @@ async def override_stats(
     return await db.run(read)
 
 
-@router.get("/v1/reviews/{review_id}", summary="One review with its findings and audit trail")
-async def get_one(review_id: ReviewId, db: DbDep, principal: PharmacistOrAdmin):
+@router.get("/v1/reviews/{review_id}", summary="One review with its findings and audit trail",
+            response_model=ReviewDetail, responses=error_responses(404))
+async def get_review(review_id: ReviewId, db: DbDep, principal: PharmacistOrAdmin):
     def read():
         with db.session() as session:
             return review_queue.review_detail(session, review_queue.get_review(session, review_id))
@@ -129,10 +141,10 @@ async def get_one(review_id: ReviewId, db: DbDep, principal: PharmacistOrAdmin):
 @router.post(
     "/v1/reviews/{review_id}/decision",
     summary="Approve, reject or request a change (pharmacists)",
-    responses={409: {"description": "already decided by someone else"},
-               422: {"description": "invalid/missing reason code, or an idempotency key reused for another request"}},
+    response_model=DecisionResponse,
+    responses=error_responses(400, 404, 409),
 )
-async def decide(
+async def decide_review(
     review_id: ReviewId,
     body: DecisionIn,
     db: DbDep,

@@ -20,6 +20,7 @@ from serving.schemas import (
     TriageBatchResponse,
     TriageRequest,
     TriageResponse,
+    error_responses,
 )
 from serving.triage_service import TriageInput, TriageService
 from triage.classifier import clean_text
@@ -37,6 +38,7 @@ _ERRORS = {
     403: {"model": ErrorResponse, "description": "The key's role may not call triage (needs chat or admin)."},
     422: {"model": ErrorResponse, "description": "A field is missing, of the wrong type, out of range or unknown; `errors` names each."},
     503: {"model": ErrorResponse, "description": "The model is not loaded yet, or the queue is full; retry after `Retry-After` seconds."},
+    **error_responses(413),
 }
 
 
@@ -89,7 +91,7 @@ def _input(body: TriageRequest) -> TriageInput:
         "`probability: null`, whatever the model says."
     ),
 )
-async def triage_one(body: TriageRequest, request: Request, _: ChatUser, triage: TriageDep, settings: SettingsDep,
+async def triage(body: TriageRequest, request: Request, _: ChatUser, triage: TriageDep, settings: SettingsDep,
                      k: TopK = DEFAULT_TOP_K) -> Response:
     _check_texts(settings.max_text_chars, [("", body)])
     service = _ready(triage)
