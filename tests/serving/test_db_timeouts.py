@@ -130,3 +130,28 @@ def test_run_interrupts_a_runaway_sqlite_statement_and_frees_its_thread(tmp_path
         assert len(busy) <= db._workers
     finally:
         db.dispose()
+
+
+def test_async_handlers_never_call_blocking_database_code():
+    """Structural guard beside the behavioural tests above: in the route modules, an ``async def`` never opens a
+    database session or calls ``review_queue.decide`` itself; it hands blocking work to ``db.run`` (nested plain
+    ``def`` helpers, which run on the database's threads, may)."""
+    import ast
+    from pathlib import Path
+
+    routes = Path(__file__).resolve().parents[2] / "serving" / "routes"
+    blocking = {"session", "ensure_ready", "ping", "decide", "record_check", "record_check_once"}
+    wrong = []
+    for path in sorted(routes.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for fn in [n for n in ast.walk(tree) if isinstance(n, ast.AsyncFunctionDef)]:
+            stack = list(fn.body)
+            while stack:
+                node = stack.pop()
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                    continue  # a helper handed to db.run, not run on the event loop
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                        and node.func.attr in blocking:
+                    wrong.append(f"{path.name}:{node.lineno} {fn.name} calls .{node.func.attr}() on the event loop")
+                stack.extend(ast.iter_child_nodes(node))
+    assert not wrong, "\n".join(wrong)
