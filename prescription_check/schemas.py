@@ -6,9 +6,9 @@ Inputs forbid unknown fields so that a misspelt field name is a 4xx naming it, n
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # The one vocabulary of severities and finding categories (rules, KB build, review queue, API, evaluation).
 Severity = Literal["contraindicated", "major", "moderate", "minor", "info"]
@@ -24,6 +24,17 @@ CATEGORIES: tuple[str, ...] = get_args(Category)
 _Input = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+def no_nul(value: str) -> str:
+    """Refuse NUL characters: no database text column can hold them (PostgreSQL rejects the whole row)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(no_nul)]
+"""A free-text input field: any string without NUL characters."""
+
+
 class Patient(BaseModel):
     model_config = _Input
 
@@ -33,12 +44,12 @@ class Patient(BaseModel):
     pregnant: bool | None = None
     trimester: Literal[1, 2, 3] | None = None
     breastfeeding: bool | None = None
-    allergies: list[str] = Field(default_factory=list, max_length=100)
-    conditions: list[str] = Field(default_factory=list, max_length=200)
+    allergies: list[Text] = Field(default_factory=list, max_length=100)
+    conditions: list[Text] = Field(default_factory=list, max_length=200)
     egfr: float | None = Field(default=None, ge=0, le=250, description="mL/min/1.73m2")
     crcl: float | None = Field(default=None, ge=0, le=250, description="Creatinine clearance, mL/min")
     hepatic_impairment: Literal["none", "mild", "moderate", "severe"] | None = None
-    current_medications: list[str] = Field(default_factory=list, max_length=100)
+    current_medications: list[Text] = Field(default_factory=list, max_length=100)
 
     @field_validator("allergies", "conditions", "current_medications")
     @classmethod
@@ -55,15 +66,15 @@ class Patient(BaseModel):
 class PrescriptionItem(BaseModel):
     model_config = _Input
 
-    drug: str | None = Field(default=None, max_length=300)
+    drug: Text | None = Field(default=None, max_length=300)
     dose: float | None = Field(default=None, gt=0, le=1_000_000)
-    unit: str | None = Field(default=None, max_length=40)
+    unit: Text | None = Field(default=None, max_length=40)
     strength_mg_per_ml: float | None = Field(default=None, gt=0, le=100_000)
-    route: str | None = Field(default=None, max_length=40)
-    frequency: str | None = Field(default=None, max_length=80)
+    route: Text | None = Field(default=None, max_length=40)
+    frequency: Text | None = Field(default=None, max_length=80)
     duration_days: float | None = Field(default=None, gt=0, le=3650)
     prn: bool = False
-    sig: str | None = Field(default=None, max_length=1000)
+    sig: Text | None = Field(default=None, max_length=1000)
 
     @model_validator(mode="after")
     def _drug_or_sig(self) -> "PrescriptionItem":
@@ -75,10 +86,10 @@ class PrescriptionItem(BaseModel):
 class Prescription(BaseModel):
     model_config = _Input
 
-    id: str | None = Field(default=None, max_length=200)
+    id: Text | None = Field(default=None, max_length=200)
     patient: Patient = Field(default_factory=Patient)
     items: list[PrescriptionItem] = Field(min_length=1, max_length=50)
-    prescriber_id: str | None = Field(default=None, max_length=200)
+    prescriber_id: Text | None = Field(default=None, max_length=200)
 
 
 class Finding(BaseModel):

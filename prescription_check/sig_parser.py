@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from pydantic import ValidationError
+
 from prescription_check.normalize import COUNT_UNITS, MASS_UNITS_MG, VOLUME_UNITS_ML, canonical_unit
 from prescription_check.schemas import PrescriptionItem
 
@@ -256,9 +258,29 @@ class _Parser:
             problems.append("neither a dose nor a frequency found")
         item = None
         if drug:
-            item = PrescriptionItem(drug=drug, dose=dose, unit=unit, strength_mg_per_ml=strength_per_ml, route=route,
-                                    frequency=frequency, duration_days=duration, prn=prn)
+            fields = dict(drug=drug, dose=dose, unit=unit, strength_mg_per_ml=strength_per_ml, route=route,
+                          frequency=frequency, duration_days=duration, prn=prn)
+            item = _item_within_limits(fields, problems)
         return ParsedSig(text, item, not problems, problems, found)
+
+
+def _item_within_limits(fields: dict, problems: list[str]) -> PrescriptionItem | None:
+    """The parsed item, with every value the schema refuses (a dose of 0, a duration of 99999 days, a number too
+    long for any limit) left out and named in ``problems``: the sig is then not ok (an ``unparsed_sig`` finding),
+    never an exception and never an item outside the schema's limits."""
+    for _ in range(len(fields)):
+        try:
+            return PrescriptionItem(**fields)
+        except ValidationError as exc:
+            bad = {str(e["loc"][0]) for e in exc.errors() if e.get("loc") and str(e["loc"][0]) in fields}
+            if not bad or "drug" in bad:
+                problems.append("the sig line does not give a usable item")
+                return None
+            for name in sorted(bad):
+                problems.append(f"{name.replace('_', ' ')} {fields[name]:g} is out of range" if isinstance(
+                    fields[name], float) else f"{name.replace('_', ' ')} is out of range")
+                fields[name] = None
+    return None
 
 
 def _num(tok: str) -> float | None:

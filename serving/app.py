@@ -24,11 +24,11 @@ from prescription_check import Checker
 from prescription_check.schemas import SEVERITIES
 from serving import errors
 from serving.checker_service import CheckerService
-from serving.db.session import Database, DatabaseUnavailable, describe
+from serving.db.session import Database, DatabaseUnavailable, DbTimeouts, describe
 from serving.logs import SERVICE_LOGGER, log_event
 from serving.metrics import Metrics
-from serving.middleware import RequestContextMiddleware
-from serving.routes import admin, health, prescriptions, review_page, reviews, triage
+from serving.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
+from serving.routes import admin, docs, health, prescriptions, review_page, reviews, triage
 from serving.security import session_secret
 from serving.settings import Settings, get_settings
 from serving.state import ServiceState
@@ -71,7 +71,7 @@ async def lifespan(app: FastAPI):
     # prescription review: session secret, database, checker (+ DDI model)
     state.session_secret = session_secret(settings)
     try:
-        await asyncio.to_thread(state.db.ensure_ready)
+        await state.db.run(state.db.ensure_ready, timeout=max(30.0, settings.db_socket_timeout_s))
     except DatabaseUnavailable as exc:
         log.error("review database not ready at start-up (retried on first use): %s", exc)
     await asyncio.to_thread(state.checker.load)
@@ -102,23 +102,31 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
         "Authenticate with `Authorization: Bearer <key>` (or `X-API-Key`). Every response carries "
         "`X-Request-ID` (yours if you sent one). Errors are JSON `{detail, errors: [{field, message}], request_id}`.",
         lifespan=lifespan,
+        docs_url=None,  # served by serving.routes.docs from the local swagger-ui bundle (no CDN)
+        redoc_url=None,
+        # clean operation ids (the handler's name: check_prescription, list_reviews ...) for generated clients
+        generate_unique_id_function=lambda route: route.name,
     )
     metrics = Metrics()
     state = ServiceState(
         settings=settings, api_keys=settings.resolved_api_keys(), metrics=metrics,
         triage=TriageService(settings, metrics), checker=CheckerService(settings, checker),
-        db=Database(settings.resolved_database_url()),
+        db=Database(settings.resolved_database_url(), DbTimeouts.from_settings(settings)),
     )
     state.readiness.update({
         "triage_model": state.triage.holder.is_ready,
         "red_flags": state.triage.red_flags_ready,
-        "database": state.db.ping,
+        "database": state.db.ping_async,  # async: off the event loop, bounded
         "kb": state.checker.kb_ready,
         "ddi_model": state.checker.ddi_ready,
     })
     app.state.rxt = state
     errors.install(app)
+    # the last added runs first: /review security headers (on every status, the 500 included), request id /
+    # access log / last-resort 500, the body limit, then routing and auth
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
-    for module in (health, triage, admin, prescriptions, reviews, review_page):
+    app.add_middleware(SecurityHeadersMiddleware)
+    for module in (health, triage, admin, prescriptions, reviews, review_page, docs):
         app.include_router(module.router)
     return app

@@ -17,7 +17,10 @@ even for a writer that bypasses this module.  Triggers refuse UPDATE and DELETE 
 
 ``verify_chain`` walks the log in id order and names the first entry whose stored hash does not match its
 content, whose ``prev_hash`` does not match its predecessor, or whose id skips (a deleted entry); it also
-checks that the head still points at the last entry (truncation of the tail).
+checks that the head still points at the last entry (truncation of the tail).  ``verify_reviews`` checks the
+review rows against the chain: a decision's fields are bound to its entry (``reviews.decision_audit_hash``), so
+a row edited after the decision, decided without an entry or put back to pending is named.  On PostgreSQL a
+trigger refuses TRUNCATE of the log and its head (migration 0002).
 
 CLI::
 
@@ -38,11 +41,15 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
 
-from serving.db.models import GENESIS_HASH, AuditChainHead, AuditEntryRow
+from serving.db.models import GENESIS_HASH, AuditChainHead, AuditEntryRow, Review
 from serving.db.session import DatabaseUnavailable, database_for, describe
 from serving.settings import get_settings
 
-__all__ = ["AuditEntry", "VerifyResult", "canonical_json", "entry_hash", "history", "record", "verify_chain"]
+__all__ = ["AuditEntry", "VerifyResult", "append", "canonical_json", "entry_hash", "history", "record",
+           "verify_chain", "verify_reviews"]
+
+# the decision fields of a review row that its review.decision entry's ``after`` records
+DECISION_FIELDS = ("status", "decision", "reason_code", "note", "version")
 
 
 def canonical_json(value: Any) -> str:
@@ -133,6 +140,12 @@ def record(session: Session, *, actor: str, action: str, subject: str, before: d
     The entry becomes visible (and the chain head moves) when the caller commits; if the caller rolls back,
     neither happens.  Concurrent appends wait for each other, so the chain never forks.
     """
+    return append(session, actor=actor, action=action, subject=subject, before=before, after=after)[0]
+
+
+def append(session: Session, *, actor: str, action: str, subject: str, before: dict | None = None,
+           after: dict | None = None) -> tuple[int, str]:
+    """:func:`record`, returning ``(id, hash)``: the hash lets a row bind itself to its entry."""
     _check_field("actor", actor, 200)
     _check_field("action", action, 100)
     _check_field("subject", subject, 300)
@@ -151,7 +164,7 @@ def record(session: Session, *, actor: str, action: str, subject: str, before: d
                                     "before_json": before_json, "after_json": after_json,
                                     "prev_hash": prev_hash, "hash": digest})
     session.execute(_MOVE_HEAD, {"digest": digest})
-    return new_id
+    return new_id, digest
 
 
 def _entry(row: AuditEntryRow) -> AuditEntry:
@@ -232,6 +245,70 @@ def _verify(session: Session, batch: int) -> VerifyResult:
     return VerifyResult(True, checked)
 
 
+@dataclass(frozen=True)
+class ReviewsResult:
+    ok: bool
+    checked: int
+    problems: list[str]
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"OK: {self.checked} reviews agree with their audit entries"
+        return "TAMPERED: " + "; ".join(self.problems[:20]) + (
+            f" (and {len(self.problems) - 20} more)" if len(self.problems) > 20 else "") + \
+            f" ({self.checked} reviews checked)"
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b or (a in (None, "") and b in (None, ""))
+
+
+def verify_reviews(session: Session, *, batch: int = 2000) -> ReviewsResult:
+    """Every review row against the chain: a decided review must have its ``review.decision`` entry (the one
+    whose hash it stores) and the same decision fields (status, decision, reason code, note, version, decided by,
+    decided at); a pending review must have no decision entry and no decision fields.  Names each review that
+    disagrees: a row changed after its decision, decided without an entry, or put back to pending."""
+    entries: dict[int, AuditEntry] = {}
+    for entry in history(session, action="review.decision"):
+        try:
+            entries[int(entry.subject.split(":", 1)[1])] = entry  # the latest decision entry per review
+        except (IndexError, ValueError):
+            continue
+    problems: list[str] = []
+    checked, last_id = 0, 0
+    while True:
+        rows = session.scalars(select(Review).where(Review.id > last_id).order_by(Review.id).limit(batch)).all()
+        if not rows:
+            break
+        for review in rows:
+            last_id = review.id
+            checked += 1
+            entry = entries.get(review.id)
+            if review.status == "pending":
+                if entry is not None:
+                    problems.append(f"review {review.id} is pending but audit entry {entry.id} records a "
+                                    f"{entry.after.get('decision') if entry.after else '?'} decision")
+                elif review.decision is not None or review.decided_by is not None:
+                    problems.append(f"review {review.id} is pending but carries decision fields no audit entry "
+                                    "records")
+                continue
+            if entry is None:
+                problems.append(f"review {review.id} is {review.status} but no audit entry records its decision")
+                continue
+            after = entry.after or {}
+            differ = [name for name in DECISION_FIELDS if not _same(getattr(review, name), after.get(name))]
+            if review.decided_by != entry.actor:
+                differ.append("decided_by")
+            if "decided_at" in after and (review.decided_at is None or format_ts(review.decided_at) != after["decided_at"]):
+                differ.append("decided_at")
+            if review.decision_audit_hash is not None and review.decision_audit_hash != entry.hash:
+                differ.append("decision_audit_hash")
+            if differ:
+                problems.append(f"review {review.id}: {', '.join(differ)} disagree with audit entry {entry.id}")
+        session.expunge_all()
+    return ReviewsResult(not problems, checked, problems)
+
+
 # --- CLI ----------------------------------------------------------------------------------
 
 
@@ -256,7 +333,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "verify":
                 result = verify_chain(session)
                 print(f"{result}  [{describe(url)}]")
-                return 0 if result.ok else 1
+                reviews = verify_reviews(session)
+                print(f"{reviews}  [{describe(url)}]")
+                return 0 if result.ok and reviews.ok else 1
             for entry in history(session, limit=args.n):
                 print(canonical_json(entry.as_dict()))
             return 0

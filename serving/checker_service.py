@@ -91,5 +91,7 @@ class CheckerService:
         if checker is None:
             return False, "prescription checker not loaded"
         if checker.ddi is None:
-            return True, f"degraded: {checker.model_status}"
-        return True, f"ddi-severity {checker.model_version or '?'}"
+            failed = self.ddi.last_error if self.ddi.last_failed_at is not None and not self._injected else None
+            tail = f"; last reload failed: {failed}" if failed and failed not in checker.model_status else ""
+            return True, f"degraded: {checker.model_status}{tail}"
+        return True, f"ddi-severity {checker.model_version or '?'}{self.ddi.reload_failure()}"

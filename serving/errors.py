@@ -10,7 +10,10 @@
   (a check that could not be recorded is never answered with a verdict);
 - a review-queue error (not found, conflict, invalid decision, reused idempotency key) -> its status, the field
   named;
-- anything unexpected -> a JSON 500 quoting the request id (a bug: the log has the traceback).
+- anything unexpected is left to ``serving.middleware.RequestContextMiddleware``: a JSON 500 quoting the request
+  id, logged with a redacted traceback (no exception messages: they may quote prescription values).  No handler
+  is registered for ``Exception`` here: Starlette re-raises after such a handler, and the server would then log
+  the full messages.
 """
 
 from __future__ import annotations
@@ -120,14 +123,6 @@ async def _on_review_error(request: Request, exc: ReviewError) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code)
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(
-        error_body(f"internal error ({exc.__class__.__name__}); quote request_id {current_request_id()} to the operators"),
-        status_code=500,
-    )
-
-
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
@@ -136,4 +131,3 @@ def install(app: FastAPI) -> None:
     for kind in (DatabaseUnavailable, CheckerUnavailable):
         app.add_exception_handler(kind, _on_db_unavailable)
     app.add_exception_handler(ReviewError, _on_review_error)
-    app.add_exception_handler(Exception, _on_unexpected)

@@ -18,6 +18,7 @@ import logging
 import re
 import sys
 import time
+import traceback
 import uuid
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("rxt_request_id", default=None)
@@ -99,3 +100,24 @@ def log_extra(fields: dict) -> dict:
 def log_event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields) -> None:
     if logger.isEnabledFor(level):
         logger.log(level, msg, extra=log_extra(fields))
+
+
+def redacted_exception(exc: BaseException) -> str:
+    """The traceback of ``exc`` and of its causes: frames and exception types, without the messages.
+
+    Messages can quote data: a database error quotes the failing row (PostgreSQL's ``DETAIL: Failing row
+    contains (...)``), a validation error the input value.  Unexpected errors are logged with this, so no
+    prescription or patient value reaches the logs; the frames still say where it happened.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        orig = getattr(exc, "orig", None)
+        code = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+        if code:
+            kind += f" [{code}]"
+        parts.append("".join(traceback.format_tb(exc.__traceback__)) + kind + " (message withheld: may quote data)")
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return "\n-- caused by --\n".join(parts)

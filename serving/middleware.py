@@ -8,8 +8,13 @@
   fingerprint (never the key).  No query strings or bodies.
 - ``rxt_http_requests_total`` / ``rxt_http_request_duration_seconds`` by route *template*
   (``/v1/triage``), so unknown paths cannot blow up label cardinality (they count as ``unmatched``).
-- Last-resort safety net: an exception escaping the app becomes a JSON 500 with the request id
-  (when no response has started), logged with its traceback.
+- The one place unexpected errors end: an exception escaping the app becomes a JSON 500 with the request id
+  (when no response has started), logged with its traceback *without the exception messages*
+  (``serving.logs.redacted_exception``: a database error quotes the failing row).  It is not re-raised, so the
+  server does not log it again in full.
+
+``BodyLimitMiddleware`` refuses a body over ``RXT_MAX_REQUEST_BYTES`` with 413 before anything parses it or
+authenticates the caller.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import json
 import logging
 import time
 
-from serving.logs import ACCESS_LOGGER, SERVICE_LOGGER, new_request_id, request_id_var
+from serving.logs import ACCESS_LOGGER, SERVICE_LOGGER, new_request_id, redacted_exception, request_id_var
+from serving.security import REVIEW_PAGE_HEADERS
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 service_log = logging.getLogger(SERVICE_LOGGER)
@@ -55,7 +61,10 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:  # noqa: BLE001 - the last resort: a JSON 500, never a bare reset
-            service_log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            # logged without the exception messages (they may quote prescription or patient values)
+            service_log.error("unhandled error on %s %s (%s)", scope.get("method"), scope.get("path"),
+                              exc.__class__.__name__, extra={"fields": {"exc": redacted_exception(exc)},
+                                                             "request_id": rid})
             if not status["started"]:
                 body = json.dumps(
                     {
@@ -94,3 +103,90 @@ class RequestContextMiddleware:
                     fields["role"] = principal.role
                 access_log.info("request", extra={"fields": fields, "request_id": rid})
             request_id_var.reset(token)
+
+
+class _BodyTooLarge(BaseException):
+    """Raised from ``receive`` when a streamed body passes the limit.  A BaseException on purpose: FastAPI turns
+    any Exception met while reading a body into a 400, and this must reach ``BodyLimitMiddleware``."""
+
+
+class BodyLimitMiddleware:
+    """Refuse a request body larger than ``max_bytes`` with 413, before the app parses it or authenticates the
+    caller: at once when ``Content-Length`` says so, else as soon as the streamed body passes the limit."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send) -> None:
+        limit = self.max_bytes
+        body = json.dumps({
+            "detail": f"the request body is larger than the limit of {limit} bytes",
+            "errors": [{"field": "body", "message": f"at most {limit} bytes (RXT_MAX_REQUEST_BYTES)"}],
+            "request_id": request_id_var.get(),
+        }).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    await self._refuse(send)
+                    return
+                break
+        received = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        async def watch_send(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watch_send)
+        except _BodyTooLarge:
+            if started:
+                raise RuntimeError("request body over the limit after the response started") from None
+            await self._refuse(send)
+
+
+class SecurityHeadersMiddleware:
+    """The /review page's security headers (CSP, frame denial, no-store ...) on *every* response under
+    ``/review``: pages, redirects, and errors from any layer (422 from form validation, 404, 405, 413, 500).
+    A header the response already has is kept (the static files' ``Cache-Control``)."""
+
+    def __init__(self, app, prefix: str = "/review", headers: dict[str, str] | None = None) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.headers = [(k.lower().encode(), v.encode()) for k, v in (headers or REVIEW_PAGE_HEADERS).items()]
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == self.prefix or path.startswith(self.prefix + "/")):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *[(k, v) for k, v in self.headers if k not in present]]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

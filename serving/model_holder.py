@@ -103,6 +103,7 @@ class ModelHolder:
         self._model: Any | None = None
         self._reload_lock = threading.Lock()
         self.last_error: str | None = None
+        self.last_failed_at: float | None = None
         self.loaded_at: float | None = None
         self._failed_alias_version: str | None = None
 
@@ -121,7 +122,16 @@ class ModelHolder:
         model = self._model
         if model is None:
             return False, f"not loaded ({self.uri}): {self.last_error or 'loading'}"
-        return True, f"version {model_version_of(model)} from {self.uri}"
+        return True, f"version {model_version_of(model)} from {self.uri}{self.reload_failure()}"
+
+    def reload_failure(self) -> str:
+        """``"; last reload failed at <UTC time>: <why> (still serving the previous model)"`` after a failed
+        reload, until the next one succeeds; else ``""``.  Readiness stays ok (the old model still answers), but
+        the failure is visible in /readyz."""
+        if self.last_error is None or self.last_failed_at is None or self._model is None:
+            return ""
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.last_failed_at))
+        return f"; last reload failed at {when}: {self.last_error} (still serving the previous model)"
 
     # -- loading -----------------------------------------------------------------------------
     def reload(self, uri: str | None = None) -> ReloadResult:
@@ -137,6 +147,7 @@ class ModelHolder:
                     self._on_change(new)  # publishes derived state (e.g. a new checker); may refuse
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old model
                 self.last_error = describe_error(exc)
+                self.last_failed_at = time.time()
                 log_event(
                     log, f"{self.name} model load failed; keeping the previous model",
                     level=logging.WARNING, uri=uri, previous_version=previous, error=self.last_error,

@@ -31,6 +31,7 @@ from serving.db.models import (
     DECISION_STATUS,
     DECISIONS,
     STATUSES,
+    CheckIdempotencyKey,
     IdempotencyKey,
     Review,
     ReviewFinding,
@@ -224,6 +225,66 @@ def record_check(session: Session, *, prescription: dict, result: dict, actor: s
     return CheckRecord(True, review_id, audit_id)
 
 
+def clean_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
+        raise InvalidDecision(f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
+                              field="Idempotency-Key")
+    return key
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    body: dict[str, Any]
+    replayed: bool = False
+
+
+def record_check_once(db: Database, *, prescription: dict, result: dict, actor: str, queue_min_severity: str,
+                      idempotency_key: str | None = None) -> CheckOutcome:
+    """Record a check (:func:`record_check`) and build its answer, in one transaction.
+
+    With an ``Idempotency-Key`` the first answer is stored with it: the same key with the same prescription
+    (and caller) gets that answer again (``replayed``), without a second review or audit entry, even when both
+    requests race (the loser's transaction is rolled back and it finds the winner's answer); the same key with a
+    different request is :class:`IdempotencyMismatch` (422).
+    """
+    key = clean_idempotency_key(idempotency_key)
+    request_hash = sha256_json({"prescription": prescription, "actor": actor})
+
+    def replay(session: Session) -> CheckOutcome | None:
+        stored = session.get(CheckIdempotencyKey, key)
+        if stored is None:
+            return None
+        if stored.request_hash != request_hash:
+            raise IdempotencyMismatch(
+                f"Idempotency-Key {key!r} was already used for a different prescription check; use a new key "
+                "for a new check", field="Idempotency-Key")
+        return CheckOutcome(stored.response, replayed=True)
+
+    try:
+        with db.session() as session:
+            if key is not None and (found := replay(session)) is not None:
+                return found
+            stored = record_check(session, prescription=prescription, result=result, actor=actor,
+                                  queue_min_severity=queue_min_severity)
+            body = {**result, "queued": stored.queued, "review_id": stored.review_id, "audit_id": stored.audit_id}
+            if key is not None:
+                session.add(CheckIdempotencyKey(key=key, request_hash=request_hash, actor=actor,
+                                                audit_id=stored.audit_id, response=body, created_at=utcnow()))
+                session.flush()
+            return CheckOutcome(body)
+    except IntegrityError:
+        if key is None:
+            raise
+        with db.session() as session:  # a concurrent request with the same key committed first
+            found = replay(session)
+        if found is None:
+            raise
+        return found
+
+
 # --- reading --------------------------------------------------------------------------------
 
 
@@ -388,11 +449,7 @@ def decide(db: Database, review_id: int, *, decision: str, actor: str, reason_co
            idempotency_key: str | None = None) -> DecisionOutcome:
     """Decide a pending review in one transaction (decision + audit entry + idempotency record)."""
     reason_code, note = validate_decision(decision, reason_code, note)
-    if idempotency_key is not None:
-        idempotency_key = idempotency_key.strip()
-        if not idempotency_key or len(idempotency_key) > IDEMPOTENCY_KEY_MAX or not idempotency_key.isprintable():
-            raise InvalidDecision(f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable characters",
-                                  field="Idempotency-Key")
+    idempotency_key = clean_idempotency_key(idempotency_key)
     request_hash = _request_hash(review_id, decision, reason_code, note, actor, expected_version)
     try:
         with db.session() as session:
@@ -450,12 +507,15 @@ def _decide_in(session: Session, review_id: int, *, decision: str, actor: str, r
         raise Conflict(f"review {review_id} was decided by someone else a moment ago; reload it")
     overrides = sorted({f.get("rule_id") for f in review.findings or []
                         if decision == "approve" and f.get("severity") in OVERRIDE_SEVERITIES})
-    audit_id = audit.record(
+    audit_id, audit_hash = audit.append(
         session, actor=actor, action="review.decision", subject=f"review:{review_id}",
         before={"status": "pending", "version": version},
         after={"status": new_status, "version": version + 1, "decision": decision, "reason_code": reason_code,
-               "note": note, "overridden_rules": overrides},
+               "note": note, "decided_at": audit.format_ts(now), "overridden_rules": overrides},
     )
+    # bind the row's decision to its entry: `python -m serving.audit verify` names a row that disagrees later
+    session.execute(update(Review).where(Review.id == review_id).values(decision_audit_hash=audit_hash)
+                    .execution_options(synchronize_session=False))
     session.expire(review)
     session.refresh(review)
     body = review_summary(review)

@@ -2,16 +2,17 @@
 
 Requests reject unknown fields (``extra="forbid"``) and use strict types: ``"age": "30"`` or
 ``"pregnant": "yes"`` is a 422 naming the field, not a silent coercion.  The text length limit
-is ``settings.max_text_chars`` (default 2000), checked by the route because it is configurable.
+is ``settings.max_text_chars`` (default 2000), checked by the route because it is configurable; the route checks
+the length first and only then whether the text is blank (``clean_text``: per-character work), so an oversized
+text never costs more than its length.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from triage.classifier import clean_text
 from triage.taxonomy import Urgency
 
 BATCH_MAX_ITEMS = 256
@@ -37,8 +38,8 @@ class TriageRequest(BaseModel):
     text: str = Field(
         strict=True,
         min_length=1,
-        description="The patient's complaint in their own words (English). Not empty or whitespace; "
-        "at most settings.max_text_chars characters (default 2000).",
+        description="The patient's complaint in their own words (English). Not empty, whitespace or control "
+        "characters only; at most settings.max_text_chars characters (default 2000).",
     )
     age: float | None = Field(
         default=None,
@@ -55,15 +56,6 @@ class TriageRequest(BaseModel):
         description="Language of `text`. The classifier and red-flag rules are English-only; "
         "`zh` is accepted and answered, with a lower-confidence caveat in `urgency_reasons`.",
     )
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        # The classifier's own normalisation (NFKC, control/format characters dropped, whitespace
-        # collapsed): text that is empty after it cannot be triaged.
-        if not clean_text(value):
-            raise ValueError("text must not be empty, whitespace or control characters only")
-        return value
 
 
 class TriageBatchRequest(BaseModel):
@@ -215,3 +207,28 @@ class ErrorResponse(BaseModel):
     detail: str
     errors: list[FieldError] = Field(default_factory=list)
     request_id: str | None = None
+
+
+# --- every endpoint's answer and error bodies (OpenAPI; a generated client parses these) ---------------------
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI ``responses`` entries for the given error statuses, each with the ``ErrorResponse`` body."""
+    return {code: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
+ERROR_DESCRIPTIONS = {
+    400: "The body is not valid JSON (or not UTF-8); `errors` names the position and reason.",
+    401: "No API key, or an unknown one.",
+    403: "The key's role may not do this.",
+    404: "No such resource (e.g. review id).",
+    409: "The review was decided by someone else first, or `expected_version` is stale.",
+    413: "The request body is larger than RXT_MAX_REQUEST_BYTES (default 1 MB); refused before it is read.",
+    422: "A field is missing, of the wrong type, out of range or unknown; `errors` names each field.",
+    503: "Not ready (model or checker not loaded, queue full) or the review database is unavailable; retry after "
+         "`Retry-After` seconds.",
+}

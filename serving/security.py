@@ -16,6 +16,18 @@ from pathlib import Path
 from fastapi import HTTPException, Request, status
 
 
+# Every response under /review, whatever its status (pages, redirects, 4xx/5xx from any layer): set by
+# serving.middleware.SecurityHeadersMiddleware (and by the page's own renderer)
+REVIEW_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
 @dataclass(frozen=True)
 class Principal:
     role: str

@@ -65,6 +65,31 @@ class Settings(BaseSettings):
         "<work_dir>/session_secret. Set it when several service processes share one review page.",
     )
     max_text_chars: int = Field(default=2000, ge=1, description="Longest accepted complaint text.")
+    max_request_bytes: int = Field(
+        default=1_048_576, ge=1024,
+        description="Largest accepted request body (bytes); a larger one is refused with 413 before it is parsed "
+        "or the caller is authenticated.",
+    )
+
+    # --- review database timeouts ---------------------------------------------------------
+    db_connect_timeout_s: int = Field(
+        default=3, ge=2, le=60,
+        description="PostgreSQL connect timeout (libpq connect_timeout; libpq treats less than 2 as 2).",
+    )
+    db_statement_timeout_ms: int = Field(
+        default=5000, ge=50,
+        description="Server-side limit per statement (PostgreSQL statement_timeout and lock_timeout; SQLite "
+        "busy timeout).",
+    )
+    db_socket_timeout_s: float = Field(
+        default=8.0, gt=0,
+        description="Client-side limit on one request's database work (waiting for a connection, every statement "
+        "and the commit). Past it the request answers 503 and the connection's socket is shut down (SQLite: the "
+        "statement is interrupted), so a frozen server cannot hold a thread. Also the TCP user timeout.",
+    )
+    db_ping_timeout_s: float = Field(
+        default=1.0, gt=0, description="Longest /readyz waits for the database probe."
+    )
     batch_max_size: int = Field(default=32, ge=1)
     batch_max_wait_ms: float = Field(default=3.0, ge=0)
     log_patient_text: bool = False

@@ -4,7 +4,9 @@ from serving.db.models import (
     AuditChainHead,
     AuditEntryRow,
     Base,
+    CheckIdempotencyKey,
     IdempotencyKey,
+    RevokedSession,
     Review,
     ReviewFinding,
 )
@@ -14,11 +16,13 @@ __all__ = [
     "AuditChainHead",
     "AuditEntryRow",
     "Base",
+    "CheckIdempotencyKey",
     "Database",
     "DatabaseUnavailable",
     "IdempotencyKey",
     "Review",
     "ReviewFinding",
+    "RevokedSession",
     "make_engine",
     "upgrade",
 ]

@@ -9,7 +9,9 @@ Tables
   'pending'``, so of two concurrent deciders exactly one changes the row.
 - ``review_findings``: one row per finding of a review (rule id, category, severity), so that override
   statistics per rule are a SQL aggregate.
-- ``idempotency_keys``: the first answer given to a decision request carrying an ``Idempotency-Key``.
+- ``idempotency_keys``: the first answer given to a decision request carrying an ``Idempotency-Key``;
+  ``check_idempotency_keys`` the same for prescription checks.
+- ``revoked_sessions``: /review sessions ended by a sign-out.
 - ``audit_log`` + ``audit_chain_head``: the append-only, hash-chained audit trail (see ``serving.audit``).
 """
 
@@ -87,6 +89,8 @@ class Review(Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     decided_by: Mapped[str | None] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # hash of the review.decision audit entry written with the decision (serving.audit.verify_reviews)
+    decision_audit_hash: Mapped[str | None] = mapped_column(String(64))
 
     finding_rows: Mapped[list[ReviewFinding]] = relationship(
         back_populates="review", cascade="all, delete-orphan", order_by="ReviewFinding.id"
@@ -116,6 +120,30 @@ class IdempotencyKey(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CheckIdempotencyKey(Base):
+    """The first answer to ``POST /v1/prescriptions/check`` carrying an ``Idempotency-Key``."""
+
+    __tablename__ = "check_idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(200))
+    audit_id: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RevokedSession(Base):
+    """A /review session id ended by a sign-out: its cookie is refused until it would have expired anyway."""
+
+    __tablename__ = "revoked_sessions"
+    __table_args__ = (Index("ix_revoked_sessions_expires_at", "expires_at"),)
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revoked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class AuditEntryRow(Base):

@@ -15,7 +15,7 @@ from typing import Literal
 from fastapi import APIRouter, Query
 
 from serving.deps import Admin, StateDep
-from serving.schemas import ErrorResponse, ReloadResponse
+from serving.schemas import ErrorResponse, ReloadResponse, error_responses
 
 router = APIRouter(tags=["admin"])
 
@@ -24,6 +24,7 @@ router = APIRouter(tags=["admin"])
     "/v1/admin/models/reload",
     response_model=ReloadResponse,
     responses={
+        **error_responses(413, 422),
         401: {"model": ErrorResponse, "description": "No API key, or an unknown one."},
         403: {"model": ErrorResponse, "description": "Only the admin role may reload models."},
     },

@@ -5,17 +5,28 @@ A check whose verdict is review or block and whose worst finding is at least
 the answer (with ``review_id``) is sent only after that commit.  Every other check is audited too, lightly
 (verdict, rule ids, versions, the prescription's sha256; no patient data).  If the database cannot record
 the check the answer is 503 and carries no verdict: a flagged prescription is never reported as passed,
-and an unrecorded one is never reported at all.
+and an unrecorded one is never reported at all.  An ``Idempotency-Key`` header makes a retry (after a timeout or a
+503) safe: the first answer is stored with the key and returned again, the check is recorded once.
+
+The handler is ``async``: the checker runs in the thread pool and the database write on the database's own
+threads with its deadline (``Database.run``), so a frozen database answers 503 within
+``RXT_DB_SOCKET_TIMEOUT_S`` and never holds the event loop.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from prescription_check.schemas import Prescription
 from serving import review_queue
 from serving.db.session import DatabaseUnavailable
 from serving.deps import CheckerDep, DbDep, PrescriberOrPharmacist, SettingsDep
+from serving.review_schemas import CheckResponse
+from serving.schemas import error_responses
 
 router = APIRouter(tags=["prescriptions"])
 
@@ -23,19 +34,27 @@ router = APIRouter(tags=["prescriptions"])
 @router.post(
     "/v1/prescriptions/check",
     summary="Check a prescription; flagged ones are queued for a pharmacist",
-    responses={503: {"description": "checker not loaded, or the review database cannot record the check"}},
+    response_model=CheckResponse,
+    responses=error_responses(400, 401, 403, 413, 422, 503),
 )
-def check_prescription(rx: Prescription, principal: PrescriberOrPharmacist, settings: SettingsDep,
-                       checker: CheckerDep, db: DbDep):
-    result = checker.check(rx).model_dump(mode="json")
+async def check_prescription(
+    rx: Prescription, principal: PrescriberOrPharmacist, settings: SettingsDep, checker: CheckerDep, db: DbDep,
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key", max_length=review_queue.IDEMPOTENCY_KEY_MAX,
+        description="Makes a retry safe: the same key with the same prescription returns the first answer "
+        "(header `Idempotent-Replayed: true`) without recording the check twice; with another prescription 422.",
+    )] = None,
+):
+    key = review_queue.clean_idempotency_key(idempotency_key)
+    result = (await run_in_threadpool(checker.check, rx)).model_dump(mode="json")
     try:
-        with db.session() as session:
-            stored = review_queue.record_check(
-                session, prescription=rx.model_dump(mode="json"), result=result,
-                actor=f"{principal.role}:{principal.key_id}", queue_min_severity=settings.queue_min_severity,
-            )
+        outcome = await db.run(
+            review_queue.record_check_once, db, prescription=rx.model_dump(mode="json"), result=result,
+            actor=f"{principal.role}:{principal.key_id}", queue_min_severity=settings.queue_min_severity,
+            idempotency_key=key,
+        )
     except DatabaseUnavailable as exc:
         raise DatabaseUnavailable(
             f"the check could not be recorded, so no result is given (do not dispense; retry): {exc}"
         ) from exc
-    return {**result, "queued": stored.queued, "review_id": stored.review_id, "audit_id": stored.audit_id}
+    return JSONResponse(outcome.body, headers={"Idempotent-Replayed": "true"} if outcome.replayed else None)

@@ -20,8 +20,10 @@ from serving.schemas import (
     TriageBatchResponse,
     TriageRequest,
     TriageResponse,
+    error_responses,
 )
 from serving.triage_service import TriageInput, TriageService
+from triage.classifier import clean_text
 
 router = APIRouter(tags=["triage"])
 
@@ -36,6 +38,7 @@ _ERRORS = {
     403: {"model": ErrorResponse, "description": "The key's role may not call triage (needs chat or admin)."},
     422: {"model": ErrorResponse, "description": "A field is missing, of the wrong type, out of range or unknown; `errors` names each."},
     503: {"model": ErrorResponse, "description": "The model is not loaded yet, or the queue is full; retry after `Retry-After` seconds."},
+    **error_responses(413),
 }
 
 
@@ -56,16 +59,18 @@ def _ready(service: TriageService) -> TriageService:
     return service
 
 
-def _check_lengths(limit: int, items: list[tuple[str, TriageRequest]]) -> None:
-    errors = [
-        {
-            "type": "string_too_long",
-            "loc": ("body", *prefix.split("."), "text") if prefix else ("body", "text"),
-            "msg": f"text is {len(item.text)} characters; the limit is {limit}",
-        }
-        for prefix, item in items
-        if len(item.text) > limit
-    ]
+def _check_texts(limit: int, items: list[tuple[str, TriageRequest]]) -> None:
+    """The length first (O(1)); only a text within the limit gets the per-character blank check (the
+    classifier's own normalisation: NFKC, control/format characters dropped, whitespace collapsed)."""
+    errors = []
+    for prefix, item in items:
+        loc = ("body", *prefix.split("."), "text") if prefix else ("body", "text")
+        if len(item.text) > limit:
+            errors.append({"type": "string_too_long", "loc": loc,
+                           "msg": f"text is {len(item.text)} characters; the limit is {limit}"})
+        elif not clean_text(item.text):
+            errors.append({"type": "value_error", "loc": loc,
+                           "msg": "text must not be empty, whitespace or control characters only"})
     if errors:
         raise RequestValidationError(errors)
 
@@ -86,9 +91,9 @@ def _input(body: TriageRequest) -> TriageInput:
         "`probability: null`, whatever the model says."
     ),
 )
-async def triage_one(body: TriageRequest, request: Request, _: ChatUser, triage: TriageDep, settings: SettingsDep,
+async def triage(body: TriageRequest, request: Request, _: ChatUser, triage: TriageDep, settings: SettingsDep,
                      k: TopK = DEFAULT_TOP_K) -> Response:
-    _check_lengths(settings.max_text_chars, [("", body)])
+    _check_texts(settings.max_text_chars, [("", body)])
     service = _ready(triage)
     item = _input(body)
     outcome = await service.batcher.submit(item)
@@ -107,7 +112,7 @@ async def triage_one(body: TriageRequest, request: Request, _: ChatUser, triage:
 )
 async def triage_batch(body: TriageBatchRequest, request: Request, _: ChatUser, triage: TriageDep,
                        settings: SettingsDep, k: TopK = DEFAULT_TOP_K) -> Response:
-    _check_lengths(settings.max_text_chars, [(f"items.{i}", item) for i, item in enumerate(body.items)])
+    _check_texts(settings.max_text_chars, [(f"items.{i}", item) for i, item in enumerate(body.items)])
     service = _ready(triage)
     inputs = [_input(item) for item in body.items]
     outcomes = await service.batcher.submit_many(inputs)

@@ -218,3 +218,66 @@ def test_cli_as_a_process(tmp_path):
                            "postgresql+psycopg://postgres@127.0.0.1:1/test"], capture_output=True, text=True,
                           timeout=120)
     assert down.returncode == 2 and "unavailable" in down.stderr
+
+
+# --- the audit trail covers decisions: review rows are checked against the chain ----------------------------
+
+
+def _decided_reviews(db) -> tuple[int, int, int]:
+    """Three flagged checks: one rejected, one approved with a reason, one left pending."""
+    from serving import review_queue
+    from tests.serving.test_db import finding, result, store
+
+    ids = [store(db, result(finding("DDI-1", "major"))).review_id for _ in range(3)]
+    review_queue.decide(db, ids[0], decision="reject", actor="pharmacist:key-a", reason_code="unsafe_interaction",
+                        note="bleeding risk")
+    review_queue.decide(db, ids[1], decision="approve", actor="pharmacist:key-b",
+                        reason_code="monitoring_in_place")
+    return ids[0], ids[1], ids[2]
+
+
+def test_decisions_are_bound_to_their_audit_entries(review_db, capsys):
+    rejected, approved, pending = _decided_reviews(review_db)
+    with review_db.session() as s:
+        result = audit.verify_reviews(s)
+        row = s.get(__import__("serving.db", fromlist=["Review"]).Review, rejected)
+        entry = audit.history(s, subject=f"review:{rejected}", action="review.decision")[0]
+    assert result.ok and result.checked == 3, result
+    assert row.decision_audit_hash == entry.hash and entry.after["decided_at"] == audit.format_ts(row.decided_at)
+    assert audit.main(["verify", "--database-url", review_db.url]) == 0
+    assert "OK: 3 reviews agree with their audit entries" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("tamper,expected", [
+    ("UPDATE reviews SET decision = 'approve', status = 'approved' WHERE id = {rejected}",
+     "review {rejected}: status, decision disagree with audit entry"),
+    ("UPDATE reviews SET reason_code = 'other', note = 'fine' WHERE id = {rejected}",
+     "review {rejected}: reason_code, note disagree"),
+    ("UPDATE reviews SET decided_by = 'pharmacist:key-mallory' WHERE id = {approved}",
+     "review {approved}: decided_by disagree"),
+    ("UPDATE reviews SET status = 'pending', decision = NULL, reason_code = NULL, note = NULL, decided_by = NULL, "
+     "decided_at = NULL, version = 1 WHERE id = {approved}",
+     "review {approved} is pending but audit entry"),
+    ("UPDATE reviews SET status = 'approved', decision = 'approve', decided_by = 'pharmacist:key-x', version = 2 "
+     "WHERE id = {pending}", "review {pending} is approved but no audit entry records its decision"),
+])
+def test_verify_names_a_review_whose_state_disagrees_with_the_chain(review_db, capsys, tamper, expected):
+    ids = dict(zip(("rejected", "approved", "pending"), _decided_reviews(review_db)))
+    with review_db.session() as s:
+        s.execute(text(tamper.format(**ids)))
+    assert audit.main(["verify", "--database-url", review_db.url]) == 1
+    out = capsys.readouterr().out
+    assert "OK: " in out.splitlines()[0]  # the chain itself is intact: only the review rows were changed
+    assert expected.format(**ids) in out, out
+
+
+def test_truncate_of_the_audit_log_is_refused_on_postgresql(review_db):
+    if review_db.dialect != "postgresql":
+        pytest.skip("SQLite has no TRUNCATE (DELETE is refused by 0001's triggers)")
+    _append(review_db, 2)
+    for table in ("audit_log", "audit_chain_head"):
+        with pytest.raises(DBAPIError, match="TRUNCATE refused"):
+            with review_db.session() as s:
+                s.execute(text(f"TRUNCATE {table} CASCADE"))
+    with review_db.session() as s:
+        assert audit.verify_chain(s).checked == 2

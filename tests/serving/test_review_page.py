@@ -204,3 +204,55 @@ def test_page_says_when_the_database_is_down(review_app):
         for path in ("/review", "/review/1"):
             r = client.get(path)
             assert r.status_code == 503 and "unavailable" in r.text, path
+
+
+def test_sign_out_revokes_the_session_on_the_server(review_app, tmp_path):
+    url = f"sqlite:///{tmp_path / 'logout.db'}"
+    app = review_app(url)
+    with TestClient(app) as client:
+        assert _sign_in(client, "pharmacist").status_code == 303
+        stolen = client.cookies.get("rxt_review_session")
+        listing = client.get("/review")
+        assert "Review queue" in listing.text
+        r = client.post("/review/logout", data={"csrf": _csrf(listing.text)}, follow_redirects=False)
+        assert r.status_code == 303
+        # a copy of the cookie taken before the sign-out no longer opens the queue, in this process ...
+        other = TestClient(app)  # another browser on the same running app
+        other.cookies.set("rxt_review_session", stolen, path="/review")
+        assert "Pharmacist sign-in" in other.get("/review").text
+    # ... nor in another process serving the page with the same secret and database
+    second = review_app(url)
+    with TestClient(second) as other:
+        second.state.rxt.session_secret = app.state.rxt.session_secret
+        other.cookies.set("rxt_review_session", stolen, path="/review")
+        assert "Pharmacist sign-in" in other.get("/review").text
+        assert other.get("/review/1", follow_redirects=False).status_code == 303
+
+
+def test_security_headers_on_every_review_response(review_app, tmp_path, monkeypatch):
+    from serving import review_queue
+    from serving.security import REVIEW_PAGE_HEADERS
+
+    app = review_app(f"sqlite:///{tmp_path / 'headers.db'}", max_request_bytes=4096)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        rid = client.post("/v1/prescriptions/check", json=FLAGGED, headers=auth("prescriber")).json()["review_id"]
+        assert _sign_in(client, "pharmacist").status_code == 303
+        csrf = _csrf(client.get("/review").text)
+        responses = {
+            "422 form validation": client.post(f"/review/{rid}/decision", data={"decision": "reject", "csrf": csrf,
+                                                                                 "note": "n" * 2100}),
+            "404 static": client.get("/review/static/nope.js"),
+            "404 review": client.get("/review/99999"),
+            "405": client.put("/review"),
+            "413": client.post("/review/login", content=b"x" * 5000,
+                               headers={"Content-Type": "application/x-www-form-urlencoded"}),
+            "303": client.get(f"/review/{rid}", cookies={"rxt_review_session": "forged"}, follow_redirects=False),
+        }
+        monkeypatch.setattr(review_queue, "list_reviews", lambda *a, **k: 1 / 0)
+        responses["500"] = client.get("/review")
+        for what, r in responses.items():
+            assert r.status_code == int(what[:3]), (what, r.status_code, r.text[:200])
+            for name, value in REVIEW_PAGE_HEADERS.items():
+                assert r.headers.get(name) == value, (what, name, dict(r.headers))
+        # the API is not the page: no page CSP forced on JSON answers
+        assert "content-security-policy" not in client.get("/healthz").headers

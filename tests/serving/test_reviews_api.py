@@ -321,3 +321,50 @@ def test_misconfigured_queue_threshold_stops_start_up(review_app, sqlite_url):
     with pytest.raises(ValueError, match="RXT_QUEUE_MIN_SEVERITY"):
         with TestClient(review_app(sqlite_url, queue_min_severity="severe")):
             pass
+
+
+def test_check_idempotency_key(review_app, db_url):
+    with TestClient(review_app(db_url)) as client:
+        headers = {**auth("prescriber"), "Idempotency-Key": "rx-flagged-attempt-1"}
+        first = client.post("/v1/prescriptions/check", json=FLAGGED, headers=headers)
+        again = client.post("/v1/prescriptions/check", json=FLAGGED, headers=headers)
+        assert first.status_code == again.status_code == 200, again.text
+        assert again.json() == first.json() and again.headers.get("Idempotent-Replayed") == "true"
+        assert "Idempotent-Replayed" not in first.headers
+        other = client.post("/v1/prescriptions/check", json=CLEAN, headers=headers)
+        assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
+        # another caller cannot read someone else's answer through the key
+        assert client.post("/v1/prescriptions/check", json=FLAGGED,
+                           headers={**auth("pharmacist"), "Idempotency-Key": "rx-flagged-attempt-1"}).status_code == 422
+        # two racing retries with one key record one check
+        barrier = threading.Barrier(2)
+
+        def send():
+            barrier.wait()
+            return client.post("/v1/prescriptions/check", json=BLOCKED,
+                               headers={**auth("prescriber"), "Idempotency-Key": "race-1"})
+
+        with ThreadPoolExecutor(2) as pool:
+            a, b = [f.result(timeout=60) for f in [pool.submit(send), pool.submit(send)]]
+        assert a.status_code == b.status_code == 200 and a.json() == b.json()
+        queue = client.get("/v1/reviews", headers=auth("pharmacist")).json()
+        assert queue["total"] == 2  # FLAGGED once, BLOCKED once
+    db = Database(db_url)
+    with db.session() as s:
+        assert [e.action for e in audit.history(s)] == ["prescription.check"] * 2
+    db.dispose()
+
+
+def test_readyz_without_a_key_hides_the_database_url_and_driver_errors(review_app):
+    port = _closed_port()
+    with TestClient(review_app(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test")) as client:
+        public = client.get("/readyz")
+        assert public.status_code == 503
+        detail = public.json()["components"]["database"]
+        assert detail["ok"] is False
+        for secret in ("127.0.0.1", str(port), "postgres", "psycopg", "refused", "connection"):
+            assert secret not in detail["detail"].lower(), detail
+        assert secret not in public.text.lower()
+        for who in ("admin", "ml"):  # an operator's key sees why
+            inside = client.get("/readyz", headers=auth(who)).json()["components"]["database"]
+            assert f"127.0.0.1:{port}" in inside["detail"]
