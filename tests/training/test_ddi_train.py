@@ -8,6 +8,8 @@ import time
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # trains and exports DDI models (the fast tier leaves them out)
+
 from serving.settings import get_settings
 from training import ddi_data
 from training.ddi_train import (

@@ -94,6 +94,7 @@ def test_bad_training_input_is_named(settings):
         train_triage(settings, epochs=0)
 
 
+@pytest.mark.slow  # trains or exports a model
 def test_onnx_export_parity_and_int8(tmp_path):
     from training import onnx_export
     from training.triage_train import load_tokenizer, new_model
@@ -113,6 +114,7 @@ def test_onnx_export_parity_and_int8(tmp_path):
         onnx_export.parity(model, tok, fp32, [], 32)
 
 
+@pytest.mark.slow  # trains or exports a model
 def test_cross_source_runs_both_directions_with_baseline(settings):
     from training.triage_data import load_examples
     from triage.taxonomy import load_taxonomy
