@@ -45,6 +45,7 @@ def fuzz_app(tmp_path_factory, rx_checker):
 @pytest.mark.parametrize(("path", "method", "role"), OPERATIONS, ids=[f"{m} {p}" for p, m, _ in OPERATIONS])
 def test_schemathesis_no_server_errors(fuzz_app, path, method, role):
     import schemathesis
+    import schemathesis.checks as checks
     from hypothesis import HealthCheck, given
     from hypothesis import settings as hsettings
 
@@ -55,9 +56,11 @@ def test_schemathesis_no_server_errors(fuzz_app, path, method, role):
     @given(case=operation.as_strategy())
     @hsettings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def check(case):
-        response = case.call(headers=auth(role))
+        # contract checks on: no 5xx, status codes, content types, headers and bodies as documented. Left out:
+        # "schema-valid data is accepted" - rules JSON Schema does not carry here (an item needs drug or sig; no
+        # NUL characters) are 422s naming the field, which the API documents
+        response = case.call_and_validate(headers=auth(role), excluded_checks=[checks.positive_data_acceptance])
         seen.append(response.status_code)
-        assert response.status_code < 500, (case.path_parameters, case.query, case.body, response.text[:500])
 
     check()
     assert len(seen) >= 10

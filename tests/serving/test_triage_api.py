@@ -298,8 +298,10 @@ def test_openapi_documents_the_triage_schema(client):
 
 
 def test_schemathesis_no_server_errors(served_settings):
-    """Property-based requests generated from the OpenAPI schema never get a 5xx."""
+    """Property-based requests generated from the OpenAPI schema never get a 5xx, and every answer matches the
+    documented contract."""
     import schemathesis
+    import schemathesis.checks as checks
     from hypothesis import HealthCheck, given
     from hypothesis import settings as hsettings
 
@@ -313,9 +315,10 @@ def test_schemathesis_no_server_errors(served_settings):
     @given(case=operation.as_strategy())
     @hsettings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     def check(case):
-        response = case.call(headers=CHAT)
+        # contract checks on (status codes, content types, headers and bodies as documented), except "schema-valid
+        # data is accepted": a text blank after normalisation is a 422 the schema cannot express
+        response = case.call_and_validate(headers=CHAT, excluded_checks=[checks.positive_data_acceptance])
         seen.append(response.status_code)
-        assert response.status_code < 500, (response.status_code, response.text[:500])
 
     check()
     assert len(seen) >= 20 and 200 in seen
