@@ -254,14 +254,9 @@ def record_check_once(db: Database, *, prescription: dict, result: dict, actor: 
     request_hash = sha256_json({"prescription": prescription, "actor": actor})
 
     def replay(session: Session) -> CheckOutcome | None:
-        stored = session.get(CheckIdempotencyKey, key)
-        if stored is None:
-            return None
-        if stored.request_hash != request_hash:
-            raise IdempotencyMismatch(
-                f"Idempotency-Key {key!r} was already used for a different prescription check; use a new key "
-                "for a new check", field="Idempotency-Key")
-        return CheckOutcome(stored.response, replayed=True)
+        stored = _stored_answer(session, CheckIdempotencyKey, key, request_hash,
+                                lambda _: "a different prescription check; use a new key for a new check")
+        return None if stored is None else CheckOutcome(stored.response, replayed=True)
 
     try:
         with db.session() as session:
@@ -431,17 +426,21 @@ def _request_hash(review_id: int, decision: str, reason_code: str | None, note: 
                         "actor": actor, "expected_version": expected_version})
 
 
+def _stored_answer(session: Session, table, key: str, request_hash: str, used_for):
+    """The answer stored under an Idempotency-Key (None when the key is new); the same key with another request is
+    :class:`IdempotencyMismatch`, ``used_for(stored)`` saying what the key was used for."""
+    stored = session.get(table, key)
+    if stored is not None and stored.request_hash != request_hash:
+        raise IdempotencyMismatch(f"Idempotency-Key {key!r} was already used for {used_for(stored)}",
+                                  field="Idempotency-Key")
+    return stored
+
+
 def _replay(session: Session, key: str, request_hash: str) -> DecisionOutcome | None:
-    stored = session.get(IdempotencyKey, key)
-    if stored is None:
-        return None
-    if stored.request_hash != request_hash:
-        raise IdempotencyMismatch(
-            f"Idempotency-Key {key!r} was already used for a different request (review {stored.review_id}); "
-            "use a new key for a new decision",
-            field="Idempotency-Key",
-        )
-    return DecisionOutcome(stored.status_code, stored.response, replayed=True)
+    stored = _stored_answer(session, IdempotencyKey, key, request_hash,
+                            lambda row: f"a different request (review {row.review_id}); use a new key for a new "
+                                        "decision")
+    return None if stored is None else DecisionOutcome(stored.status_code, stored.response, replayed=True)
 
 
 def decide(db: Database, review_id: int, *, decision: str, actor: str, reason_code: str | None = None,

@@ -52,7 +52,7 @@ from training.triage_data import (
     make_splits,
 )
 from training.weights import balanced_class_weights
-from triage.classifier import URGENCY_HEAD_FILE, TriageClassifier
+from triage.classifier import URGENCY_HEAD_FILE, TriageClassifier, UrgencyHead
 from triage.taxonomy import load_taxonomy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -704,7 +704,7 @@ def train_urgency(run: Run) -> None:
                                              limit=opts.urgency_limit, trained=run.urgency_weights,
                                              frame=run.urgency_frame)
     (run.model_dir / URGENCY_HEAD_FILE).write_text(json.dumps(head))
-    clf = TriageClassifier.from_folder(run.model_dir, variant="int8", intra_op_threads=opts.threads)
+    clf.urgency_head = UrgencyHead.from_json(run.model_dir / URGENCY_HEAD_FILE)  # as the service will read it
     sets = {"validation": details["validation_rows"]}
     if opts.urgency_external:
         sets["blind"] = urgency_train.blind_rows()

@@ -85,11 +85,17 @@ class UrgencyHead:
         sims = self.exemplar_embeddings @ v
         out = {}
         for level in levels:
-            idx = [i for i, e in enumerate(self.exemplars) if e["urgency"] == level]
-            if idx:
-                best = max(idx, key=lambda i: sims[i])
+            idx = self._exemplar_rows.get(level)
+            if idx is not None and len(idx):
+                best = int(idx[np.argmax(sims[idx])])
                 out[level] = {**self.exemplars[best], "similarity": round(float(sims[best]), 3)}
         return out
+
+    def __post_init__(self) -> None:  # exemplar rows per level, once (closest() runs for every text)
+        rows: dict[str, list[int]] = {}
+        for i, e in enumerate(self.exemplars):
+            rows.setdefault(e["urgency"], []).append(i)
+        object.__setattr__(self, "_exemplar_rows", {k: np.asarray(v) for k, v in rows.items()})
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         x = np.asarray(embeddings, dtype=np.float32)
@@ -128,7 +134,8 @@ def latin_share(text: str) -> float:
     letters = [ch for ch in str(text) if ch.isalpha()]
     if not letters:
         return 1.0
-    return sum(1 for ch in letters if "LATIN" in unicodedata.name(ch, "")) / len(letters)
+    # letters below U+0250 (Basic Latin to Latin Extended-B) need no name look-up: the common case is cheap
+    return sum(1 for ch in letters if ch < "\u0250" or "LATIN" in unicodedata.name(ch, "")) / len(letters)
 
 
 def clean_text(text: str) -> str:

@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from serving import audit
+from serving.db import Database
 from serving.db.models import GENESIS_HASH
 
 
@@ -271,9 +272,18 @@ def test_verify_names_a_review_whose_state_disagrees_with_the_chain(review_db, c
     assert expected.format(**ids) in out, out
 
 
-def test_truncate_of_the_audit_log_is_refused_on_postgresql(review_db):
-    if review_db.dialect != "postgresql":
-        pytest.skip("SQLite has no TRUNCATE (DELETE is refused by 0001's triggers)")
+@pytest.fixture
+def pg_review_db(pg_schema_url):
+    """A migrated review database on the real PostgreSQL only (SQLite has no TRUNCATE; DELETE is refused there by
+    0001's triggers, tested above)."""
+    db = Database(pg_schema_url)
+    db.ensure_ready()
+    yield db
+    db.dispose()
+
+
+def test_truncate_of_the_audit_log_is_refused_on_postgresql(pg_review_db):
+    review_db = pg_review_db
     _append(review_db, 2)
     for table in ("audit_log", "audit_chain_head"):
         with pytest.raises(DBAPIError, match="TRUNCATE refused"):

@@ -15,7 +15,6 @@ import ast
 import importlib.metadata as md
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ import pytest
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from benchmarks.serving_footprint import free_port, torch_libraries
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_PACKAGES = ("serving", "triage", "prescription_check")
@@ -110,21 +111,6 @@ def test_the_serving_install_covers_what_the_service_imports():
     assert not missing, "not in the serving-only install: " + "; ".join(missing)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _mapped_torch_libraries(pid: int) -> list[str]:
-    libs = set()
-    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
-        parts = line.split(maxsplit=5)
-        if len(parts) == 6 and ("/torch/" in parts[5] or "libtorch" in parts[5]):
-            libs.add(parts[5])
-    return sorted(libs)
-
-
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/<pid>/maps (Linux)")
 def test_python_m_serving_maps_no_torch(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RXT_")}
@@ -136,7 +122,7 @@ def test_python_m_serving_maps_no_torch(tmp_path):
         "RXT_KB_PATH": str(tmp_path / "no-kb.json"),
         "PYTHONPATH": str(ROOT),
     })
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "serving.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(port), "--log-level", "warning"],
@@ -155,7 +141,7 @@ def test_python_m_serving_maps_no_torch(tmp_path):
             # the start-up has imported what the service uses (spaCy, hence thinc, among them)
             maps = Path(f"/proc/{proc.pid}/maps").read_text()
             assert "/thinc/" in maps and "/spacy/" in maps
-            assert _mapped_torch_libraries(proc.pid) == []
+            assert torch_libraries(proc.pid) == []
         finally:
             proc.send_signal(signal.SIGINT)
             try:

@@ -176,7 +176,8 @@ def test_fit_scenario_evaluates_model_and_baselines_on_each_non_empty_split(sett
     assert set(run.metrics["random"]) == {"model", "majority", "logreg_id_atc"}
     assert set(run.curves["random"]) == {"model", "logreg_id_atc"}  # no majority curve in the plot
     assert run.metrics["random"]["model"]["n"] == len(tests["random"])
-    assert 1 <= run.n_iters["random"] <= 3 and "random_s" in run.timings
+    # max_iter=3 and early stopping needs 5 rounds without gain: the fitted model runs all 3, and that is recorded
+    assert run.n_iters["random"] == 3 and run.timings["random_s"] > 0
 
 
 def test_final_fit_export_meta_and_report_without_mlflow(settings):
