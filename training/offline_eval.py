@@ -137,7 +137,8 @@ def urgency_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="triage model URI or folder (default: RXT_TRIAGE_MODEL_URI)")
     parser.add_argument("--sets", default="blind,acuitybench")
     parser.add_argument("--log-mlflow", action="store_true",
-                        help="log the figures to the model's training run (meta.json run_id) as urgency_<set>_*")
+                        help="log the figures to the run that trained the urgency head (meta.json urgency_run_id, "
+                             "else run_id) as urgency_<set>_*")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     settings = get_settings()
@@ -161,7 +162,7 @@ def urgency_main(argv: list[str] | None = None) -> int:
     if args.log_mlflow:
         import mlflow
 
-        run_id = classifier.meta.get("run_id")
+        run_id = classifier.meta.get("urgency_run_id") or classifier.meta.get("run_id")
         if not run_id:
             print("error: the model's meta.json names no training run", file=sys.stderr)
             return 1

@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 
 from evaluation.urgency_eval import evaluate_urgency, headline, pipeline
-from serving.registry import resolve_model_dir
+from serving.registry import configure, resolve_model_dir
 from serving.settings import PROJECT_ROOT, get_settings
+from training.registry import experiment_id
 from training.sources import source_file
 from training.urgency_data import (
     data_hash,
@@ -274,6 +275,20 @@ def main(argv: list[str] | None = None) -> int:
     clf = TriageClassifier.from_folder(args.output, variant="int8")
     head, _ = train_head(clf, per_statement=args.per_statement)
     (args.output / URGENCY_HEAD_FILE).write_text(json.dumps(head))
+    # the refit is a run of its own (experiment "triage"), named in the copy's meta.json as urgency_run_id, so
+    # `python -m training eval-urgency --log-mlflow` logs its figures there, not to the encoder's training run
+    import mlflow
+
+    meta_path = args.output / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    configure(settings)
+    with mlflow.start_run(experiment_id=experiment_id("triage", settings), run_name="urgency-head-refit") as run:
+        mlflow.set_tags({"parent_model_run_id": str(meta.get("run_id")), "urgency_head": head["version"]})
+        mlflow.log_params({"mode": head["mode"], "per_statement": args.per_statement, "source_model": args.model,
+                           **{f"threshold_{k}": v for k, v in head["thresholds"].items()}})
+        mlflow.log_artifact(str(args.output / URGENCY_HEAD_FILE), "model")
+    meta["urgency_run_id"] = run.info.run_id
+    meta_path.write_text(json.dumps(meta, indent=2))
     print(f"urgency head {head['version']} ({head['mode']}) written to {args.output / URGENCY_HEAD_FILE}; "
-          f"thresholds {head['thresholds']}")
+          f"thresholds {head['thresholds']}; MLflow run {run.info.run_id}")
     return 0
