@@ -16,13 +16,14 @@ from typing import Callable
 
 from evaluation.acuity_eval import acuity_metrics
 from triage.redflags import RedFlagMatcher
-from triage.urgency import UrgencyDecision, UrgencyModel, decide_urgency
+from triage.urgency import UrgencyDecision, UrgencyModel, decide_urgency, respect_mentions
 
 TRAP_GROUPS = ("negation_trap", "history_trap")
 
 
-def pipeline(matcher: RedFlagMatcher, classifier=None) -> Callable[[dict], UrgencyDecision]:
-    """The service's urgency decision for one row (classifier optional: rules and red flags only without it)."""
+def pipeline(matcher: RedFlagMatcher, classifier=None, respect_negation: bool = True) -> Callable[[dict], UrgencyDecision]:
+    """The service's urgency decision for one row (classifier optional: rules and red flags only without it).
+    ``respect_negation=False`` leaves out ``triage.urgency.respect_mentions`` (to measure what it changes)."""
     head = getattr(classifier, "urgency_head", None)
     version = None if classifier is None else (getattr(classifier, "version", None) or "local")
 
@@ -36,7 +37,15 @@ def pipeline(matcher: RedFlagMatcher, classifier=None) -> Callable[[dict], Urgen
             if pred.urgency is not None and head is not None:
                 model = UrgencyModel(pred.urgency, head.thresholds, version, pred.urgency_evidence)
         flags = matcher.match(text, age_years=age, sex=sex, pregnant=pregnant)
+        if model is not None and respect_negation:
+            model = respect_mentions(text, flags, model, matcher, rescore, age_years=age, sex=sex, pregnant=pregnant)
         return decide_urgency(text, centers, flags, age_years=age, pregnant=pregnant, model=model)
+
+    def rescore(text: str) -> UrgencyModel | None:
+        pred = classifier.predict([text])[0]
+        if pred.urgency is None:
+            return None
+        return UrgencyModel(pred.urgency, head.thresholds, version, pred.urgency_evidence)
 
     return decide
 

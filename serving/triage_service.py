@@ -29,7 +29,7 @@ from serving.settings import Settings
 from triage.classifier import latin_share
 from triage.redflags import RedFlagMatcher
 from triage.taxonomy import URGENCY_LEVELS, load_taxonomy
-from triage.urgency import UrgencyModel, decide_urgency
+from triage.urgency import UrgencyModel, decide_urgency, respect_mentions
 
 log = logging.getLogger(SERVICE_LOGGER)
 triage_log = logging.getLogger("rxtriage.triage")
@@ -45,6 +45,19 @@ LANGUAGE_CAVEAT = (
     "language zh: the classifier and red-flag rules are trained/written for English; "
     "treat this answer with caution and review it"
 )
+
+
+def _rescore(model: Any, head: Any, text: str, version: str | None) -> UrgencyModel | None:
+    """The urgency head on ``text`` (a message without its denied / past mentions); None when that fails, so the
+    answer keeps the more urgent reading of the full text."""
+    try:
+        pred = model.predict([text])[0]
+    except Exception:  # noqa: BLE001 - the full-text reading stands
+        log.exception("urgency re-score without denied mentions failed; keeping the full-text reading")
+        return None
+    if getattr(pred, "urgency", None) is None:
+        return None
+    return UrgencyModel(pred.urgency, head.thresholds, version, getattr(pred, "urgency_evidence", None))
 
 
 @dataclass(frozen=True)
@@ -155,8 +168,13 @@ class TriageService:
             head = getattr(model, "urgency_head", None)
             urgency_model = None
             if head is not None and getattr(pred, "urgency", None) is not None:
-                urgency_model = UrgencyModel(pred.urgency, head.thresholds, str(head.info.get("version", version)),
+                head_version = str(head.info.get("version", version))
+                urgency_model = UrgencyModel(pred.urgency, head.thresholds, head_version,
                                              getattr(pred, "urgency_evidence", None))
+                urgency_model = respect_mentions(
+                    item.text, flags, urgency_model, matcher,
+                    lambda text, v=head_version: _rescore(model, head, text, v),
+                    age_years=item.age, sex=item.sex, pregnant=item.pregnant)
             decision = decide(item.text, pred.centers, flags, age_years=item.age, pregnant=item.pregnant,
                               model=urgency_model)
             level = str(_plain(decision.level))

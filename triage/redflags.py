@@ -843,6 +843,26 @@ class RedFlagMatcher:
         sex: str | None = None,
         pregnant: bool | None = None,
     ) -> list[FlagHit]:
+        return self._match(text, age_years, sex, pregnant, respect_context=True)
+
+    def blocked_mentions(
+        self,
+        text: str,
+        *,
+        age_years: float | None = None,
+        sex: str | None = None,
+        pregnant: bool | None = None,
+        fired: list[FlagHit] | None = None,
+    ) -> list[FlagHit]:
+        """The rules a text *mentions* but that did not fire because every mention is negated, hypothetical,
+        history or someone else's past ("no stiff neck", "my dad had a stroke"): what ``match`` would return if
+        context were ignored, minus what it does return (``fired``, when the caller already has it)."""
+        if fired is None:
+            fired = self.match(text, age_years=age_years, sex=sex, pregnant=pregnant)
+        done = {h.rule_id for h in fired}
+        return [h for h in self._match(text, age_years, sex, pregnant, respect_context=False) if h.rule_id not in done]
+
+    def _match(self, text, age_years, sex, pregnant, *, respect_context: bool) -> list[FlagHit]:
         if not isinstance(text, str):
             raise TypeError("text must be a string")
         if not text.strip():
@@ -862,12 +882,12 @@ class RedFlagMatcher:
             rule_index, kind, gi = key_str.split("|")
             key = (int(rule_index), kind, int(gi))
             # "poo is not black": a "not" in the gap of a term negates it (unless a term says "not")
-            if key_str not in self._terms_with_not and "not" in norms[start + 1 : end - 1]:
+            if respect_context and key_str not in self._terms_with_not and "not" in norms[start + 1 : end - 1]:
                 continue
             post_negation = self.rules[key[0]].conditions.get("transient") != "yes"
             bkey = (start, end, post_negation)
             if bkey not in blocked:
-                blocked[bkey] = self._blocked(ctx, start, end, post_negation)
+                blocked[bkey] = respect_context and self._blocked(ctx, start, end, post_negation)
             if blocked[bkey]:
                 if kind == "g" and ctx.negated[start] and not self._blocked(ctx, start, end, post_negation, False):
                     deferred.append((key, start, end))

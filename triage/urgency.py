@@ -38,7 +38,8 @@ audit only.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 from triage.redflags import FlagHit, RedFlagMatcher
 from triage.taxonomy import URGENCY_LEVELS, Urgency  # noqa: F401 - re-exported
@@ -94,6 +95,7 @@ class UrgencyModel:
     thresholds: dict[str, float]
     version: str | None = None
     evidence: dict[str, dict] | None = None  # level -> closest cited presentation {text, source, similarity}
+    note: str | None = None  # set when the probabilities were taken on the text without denied/past mentions
 
 
 def model_level(model: UrgencyModel) -> tuple[str, str]:
@@ -110,17 +112,79 @@ def model_level(model: UrgencyModel) -> tuple[str, str]:
         return (f"; closest cited presentation: {e['text']!r} [{e['source']}] (similarity {e['similarity']:.2f})"
                 if e else "")
 
+    note = f" ({model.note})" if model.note else ""
     if pe >= te:
-        return "emergency", f"{tag}: p(emergency)={pe:.2f} >= threshold {te:.2f}{cite('emergency')}"
+        return "emergency", f"{tag}: p(emergency)={pe:.2f} >= threshold {te:.2f}{cite('emergency')}{note}"
     if pe + pu >= tu:
-        return "urgent", f"{tag}: p(emergency)+p(urgent)={pe + pu:.2f} >= threshold {tu:.2f}{cite('urgent')}"
+        return "urgent", f"{tag}: p(emergency)+p(urgent)={pe + pu:.2f} >= threshold {tu:.2f}{cite('urgent')}{note}"
     ps = p.get("self_care", 0.0)
     if ps >= ts and ps >= p.get("routine", 0.0):
-        return "self_care", f"{tag}: p(self_care)={ps:.2f} >= threshold {ts:.2f}"
-    return "routine", f"{tag}: p(routine)={p.get('routine', 0.0):.2f}, p(self_care)={ps:.2f}"
+        return "self_care", f"{tag}: p(self_care)={ps:.2f} >= threshold {ts:.2f}{note}"
+    return "routine", f"{tag}: p(routine)={p.get('routine', 0.0):.2f}, p(self_care)={ps:.2f}{note}"
 
+
+# ---------------------------------------------------------------------------------------------
+# negation and history for the model, too
 
 _RANK = {level: i for i, level in enumerate(reversed(URGENCY_LEVELS))}  # self_care 0 ... emergency 3
+DISCOUNTED_LEVELS = ("emergency", "urgent")
+
+
+def discount_text(text: str, mentions: list[FlagHit]) -> str | None:
+    """``text`` without the words of the given mentions of urgent or emergency presentations (the spans the red-flag
+    matcher found negated, hypothetical, in the past or in someone else), or None when there is nothing to remove."""
+    spans = sorted({(s.start, s.end) for h in mentions if h.urgency in DISCOUNTED_LEVELS for s in h.matched})
+    if not spans:
+        return None
+    out, pos = [], 0
+    for start, end in spans:
+        if start > pos:
+            out.append(text[pos:start])
+        pos = max(pos, end)
+    out.append(text[pos:])
+    clean = re.sub(r"\s+", " ", " ".join(out)).strip()
+    return clean if clean != text.strip() else None
+
+
+def model_outranks_flags(model: UrgencyModel, flags: list[FlagHit]) -> bool:
+    """True when the urgency head alone would set the level at urgent or above, higher than every red flag."""
+    level, _ = model_level(model)
+    top = max((_RANK[str(f.urgency)] for f in flags if str(f.urgency) in _RANK), default=-1)
+    return _RANK[level] >= _RANK["urgent"] and _RANK[level] > top
+
+
+def respect_mentions(
+    text: str,
+    flags: list[FlagHit],
+    model: UrgencyModel | None,
+    matcher: RedFlagMatcher,
+    rescore: Callable[[str], UrgencyModel | None],
+    *,
+    age_years: float | None = None,
+    sex: str | None = None,
+    pregnant: bool | None = None,
+) -> UrgencyModel | None:
+    """The red flags' negation / history rules applied to the urgency head.
+
+    When the head alone would raise the level (no red flag at that level fired) and the text mentions a cited
+    urgent or emergency presentation only as denied, hypothetical, past or someone else's ("no stiff neck", "my dad
+    had a stroke"), the head is asked again (``rescore``, one more encoder pass, for these texts only) on the text
+    without those words, and its answer there stands: a denied presentation cannot raise the level by itself.
+    Everything else is unchanged; a red flag that fired is never touched."""
+    if model is None or not model_outranks_flags(model, flags):
+        return model
+    mentions = matcher.blocked_mentions(text, age_years=age_years, sex=sex, pregnant=pregnant, fired=flags)
+    clean = discount_text(text, mentions)
+    if clean is None:
+        return model
+    again = rescore(clean)
+    if again is None:
+        return model
+    ids = ", ".join(sorted({h.rule_id for h in mentions if h.urgency in DISCOUNTED_LEVELS}))
+    note = (f"scored without the denied / past mention(s) of {ids}; on the full text p(emergency) was "
+            f"{model.probabilities.get('emergency', 0.0):.2f}")
+    return replace(again, note=note)
+
 
 
 def decide_urgency(

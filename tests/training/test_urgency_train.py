@@ -158,3 +158,33 @@ def test_model_decisions_cite_the_closest_guidance_presentation(head_model_dir):
                          {"emergency": 0.5, "urgent": 0.5, "self_care": 0.5}, "v", pred.urgency_evidence)
     level, why = model_level(alarm)
     assert level == "emergency" and "closest cited presentation" in why and e["source"] in why
+
+
+def test_denied_mentions_are_rescored_in_evaluation_and_in_the_api(head_model_dir, tmp_path):
+    """Wiring of triage.urgency.respect_mentions with the real classifier: a head whose emergency threshold is 0
+    always outranks the red flags, so a text that mentions a stroke only in the past is scored again without it."""
+    from fastapi.testclient import TestClient
+
+    from evaluation.urgency_eval import pipeline
+    from serving.app import create_app
+    from tests.serving.triage_support import CHAT, make_settings
+    from triage.redflags import RedFlagMatcher
+
+    folder, head, _ = head_model_dir
+    eager = tmp_path / "eager"
+    shutil.copytree(folder, eager)
+    doc = json.loads((eager / URGENCY_HEAD_FILE).read_text())
+    doc["thresholds"] = {**doc["thresholds"], "emergency": 0.0}
+    (eager / URGENCY_HEAD_FILE).write_text(json.dumps(doc))
+    text = "my dad had a stroke 5 years ago, today I feel a bit dizzy"
+    clf = TriageClassifier.from_folder(eager, intra_op_threads=1)
+    on = pipeline(RedFlagMatcher(), clf)({"text": text})
+    off = pipeline(RedFlagMatcher(), clf, respect_negation=False)({"text": text})
+    assert on.source == off.source == "model"
+    assert "without the denied / past mention(s) of stroke_fast" in on.reasons[0]
+    assert "without the denied" not in off.reasons[0]
+    settings = make_settings(tmp_path / "var", triage_model_uri=str(eager))
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/triage", json={"text": text}, headers=CHAT)
+        assert r.status_code == 200, r.text
+        assert "without the denied / past mention(s) of stroke_fast" in r.json()["urgency_reasons"][0]

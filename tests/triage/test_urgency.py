@@ -91,3 +91,66 @@ def test_end_to_end_with_matcher(matcher):
     assert d.level == "urgent" and "pregnancy_bleeding" in d.reasons[0]
     text = "my father had a stroke years ago; I have a runny nose"
     assert decide_urgency(text, [], matcher.match(text)).level == "self_care"
+
+
+# --- negation and history applied to the urgency head (triage.urgency.respect_mentions) -------------------------
+from triage.urgency import UrgencyModel, discount_text, model_outranks_flags, respect_mentions  # noqa: E402
+
+THRESHOLDS = {"emergency": 0.5, "urgent": 0.5, "self_care": 0.5}
+ALARM = UrgencyModel({"emergency": 0.8, "urgent": 0.1, "routine": 0.05, "self_care": 0.05}, THRESHOLDS, "v")
+CALM = UrgencyModel({"emergency": 0.02, "urgent": 0.08, "routine": 0.6, "self_care": 0.3}, THRESHOLDS, "v")
+
+
+def test_blocked_mentions_are_the_rules_that_context_stopped(matcher):
+    text = "my dad had a stroke 5 years ago, today I feel a bit dizzy"
+    assert matcher.match(text) == []
+    [mention] = matcher.blocked_mentions(text)
+    assert mention.rule_id == "stroke_fast" and mention.urgency == "emergency"
+    assert "stroke" in mention.matched[0].text
+    # a mention that fired is a red flag, not a blocked mention
+    live = "he is having a stroke right now, his face has dropped"
+    assert matcher.match(live) and matcher.blocked_mentions(live) == []
+
+
+def test_discount_text_removes_only_the_mentions(matcher):
+    text = "my dad had a stroke 5 years ago, today I feel a bit dizzy"
+    clean = discount_text(text, matcher.blocked_mentions(text))
+    assert clean is not None and "stroke" not in clean and "dizzy" in clean and "my dad" in clean
+    assert discount_text("I feel a bit dizzy", []) is None
+
+
+def test_model_outranks_flags():
+    assert model_outranks_flags(ALARM, [])
+    assert not model_outranks_flags(ALARM, [_flag("emergency")])
+    assert model_outranks_flags(ALARM, [_flag("urgent")])
+    assert not model_outranks_flags(CALM, [])
+
+
+def test_a_denied_presentation_cannot_raise_the_level_by_itself(matcher):
+    text = "my dad had a stroke 5 years ago, today I feel a bit dizzy"
+    seen = []
+
+    def rescore(clean):
+        seen.append(clean)
+        return CALM
+
+    out = respect_mentions(text, matcher.match(text), ALARM, matcher, rescore)
+    assert len(seen) == 1 and "stroke" not in seen[0]
+    assert out.probabilities == CALM.probabilities and "stroke_fast" in out.note and "0.80" in out.note
+    decision = decide_urgency(text, [], [], model=out)
+    assert decision.level == "routine" and "without the denied" in decision.reasons[0]
+
+
+def test_respect_mentions_leaves_everything_else_alone(matcher):
+    def never(_):
+        raise AssertionError("must not re-score")
+
+    live = "he is having a stroke right now, his face has dropped"
+    assert respect_mentions(live, matcher.match(live), ALARM, matcher, never) is ALARM  # a red flag fired
+    plain = "I feel really dizzy and sick today"
+    assert respect_mentions(plain, matcher.match(plain), ALARM, matcher, never) is ALARM  # nothing denied
+    denied = "my dad had a stroke 5 years ago, today I feel a bit dizzy"
+    assert respect_mentions(denied, [], CALM, matcher, never) is CALM  # the head does not raise anything
+    assert respect_mentions(denied, [], None, matcher, never) is None
+    # the re-score failing keeps the full-text (more urgent) reading
+    assert respect_mentions(denied, [], ALARM, matcher, lambda _: None) is ALARM
