@@ -17,6 +17,7 @@ from evaluation.triage_eval import (
     expected_calibration_error,
     selective,
 )
+from evaluation.routing_eval import read_rows, routing_report
 from evaluation.urgency_eval import evaluate_urgency, headline, pipeline
 from serving.settings import Settings
 from training import urgency_train
@@ -49,7 +50,13 @@ def evaluate_triage(model_dir: Path, dataset: str, settings: Settings) -> dict:
     # the service's urgency decision with this artifact (its urgency head, or rules alone when it has none) on the
     # blind urgency set: the gate refuses a model that misses more emergencies or under-triages more
     urgency = headline(evaluate_urgency(urgency_train.blind_rows(), pipeline(RedFlagMatcher(), clf)))
+    # the blind routing set (written outside the training data): the gate refuses a model that routes it worse or
+    # hands more of it to a human than the champion (issue 12)
+    routing = routing_report(clf, read_rows(urgency_train.BLIND_SET.parent / "routing_blind_v1.csv"))["overall"]
     return {
+        "routing_blind_top1": routing["top1"],
+        "routing_blind_top3": routing["top3"],
+        "routing_blind_coverage": 1.0 - routing["handed_off"],
         "urgency_emergency_recall": urgency["emergency_recall"],
         "urgency_under_triage_rate": urgency["under_triage_rate"],
         "urgency_exact_accuracy": urgency["exact_accuracy"],

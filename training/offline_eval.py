@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from evaluation.rx_eval import (
     load_sigs,
     markdown,
 )
+from evaluation.routing_eval import read_rows, routing_report
 from evaluation.urgency_eval import evaluate_urgency, headline, pipeline
 from serving.checker_service import CheckerService
 from serving.components import load_checker, load_triage_classifier
@@ -179,33 +179,6 @@ def urgency_main(argv: list[str] | None = None) -> int:
 ROUTING_BLIND = urgency_train.BLIND_SET.parent / "routing_blind_v1.csv"
 
 
-def routing_report(classifier, rows: list[dict]) -> dict:
-    """Top-1 / top-3, hand-off (abstention) rate and accuracy when answering, overall, per center and per style."""
-    preds = classifier.predict([r["text"] for r in rows])
-
-    def block(items) -> dict:
-        n = len(items)
-        if not n:
-            return {"n": 0}
-        top1 = sum(p.centers[0][0] == r["center"] for r, p in items)
-        top3 = sum(r["center"] in [c for c, _ in p.centers[:3]] for r, p in items)
-        answered = [(r, p) for r, p in items if not p.abstained]
-        right = sum(p.centers[0][0] == r["center"] for r, p in answered)
-        return {"n": n, "top1": top1 / n, "top3": top3 / n, "handed_off": 1 - len(answered) / n,
-                "selective_accuracy": right / len(answered) if answered else None}
-
-    pairs = list(zip(rows, preds))
-    out = {"overall": block(pairs), "by_center": {}, "by_style": {}, "confusions": {}}
-    for key, field in (("by_center", "center"), ("by_style", "style")):
-        for value in sorted({r[field] for r in rows}):
-            out[key][value] = block([(r, p) for r, p in pairs if r[field] == value])
-    for r, p in pairs:
-        if p.centers[0][0] != r["center"]:
-            k = f"{r['center']} -> {p.centers[0][0]}"
-            out["confusions"][k] = out["confusions"].get(k, 0) + 1
-    return out
-
-
 def routing_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training eval-routing",
                                      description="Routing on the blind routing set: top-1, top-3, hand-offs and "
@@ -217,9 +190,7 @@ def routing_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     classifier = load_triage_classifier(args.model or settings.triage_model_uri, settings)
-    with args.set.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    report = routing_report(classifier, rows)
+    report = routing_report(classifier, read_rows(args.set))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

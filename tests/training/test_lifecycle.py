@@ -187,7 +187,8 @@ def test_shipped_triage_gate_refuses_worse_urgency_safety():
 
     gates = load_gates(kind_of("triage"))
     base = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selective_accuracy": 0.95, "ece": 0.04,
-            "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08}
+            "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08,
+            "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65}
     assert apply_gates(gates, dict(base), dict(base)).passed
     worse_recall = {**base, "urgency_emergency_recall": 0.96}
     report = apply_gates(gates, worse_recall, base)
@@ -195,3 +196,18 @@ def test_shipped_triage_gate_refuses_worse_urgency_safety():
     worse_under = {**base, "urgency_under_triage_rate": 0.09}
     report = apply_gates(gates, worse_under, base)
     assert [c.name for c in report.failures()] == ["not worse: urgency_under_triage_rate"]
+
+
+def test_shipped_triage_gate_refuses_worse_blind_routing():
+    """Issue 12: a challenger that routes the blind set worse, or hands more of it to a human, is refused."""
+    from training.lifecycle import apply_gates, kind_of, load_gates
+
+    gates = load_gates(kind_of("triage"))
+    base = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selective_accuracy": 0.95, "ece": 0.04,
+            "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08,
+            "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65}
+    assert apply_gates(gates, {**base, "routing_blind_top1": 0.685}, base).passed  # within the 2-point margin
+    report = apply_gates(gates, {**base, "routing_blind_top1": 0.67}, base)
+    assert [c.name for c in report.failures()] == ["not worse: routing_blind_top1"]
+    report = apply_gates(gates, {**base, "routing_blind_coverage": 0.60}, base)
+    assert [c.name for c in report.failures()] == ["not worse: routing_blind_coverage"]

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-
+from evaluation.routing_eval import read_rows, routing_report
 from training import offline_eval
 from triage.classifier import TriageClassifier
 
 
 def test_routing_report_counts_top_k_hand_offs_and_styles(triage_model_dir):
     clf = TriageClassifier.from_folder(triage_model_dir, intra_op_threads=1)
-    with offline_eval.ROUTING_BLIND.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))[:30]
-    report = offline_eval.routing_report(clf, rows)
+    rows = read_rows(offline_eval.ROUTING_BLIND)[:30]
+    report = routing_report(clf, rows)
     o = report["overall"]
     assert o["n"] == 30 and 0 <= o["top1"] <= o["top3"] <= 1 and 0 <= o["handed_off"] <= 1
     assert sum(b["n"] for b in report["by_center"].values()) == 30
