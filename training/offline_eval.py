@@ -139,18 +139,22 @@ def urgency_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-mlflow", action="store_true",
                         help="log the figures to the run that trained the urgency head (meta.json urgency_run_id, "
                              "else run_id) as urgency_<set>_*")
+    parser.add_argument("--no-respect-negation", action="store_true",
+                        help="leave out the re-scoring of texts whose urgent mentions are denied or past "
+                             "(triage.urgency.respect_mentions), to measure what it changes")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     settings = get_settings()
     uri = args.model or settings.triage_model_uri
     classifier = load_triage_classifier(uri, settings)
-    loaders = {"blind": urgency_train.blind_rows, "acuitybench": urgency_train.acuity_rows}
+    loaders = {"blind": urgency_train.blind_rows, "acuitybench": urgency_train.acuity_rows,
+               "validation": urgency_train.validation_rows}
     unknown = [s for s in args.sets.split(",") if s not in loaders]
     if unknown:
         parser.error(f"unknown set(s) {unknown}; choose from {sorted(loaders)}")
     sets = {name: loaders[name]() for name in args.sets.split(",")}
     matcher = RedFlagMatcher()
-    with_model = urgency_train.evaluate(classifier, sets, matcher)
+    with_model = urgency_train.evaluate(classifier, sets, matcher, respect_negation=not args.no_respect_negation)
     rules_only = {name: evaluate_urgency(rows, pipeline(matcher, None)) for name, rows in sets.items()}
     reports = {name: (with_model[name], rules_only[name]) for name in sets}
     if args.json:

@@ -208,8 +208,19 @@ def acuity_rows(field: str = "vignette_text") -> list[dict]:
     return rows
 
 
-def evaluate(classifier, sets: dict[str, list[dict]], matcher: RedFlagMatcher | None = None) -> dict:
-    decide = pipeline(matcher or RedFlagMatcher(), classifier)
+def validation_rows(seed: int = 11) -> list[dict]:
+    """The held-out statement groups of the guidance-derived examples (what the thresholds are chosen on), with the
+    negation / history contrasts grouped as traps."""
+    df = training_frame(seed=seed)
+    held = df[df["split"] != "train"]
+    groups = {"negated": "negation_trap", "history": "history_trap"}
+    return [{"id": f"val-{i}", "text": r["text"], "urgency": r["urgency"], "group": groups.get(r["kind"], r["kind"])}
+            for i, r in enumerate(held.to_dict("records"))]
+
+
+def evaluate(classifier, sets: dict[str, list[dict]], matcher: RedFlagMatcher | None = None,
+             respect_negation: bool = True) -> dict:
+    decide = pipeline(matcher or RedFlagMatcher(), classifier, respect_negation=respect_negation)
     return {name: evaluate_urgency(rows, decide) for name, rows in sets.items()}
 
 

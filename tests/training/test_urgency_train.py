@@ -188,3 +188,23 @@ def test_denied_mentions_are_rescored_in_evaluation_and_in_the_api(head_model_di
         r = client.post("/v1/triage", json={"text": text}, headers=CHAT)
         assert r.status_code == 200, r.text
         assert "without the denied / past mention(s) of stroke_fast" in r.json()["urgency_reasons"][0]
+
+
+def test_validation_rows_are_the_held_out_groups_with_traps():
+    rows = urgency_train.validation_rows()
+    groups = {r["group"] for r in rows}
+    assert {"negation_trap", "history_trap", "statement"} <= groups
+    held = urgency_train.training_frame()
+    assert len(rows) == int((held["split"] != "train").sum())
+
+
+def test_eval_urgency_cli_prints_both_decisions(head_model_dir, capsys):
+    from training import offline_eval
+
+    folder, _, _ = head_model_dir
+    assert offline_eval.urgency_main(["--model", str(folder), "--sets", "blind"]) == 0
+    out = capsys.readouterr().out
+    assert "| blind | red flags + urgency head + rules | 177 |" in out and "red flags + rules only" in out
+    assert offline_eval.urgency_main(["--model", str(folder), "--sets", "blind", "--no-respect-negation"]) == 0
+    with pytest.raises(SystemExit):
+        offline_eval.urgency_main(["--model", str(folder), "--sets", "nope"])
