@@ -169,7 +169,8 @@ def respect_mentions(
     When the head alone would raise the level (no red flag at that level fired) and the text mentions a cited
     urgent or emergency presentation only as denied, hypothetical, past or someone else's ("no stiff neck", "my dad
     had a stroke"), the head is asked again (``rescore``, one more encoder pass, for these texts only) on the text
-    without those words, and its answer there stands: a denied presentation cannot raise the level by itself.
+    without those words, and its answer there stands unless it is more urgent than the full-text one (removing
+    words removes evidence, so that reading is kept): a denied presentation cannot raise the level by itself.
     Everything else is unchanged; a red flag that fired is never touched."""
     if model is None or not model_outranks_flags(model, flags):
         return model
@@ -178,8 +179,8 @@ def respect_mentions(
     if clean is None:
         return model
     again = rescore(clean)
-    if again is None:
-        return model
+    if again is None or _RANK[model_level(again)[0]] > _RANK[model_level(model)[0]]:
+        return model  # removing a denied mention removes evidence: it never raises the level
     ids = ", ".join(sorted({h.rule_id for h in mentions if h.urgency in DISCOUNTED_LEVELS}))
     note = (f"scored without the denied / past mention(s) of {ids}; on the full text p(emergency) was "
             f"{model.probabilities.get('emergency', 0.0):.2f}")

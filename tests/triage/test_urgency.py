@@ -154,3 +154,11 @@ def test_respect_mentions_leaves_everything_else_alone(matcher):
     assert respect_mentions(denied, [], None, matcher, never) is None
     # the re-score failing keeps the full-text (more urgent) reading
     assert respect_mentions(denied, [], ALARM, matcher, lambda _: None) is ALARM
+
+
+def test_the_reading_without_denied_mentions_never_raises_the_level(matcher):
+    text = "my dad had a stroke 5 years ago, today I feel a bit dizzy"
+    urgent = UrgencyModel({"emergency": 0.3, "urgent": 0.4, "routine": 0.2, "self_care": 0.1}, THRESHOLDS, "v")
+    assert respect_mentions(text, [], urgent, matcher, lambda _: ALARM) is urgent
+    lowered = respect_mentions(text, [], urgent, matcher, lambda _: CALM)
+    assert lowered.probabilities == CALM.probabilities
