@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from prescription_check.rules.context import Ctx
 from prescription_check.schemas import DAYS_PER_MONTH, DAYS_PER_YEAR, Finding
 
@@ -29,13 +31,13 @@ def _rows(ctx: Ctx, ing: str, route: str | None, population: str, age_days: floa
     want = _ROUTE_ALIASES.get(route or "oral", route or "oral")
     out: list[dict] = []
     uncovered: list[dict] = []
+    all_rows = ctx.kb.rows_for("dose_limits", ing)
     for pop in (("pediatric", "adult") if population == "pediatric" else ("adult",)):
-        rows = [r for r in ctx.kb.rows_for("dose_limits", ing) if r["population"] == pop]
+        rows = [r for r in all_rows if r["population"] == pop]
         chosen = [r for r in rows if r["route"] == want] or [r for r in rows if r["route"] == "any"]
-        if pop == "pediatric":
+        if pop == "pediatric" and chosen:
             fit = [r for r in chosen if _in_band(r, age_days, weight)]
-            youngest = min((r.get("age_min_days") or 0 for r in chosen), default=None)
-            if chosen and not fit and age_days is not None and youngest is not None and age_days < youngest:
+            if not fit and age_days is not None and age_days < min(r.get("age_min_days") or 0 for r in chosen):
                 # younger than every band: not checked per kg (older than every band: adult dosing applies)
                 uncovered = chosen
             chosen = fit
@@ -59,7 +61,11 @@ _GROUPS = (("neonate", 0, 28), ("infant", 28, 365), ("child", 365, 4383), ("adol
 def band_text(r: dict) -> str:
     """The row's age band in words ('neonate, birth to < 28 days', 'child and adolescent, 2 years to < 18 years,
     under 50 kg'); a row without a band: 'all children'."""
-    lo, hi = r.get("age_min_days"), r.get("age_max_days")
+    return _band_words(r.get("age_min_days"), r.get("age_max_days"), r.get("weight_max_kg"))
+
+
+@lru_cache(maxsize=1024)  # a handful of distinct bands; built once each, not per checked item
+def _band_words(lo: float | None, hi: float | None, wmax: float | None) -> str:
     if lo is None and hi is None:
         text = "all children"
     else:
@@ -68,8 +74,8 @@ def band_text(r: dict) -> str:
         start = "birth" if not lo_d else _days_text(lo_d)
         rng = f"{start} to < {_days_text(hi)}" if hi is not None else f"{start} and older"
         text = f"{' and '.join(groups)}, {rng}"
-    if r.get("weight_max_kg") is not None:
-        text += f", under {r['weight_max_kg']:g} kg"
+    if wmax is not None:
+        text += f", under {wmax:g} kg"
     return text
 
 
@@ -81,6 +87,11 @@ def _age_text(days: float | None) -> str:
     if days < 2 * DAYS_PER_YEAR:
         return f"{days / DAYS_PER_MONTH:.1f} months old"
     return f"{days / DAYS_PER_YEAR:.1f} years old"
+
+
+def _who(r: dict) -> str:
+    return f"the paediatric maximum for {band_text(r)}" if r["population"] == "pediatric" else \
+        f"the {r['population']} maximum"
 
 
 def _fmt(x: float) -> str:
@@ -125,7 +136,6 @@ def run(ctx: Ctx) -> list[Finding]:
                            "frequency_per_day": per_day, "daily_mg": daily, "row": r["_row"]}
                 if ped:
                     base_ev.update(age_band=band_text(r), age_days=None if age_days is None else round(age_days, 1))
-                who = f"the paediatric maximum for {band_text(r)}" if ped else f"the {r['population']} maximum"
                 rule = r.get("frequency_rule") or ""
                 if rule == "weekly" and per_day is not None and per_day > 1 / 7 + 1e-9:
                     out.append(Finding(
@@ -143,7 +153,7 @@ def run(ctx: Ctx) -> list[Finding]:
                 if single is not None and r["max_single_mg"] is not None and single > r["max_single_mg"] * 1.0001:
                     out.append(Finding(
                         rule_id="DOSE-MAX-SINGLE", category="dose", severity="major", drugs=[ing],
-                        message=f"Single dose of {ing} {_fmt(single)} mg exceeds {who} of "
+                        message=f"Single dose of {ing} {_fmt(single)} mg exceeds {_who(r)} of "
                                 f"{_fmt(r['max_single_mg'])} mg ({r['route']}).",
                         evidence={**base_ev, "max_single_mg": r["max_single_mg"]}, source=r["source"],
                         action=f"Reduce the dose to at most {_fmt(r['max_single_mg'])} mg or confirm with the prescriber."))
@@ -151,7 +161,7 @@ def run(ctx: Ctx) -> list[Finding]:
                     out.append(Finding(
                         rule_id="DOSE-MAX-DAILY", category="dose", severity="major", drugs=[ing],
                         message=f"Daily dose of {ing} {_fmt(daily)} mg ({_fmt(single or 0)} mg x {per_day:.3g}/day) "
-                                f"exceeds {who} of {_fmt(r['max_daily_mg'])} mg/day.",
+                                f"exceeds {_who(r)} of {_fmt(r['max_daily_mg'])} mg/day.",
                         evidence={**base_ev, "max_daily_mg": r["max_daily_mg"]}, source=r["source"],
                         action=f"Reduce to at most {_fmt(r['max_daily_mg'])} mg/day or confirm with the prescriber."))
                 if r["max_single_mg_per_kg"] is None and r["max_daily_mg_per_kg"] is None:
