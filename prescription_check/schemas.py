@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # The one vocabulary of severities and finding categories (rules, KB build, review queue, API, evaluation).
 Severity = Literal["contraindicated", "major", "moderate", "minor", "info"]
@@ -22,6 +22,9 @@ Category = Literal[
 CATEGORIES: tuple[str, ...] = get_args(Category)
 
 _Input = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+DAYS_PER_YEAR = 365.25          # age in years -> days (the dose table's age bands are in days)
+DAYS_PER_MONTH = DAYS_PER_YEAR / 12
 
 
 def no_nul(value: str) -> str:
@@ -39,6 +42,10 @@ class Patient(BaseModel):
     model_config = _Input
 
     age_years: float | None = Field(default=None, ge=0, le=130)
+    age_months: float | None = Field(default=None, ge=0, le=1560,
+                                     description="age in months (infants); finer than age_years")
+    age_days: float | None = Field(default=None, ge=0, le=47500,
+                                   description="age in days (neonates: 0-27); the finest age field")
     sex: Literal["female", "male", "other"] | None = None
     weight_kg: float | None = Field(default=None, gt=0, le=500)
     pregnant: bool | None = None
@@ -50,6 +57,45 @@ class Patient(BaseModel):
     crcl: float | None = Field(default=None, ge=0, le=250, description="Creatinine clearance, mL/min")
     hepatic_impairment: Literal["none", "mild", "moderate", "severe"] | None = None
     current_medications: list[Text] = Field(default_factory=list, max_length=100)
+
+    @field_validator("age_months", "age_days")
+    @classmethod
+    def _ages_agree(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """Age may be given in years, months and/or days; when several are given they must describe the same
+        age (completed units, a few days' tolerance for month lengths), else a 422 names the finer field."""
+        if value is None:
+            return value
+        years_given, months_given = info.data.get("age_years"), info.data.get("age_months")
+        if info.field_name == "age_days" and months_given is not None:
+            lo = int(months_given) * DAYS_PER_MONTH - 3
+            hi = (int(months_given) + 1) * DAYS_PER_MONTH + 3
+            if not lo <= value < hi:
+                raise ValueError(f"age_days {value:g} contradicts age_months {months_given:g} "
+                                 f"(expected {max(lo, 0):.0f}-{hi:.0f} days)")
+        if years_given is not None:
+            years = value / (DAYS_PER_YEAR if info.field_name == "age_days" else 12.0)
+            tol = 3 / DAYS_PER_YEAR
+            if not int(years_given) - tol <= years < int(years_given) + 1 + tol:
+                raise ValueError(f"{info.field_name} {value:g} ({years:.2f} years) contradicts age_years "
+                                 f"{years_given:g}")
+        return value
+
+    def age_in_days(self) -> float | None:
+        """The patient's age in days from the finest field given (days > months > years), or None."""
+        if self.age_days is not None:
+            return float(self.age_days)
+        if self.age_months is not None:
+            return self.age_months * DAYS_PER_MONTH
+        if self.age_years is not None:
+            return self.age_years * DAYS_PER_YEAR
+        return None
+
+    def age_in_years(self) -> float | None:
+        """``age_years`` when given, else the finer field converted (the age rules and the dose rule use it)."""
+        if self.age_years is not None:
+            return self.age_years
+        days = self.age_in_days()
+        return None if days is None else days / DAYS_PER_YEAR
 
     @field_validator("allergies", "conditions", "current_medications")
     @classmethod

@@ -91,6 +91,9 @@ CURATED_SCHEMAS: dict[str, dict[str, object]] = {
         "ingredient": "req", "route": ("oral", "iv", "im", "sc", "rectal", "inhaled", "topical", "any"),
         "population": ("adult", "pediatric"), "max_single_mg": _NUM, "max_daily_mg": _NUM,
         "max_single_mg_per_kg": _NUM, "max_daily_mg_per_kg": _NUM, "frequency_rule": "opt", "indication_note": "opt",
+        # paediatric age band (days, min <= age < max) and weight ceiling (the row applies below it); optional
+        # columns, so a table written before they existed still reads (empty = every child)
+        "age_min_days": _NUM, "age_max_days": _NUM, "weight_max_kg": _NUM,
     },
     "renal_dosing.csv": {
         "ingredient": "req", "egfr_min": _NUM, "egfr_max": _NUM, "measure": ("egfr", "crcl"),
@@ -127,6 +130,10 @@ CURATED_SCHEMAS: dict[str, dict[str, object]] = {
 }
 
 
+# columns a table may lack (added later): read as empty, so older tables stay valid
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"dose_limits.csv": ("age_min_days", "age_max_days", "weight_max_kg")}
+
+
 if set(CURATED_SCHEMAS) != set(CURATED_TABLES):  # the reader and the builder must agree on the tables
     raise RuntimeError(f"CURATED_SCHEMAS {sorted(CURATED_SCHEMAS)} differ from prescription_check.kb.CURATED_TABLES")
 
@@ -155,7 +162,8 @@ def read_curated(name: str, directory: Path = CURATED_DIR) -> list[dict] | None:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
-        missing = [c for c in (*schema, *SOURCE_COLS) if c not in header]
+        optional = OPTIONAL_COLUMNS.get(name, ())
+        missing = [c for c in (*schema, *SOURCE_COLS) if c not in header and c not in optional]
         if missing:
             raise KBBuildError(f"{path.name}: missing column(s) {missing}; header is {header}")
         for lineno, raw in enumerate(reader, start=2):
@@ -165,6 +173,8 @@ def read_curated(name: str, directory: Path = CURATED_DIR) -> list[dict] | None:
             if None in raw:
                 raise KBBuildError(f"{where}: more cells than columns")
             row = {k: (v or "").strip() for k, v in raw.items()}
+            for col in optional:
+                row.setdefault(col, "")
             for col, rule in schema.items():
                 val = row[col]
                 if rule == "req" and not val:
@@ -186,6 +196,8 @@ def read_curated(name: str, directory: Path = CURATED_DIR) -> list[dict] | None:
             if name == "condition_contraindications.csv" and not (row["condition_terms"] or row["icd10_prefixes"]):
                 raise KBBuildError(f"{where}: one of 'condition_terms' or 'icd10_prefixes' must be filled")
             # a dose_limits row with no limit at all documents "no labelled maximum" (e.g. warfarin): kept, unused
+            if name == "dose_limits.csv":
+                _check_dose_band(row, where)
             if name == "hepatic_dosing.csv" and row["action"] == "contraindicated" and row["severity"] != "contraindicated":
                 raise KBBuildError(f"{where}: action 'contraindicated' needs severity 'contraindicated', "
                                    f"got {row['severity']!r}")
@@ -198,6 +210,20 @@ def read_curated(name: str, directory: Path = CURATED_DIR) -> list[dict] | None:
 
 
 _hash_file = hash_file
+
+
+def _check_dose_band(row: dict, where: str) -> None:
+    """A dose-limit row's age band and weight ceiling: paediatric rows only, non-negative, min below max."""
+    lo, hi, wmax = row["age_min_days"], row["age_max_days"], row["weight_max_kg"]
+    if row["population"] != "pediatric" and any(v is not None for v in (lo, hi, wmax)):
+        raise KBBuildError(f"{where}: age_min_days/age_max_days/weight_max_kg apply to pediatric rows only")
+    for col, v in (("age_min_days", lo), ("age_max_days", hi), ("weight_max_kg", wmax)):
+        if v is not None and v < 0:
+            raise KBBuildError(f"{where}: column {col!r} must not be negative, got {v:g}")
+    if lo is not None and hi is not None and lo >= hi:
+        raise KBBuildError(f"{where}: age_min_days {lo:g} must be below age_max_days {hi:g}")
+    if wmax is not None and wmax == 0:
+        raise KBBuildError(f"{where}: weight_max_kg 0 is meaningless; leave it empty")
 
 
 # --------------------------------------------------------------------------------------------- names

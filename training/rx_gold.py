@@ -147,34 +147,121 @@ def _adult_dose_cases(r: dict) -> list[dict]:
     return cases
 
 
-def _pediatric_dose_cases(kb: KnowledgeBase, r: dict, age_rows: list[dict]) -> list[dict]:
-    """One pediatric per-kg row: 1.5x its maximum for a 6-year-old of 20 kg (with the age findings that
-    patient also gets)."""
+# Approximate median weight (kg) by age (days) for gold-case patients: WHO Child Growth Standards weight-for-age
+# medians to 5 years, CDC 2000 growth chart medians after (test inputs only, not clinical content).
+_MEDIAN_WEIGHT = ((0, 3.3), (30, 4.5), (61, 5.6), (91, 6.4), (182, 7.9), (365, 9.6), (730, 12.2), (1096, 14.3),
+                  (1461, 16.3), (1826, 18.3), (2191, 20.7), (2922, 25.6), (3652, 31.9), (4383, 40.5), (5113, 51.0),
+                  (5844, 61.0), (6575, 65.0))
+
+
+def median_weight(age_days: float) -> float:
+    """Linear interpolation in ``_MEDIAN_WEIGHT`` (kg, one decimal)."""
+    pts = _MEDIAN_WEIGHT
+    for (d0, w0), (d1, w1) in zip(pts, pts[1:]):
+        if age_days <= d1:
+            return round(w0 + (w1 - w0) * max(age_days - d0, 0) / (d1 - d0), 1)
+    return pts[-1][1]
+
+
+def pediatric_patient(r: dict) -> tuple[dict, float, float]:
+    """(patient with age and weight, age in days, weight) inside a paediatric row's band: a row without a band
+    keeps the original 6-year-old of 20 kg; a banded row gets the middle of its band (the upper end open: up to
+    18 years), in days below 1 year, months below 2 years, years above, at the median weight for that age
+    (below the row's weight ceiling)."""
+    lo, hi, wmax = r.get("age_min_days"), r.get("age_max_days"), r.get("weight_max_kg")
+    if lo is None and hi is None:
+        days, patient = 6 * 365.25, {"age_years": 6}
+        w = 20.0
+    else:
+        lo_d, hi_d = lo or 0, hi if hi is not None else 6574
+        days = lo_d + (hi_d - lo_d) / 2
+        if hi_d <= 29:
+            days = min(10, (lo_d + hi_d) / 2)
+        if days < 365:
+            patient = {"age_days": int(days)}
+            days = float(int(days))
+        elif days < 730:
+            patient = {"age_months": round(days / 30.4375, 1)}
+            days = patient["age_months"] * 30.4375
+        else:
+            patient = {"age_years": round(days / 365.25, 1)}
+            days = patient["age_years"] * 365.25
+        w = median_weight(days)
+    if wmax is not None and w >= wmax:
+        w = round(wmax * 0.8, 1)
+    return {**patient, "weight_kg": w}, days, w
+
+
+def _pediatric_dose_cases(kb: KnowledgeBase, r: dict, age_rows: list[dict], adult: dict | None = None) -> list[dict]:
+    """One paediatric row, for a child inside its age band (``pediatric_patient``): above the limit (1.5x the
+    per-kg maximum, or 1.5x the fixed maximum for rows without mg/kg), for mg/kg rows the same child without
+    a weight (a finding that the dose cannot be checked), and a safe control at 80% of every limit that applies
+    (the row's per-kg and absolute limits, the adult row's) when the child has no age finding for the drug."""
     ing, route = r["ingredient"], (r["route"] if r["route"] != "any" else None)
     prov = f"table:{r['_row']}"
-    w, patient = 20.0, {"age_years": 6, "weight_kg": 20.0}
-    if r["max_single_mg_per_kg"]:
-        dose = r["max_single_mg_per_kg"] * w * 1.5
-        if r["max_single_mg"] is None or dose > 0:
-            return [_case(f"dose-ped-{r['_row']}", [{"drug": ing, "dose": round(dose, 3), "unit": "mg",
-                          "route": route, "frequency": "once"}],
-                          [("dose", [ing], "major"), *_age_expect(age_rows, kb, ing, 6)], prov, patient=patient)]
-    elif r["max_daily_mg_per_kg"]:
-        dose = r["max_daily_mg_per_kg"] * w * 1.5 / 2
-        return [_case(f"dose-ped-{r['_row']}", [{"drug": ing, "dose": round(dose, 3), "unit": "mg",
-                      "route": route, "frequency": "bid"}],
-                      [("dose", [ing], "major"), *_age_expect(age_rows, kb, ing, 6)], prov, patient=patient)]
-    return []
+    patient, days, w = pediatric_patient(r)
+    age_years = days / 365.25
+    ages = _age_expect(age_rows, kb, ing, age_years)
+    no_weight = {k: v for k, v in patient.items() if k != "weight_kg"}
+    cases: list[dict] = []
+    skg, dkg, smg, dmg = (r["max_single_mg_per_kg"], r["max_daily_mg_per_kg"], r["max_single_mg"],
+                          r["max_daily_mg"])
+    adult = adult or {}
+    # limits for this weight: per dose and per day, the tightest of the row's per-kg, its caps and the adult's
+    single_lim = min([x for x in (skg and skg * w, smg, adult.get("max_single_mg")) if x] or [0]) or None
+    daily_lim = min([x for x in (dkg and dkg * w, dmg, adult.get("max_daily_mg")) if x] or [0]) or None
+    if skg:
+        over = [{"drug": ing, "dose": round(skg * w * 1.5, 3), "unit": "mg", "route": route, "frequency": "once"}]
+    elif dkg:
+        over = [{"drug": ing, "dose": round(dkg * w * 1.5 / 2, 3), "unit": "mg", "route": route, "frequency": "bid"}]
+    elif smg:
+        over = [{"drug": ing, "dose": round(smg * 1.5, 3), "unit": "mg", "route": route, "frequency": "once"}]
+    elif dmg:
+        over = [{"drug": ing, "dose": round(dmg * 1.5 / 2, 3), "unit": "mg", "route": route, "frequency": "bid"}]
+    else:
+        return []
+    cases.append(_case(f"dose-ped-{r['_row']}", over, [("dose", [ing], "major"), *ages], prov, patient=patient,
+                       note=f"above the paediatric limit, {patient}"))
+    if dkg and single_lim and daily_lim:  # each dose within the per-dose limit, too many doses a day
+        per = round(0.8 * single_lim, 3)
+        times = next((n for n in (2, 3, 4, 6) if per * n > daily_lim * 1.05), None)
+        if times:
+            freq = {2: "bid", 3: "tid", 4: "qid", 6: "q4h"}[times]
+            cases.append(_case(f"dose-ped-daily-{r['_row']}", [{"drug": ing, "dose": per, "unit": "mg", "route": route,
+                               "frequency": freq}], [("dose", [ing], "major"), *ages], prov, patient=patient,
+                               note="each dose within the paediatric limit, the daily total above it"))
+    # a safe dose: 80% of the per-dose limit, as many doses a day as stay within 80% of the daily limit
+    if daily_lim:
+        per = min(0.8 * single_lim, 0.8 * daily_lim / 2) if single_lim else 0.8 * daily_lim / 2
+        times = max(1, min(4, int(0.8 * daily_lim // per)))
+    else:
+        per, times = 0.8 * single_lim, 1
+    freq = {1: "daily", 2: "bid", 3: "tid", 4: "qid"}[times]
+    safe = [{"drug": ing, "dose": round(per, 3), "unit": "mg", "route": route, "frequency": freq}]
+    if (skg or dkg) and not ages:
+        cases.append(_case(f"dose-ped-noweight-{r['_row']}", safe, [("dose", [ing], "moderate")], prov,
+                           patient=no_weight, note="child without a weight: the dose cannot be checked"))
+    if not ages:
+        cases.append(_case(f"dose-ped-ok-{r['_row']}", safe, [], prov, patient=patient,
+                           note="safe control: within every limit for this child"))
+    return cases
 
 
 def dose_cases(kb: KnowledgeBase, dose_rows: list[dict], age_rows: list[dict]) -> list[dict]:
     """``dose_limits.csv``: adult rows (``_adult_dose_cases``) and pediatric per-kg rows (``_pediatric_dose_cases``)."""
     cases: list[dict] = []
+    adult = {}
+    for r in dose_rows:  # the adult row of the same ingredient and route: its maxima bound a child's dose too
+        if r["population"] == "adult":
+            adult.setdefault((r["ingredient"], r["route"]), r)
     for r in dose_rows:
         if r["population"] == "adult":
             cases += _adult_dose_cases(r)
-        elif r["population"] == "pediatric" and (r["max_single_mg_per_kg"] or r["max_daily_mg_per_kg"]):
-            cases += _pediatric_dose_cases(kb, r, age_rows)
+        elif r["population"] == "pediatric" and (r["max_single_mg_per_kg"] or r["max_daily_mg_per_kg"]
+                                                 or r.get("age_min_days") is not None
+                                                 or r.get("age_max_days") is not None):
+            cases += _pediatric_dose_cases(kb, r, age_rows, adult.get((r["ingredient"], r["route"]))
+                                           or adult.get((r["ingredient"], "any")))
     return cases
 
 
@@ -480,6 +567,24 @@ def hand_checked() -> list[dict]:
     ]
     for k, (items, patient) in enumerate(safe):
         c.append(_case(f"safe-{k}", items, [], H, patient=patient, note="safe regimen"))
+    # weight-based paediatric dosing (issue 17), written as a prescriber would, checked by hand against the
+    # cited limits (WHO 2012 / Ofirmev, Amoxil label, OTC Drug Facts, Motrin label)
+    peds = [
+        ("paracetamol 1000 mg po q6h", {"age_years": 4, "weight_kg": 16}, "major",
+         "issue 17: 62.5 mg/kg per dose, 250 mg/kg/day (limit 15 mg/kg, 75 mg/kg/day)"),
+        ("amoxicillin 250 mg po tid", {"age_days": 10, "weight_kg": 3.5}, "major",
+         "neonate: 214 mg/kg/day (limit 30 mg/kg/day up to 12 weeks)"),
+        ("Zyrtec 10 mg daily", {"age_years": 3, "weight_kg": 14}, "major", "2 to < 6 years: max 5 mg a day"),
+        ("ibuprofen 150 mg po q6h", {"age_years": 4}, "moderate", "no weight: the mg/kg dose cannot be checked"),
+        ("acetaminophen 240 mg po q6h", {"age_years": 4, "weight_kg": 16}, None, "15 mg/kg, 60 mg/kg/day"),
+        ("ibuprofen 200 mg po q8h", {"age_years": 8, "weight_kg": 26}, None, "7.7 mg/kg, 23 mg/kg/day"),
+        ("amoxicillin 250 mg po bid", {"age_months": 4, "weight_kg": 6.9}, None, "72 mg/kg/day (high dose 90)"),
+        ("acetaminophen 1 g po q6h", {"age_years": 15, "weight_kg": 60}, None, ">= 50 kg: adult dosing"),
+    ]
+    for k, (sig, patient, sev, note) in enumerate(peds):
+        ing = "acetaminophen" if "paracetamol" in sig else ("cetirizine" if "Zyrtec" in sig else sig.split()[0])
+        c.append(_case(f"ped-dose-{k}", [{"sig": sig}], [("dose", [ing], sev)] if sev else [], H, patient=patient,
+                       note=note))
     # label-documented interactions, written independently of the KB (FDA label section in the note)
     label_pairs = [
         ("simvastatin", "clarithromycin", "major", "Zocor label 4: strong CYP3A4 inhibitors contraindicated"),

@@ -55,7 +55,7 @@ def _pregnancy(ctx: Ctx, out: list[Finding]) -> None:
 
 
 def _age(ctx: Ctx, out: list[Finding]) -> None:
-    age = ctx.patient.age_years
+    age = ctx.patient.age_in_years()  # age_years, else from age_months / age_days
     if age is None:
         return
     for it, ing in _ings(ctx):

@@ -65,7 +65,9 @@ def test_dose_single_daily_units_and_weekly(rx_checker):
 
 def test_pediatric_mg_per_kg(rx_checker):
     row = next(r for r in rx_checker.kb.tables["dose_limits"]
-               if r["population"] == "pediatric" and r["max_single_mg_per_kg"] and r["route"] in ("oral", "any"))
+               if r["population"] == "pediatric" and r["max_single_mg_per_kg"] and r["route"] in ("oral", "any")
+               and (r.get("age_min_days") or 0) <= 6 * 365.25 < (r.get("age_max_days") or 1e9)  # a 6-year-old's band
+               and (r.get("weight_max_kg") or 1e9) > 20)
     dose = row["max_single_mg_per_kg"] * 20 * 2
     r = check(rx_checker, [{"drug": row["ingredient"], "dose": dose, "unit": "mg", "frequency": "once",
                             "route": "oral"}], age_years=6, weight_kg=20)

@@ -22,7 +22,8 @@ TABLE_DIR = Path(__file__).resolve().parents[2] / "datasets" / "drugs"
 
 SOURCE_COLS = ["source_title", "source_url", "source_section"]
 SCHEMAS: dict[str, list[str]] = {
-    "dose_limits.csv": ["ingredient", "route", "population", "max_single_mg", "max_daily_mg",
+    "dose_limits.csv": ["ingredient", "route", "population", "age_min_days", "age_max_days", "weight_max_kg",
+                        "max_single_mg", "max_daily_mg",
                         "max_single_mg_per_kg", "max_daily_mg_per_kg", "frequency_rule",
                         "indication_note", *SOURCE_COLS],
     "renal_dosing.csv": ["ingredient", "egfr_min", "egfr_max", "measure", "action", "max_daily_mg",
@@ -107,15 +108,23 @@ def test_dose_limits():
     rows = load("dose_limits.csv")
     keys = set()
     limited = set()
+    bands: dict[tuple[str, str], list[tuple[float, float, str]]] = defaultdict(list)
     for i, row in enumerate(rows, start=2):
         where = f"dose_limits.csv:{i}"
         check_name(row["ingredient"], where)
         assert row["route"] in ROUTES, f"{where}: route {row['route']!r}"
         assert row["population"] in POPULATIONS, f"{where}: population {row['population']!r}"
         assert row["frequency_rule"] in FREQUENCY_RULES, f"{where}: frequency_rule {row['frequency_rule']!r}"
-        key = (row["ingredient"], row["route"], row["population"])
+        key = (row["ingredient"], row["route"], row["population"], row["age_min_days"], row["age_max_days"])
         assert key not in keys, f"{where}: duplicate key {key}"
         keys.add(key)
+        lo, hi, wmax = num(row["age_min_days"], where), num(row["age_max_days"], where), num(row["weight_max_kg"], where)
+        if row["population"] == "adult":
+            assert lo is None and hi is None and wmax is None, f"{where}: age band / weight ceiling on an adult row"
+        else:
+            assert lo is None or hi is None or lo < hi, f"{where}: empty age band {lo}-{hi}"
+            assert hi is None or hi <= 6575, f"{where}: a paediatric band ends by 18 years (6575 days)"
+            bands[(row["ingredient"], row["route"])].append((lo or 0, hi if hi is not None else 1e9, where))
         single, daily = num(row["max_single_mg"], where), num(row["max_daily_mg"], where)
         single_kg, daily_kg = num(row["max_single_mg_per_kg"], where), num(row["max_daily_mg_per_kg"], where)
         for v in (single, daily, single_kg, daily_kg):
@@ -134,13 +143,18 @@ def test_dose_limits():
         if row["frequency_rule"] == "weekly":
             assert single is not None, f"{where}: a weekly rule needs the weekly (single) maximum"
     assert len(limited) >= 100, f"only {len(limited)} ingredients with a numeric dose limit (need >= 100)"
+    for (ing, route), spans in bands.items():  # one paediatric row per age: the bands of a drug never overlap
+        spans.sort()
+        for (lo1, hi1, w1), (lo2, _hi2, w2) in zip(spans, spans[1:]):
+            assert hi1 <= lo2, f"{ing} {route}: paediatric age bands overlap ({w1} and {w2})"
     peds = {r["ingredient"] for r in rows if r["population"] == "pediatric"}
     for needed in ["amoxicillin", "acetaminophen", "ibuprofen", "azithromycin", "cephalexin", "prednisolone", "ondansetron"]:
         assert needed in peds, f"pediatric limit for {needed} missing"
 
 
 def test_dose_limit_anchors():
-    rows = {(r["ingredient"], r["route"], r["population"]): r for r in load("dose_limits.csv")}
+    rows = {(r["ingredient"], r["route"], r["population"]): r for r in load("dose_limits.csv")
+            if r["population"] == "adult" or not r["age_min_days"] or r["ingredient"] != "acetaminophen"}
     mtx = rows[("methotrexate", "oral", "adult")]
     assert mtx["frequency_rule"] == "weekly" and float(mtx["max_single_mg"]) <= 30
     apap = rows[("acetaminophen", "oral", "adult")]
@@ -332,3 +346,28 @@ def test_ingredient_names_are_canonical():
     for row in load("allergy_classes.csv"):
         unknown |= {("allergy_classes.csv", x) for x in row["ingredients"].split("|") if x and x not in names}
     assert not unknown, f"names not in drug_ner_synonyms canonical list: {sorted(unknown)}"
+
+
+def test_paediatric_age_bands():
+    """Weight-based paediatric rows by age band, neonates and infants included (issue 17): the anchors that a
+    regeneration must not drop, and the bands read the way the docs say (days, min <= age < max)."""
+    rows = load("dose_limits.csv")
+    ped = {(r["ingredient"], r["route"], r["age_min_days"], r["age_max_days"]): r for r in rows
+           if r["population"] == "pediatric"}
+    # paracetamol oral, rectal and IV: neonate, infant, child/adolescent under 50 kg
+    for route in ("oral", "rectal", "iv"):
+        bands = sorted((float(r["age_min_days"]), float(r["age_max_days"])) for (i, rt, _, _), r in ped.items()
+                       if i == "acetaminophen" and rt == route)
+        assert bands[0][0] == 0 and bands[0][1] in (28, 29), (route, bands)  # the neonatal band
+        assert bands[-1][1] == 6574 and len(bands) == 3, (route, bands)
+    child = ped[("acetaminophen", "oral", "730", "6574")]
+    assert float(child["max_single_mg_per_kg"]) == 15 and float(child["max_daily_mg_per_kg"]) == 75
+    assert float(child["max_single_mg"]) == 1000 and float(child["max_daily_mg"]) == 4000  # adult caps
+    assert float(child["weight_max_kg"]) == 50
+    neo_iv = ped[("acetaminophen", "iv", "0", "29")]
+    assert float(neo_iv["max_single_mg_per_kg"]) == 12.5 and float(neo_iv["max_daily_mg_per_kg"]) == 50
+    assert float(ped[("amoxicillin", "oral", "0", "91")]["max_daily_mg_per_kg"]) == 30  # <= 12 weeks
+    # fixed doses by age band (no mg/kg): cetirizine and loratadine 2 to < 6 years, 5 mg a day
+    for ing in ("cetirizine", "loratadine"):
+        r = ped[(ing, "oral", "730", "2191")]
+        assert float(r["max_daily_mg"]) == 5 and not r["max_daily_mg_per_kg"]

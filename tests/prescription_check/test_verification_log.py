@@ -32,8 +32,10 @@ STATUSES = ("confirmed", "corrected", "removed", "unverifiable")
 
 def _key(table: str, row: dict[str, str]) -> str:
     """The row_key format used in the log for each table (documented in TABLES.md)."""
-    if table == "dose_limits.csv":
-        return f"{row['ingredient']}|{row['route']}|{row['population']}"
+    if table == "dose_limits.csv":  # a paediatric row with an age band: |<age_min_days>-<age_max_days> appended
+        band = f"|{row['age_min_days']}-{row['age_max_days']}" if row.get("age_min_days") or row.get("age_max_days") \
+            else ""
+        return f"{row['ingredient']}|{row['route']}|{row['population']}{band}"
     if table == "renal_dosing.csv":
         return f"{row['ingredient']}|{row['egfr_min']}|{row['egfr_max']}|{row['measure']}"
     if table == "hepatic_dosing.csv":

@@ -276,3 +276,31 @@ def test_assemble_versions_the_content_only(settings):
     b.atc = {"warfarin": ["B01AA03"]}
     again = assemble(b, started=0.0)
     assert again["fuzzy_vocabulary"] == ["warfarin"] and again["version"] != kb["version"]
+
+
+def test_dose_limit_age_band_columns(tmp_path):
+    """The paediatric band columns (issue 17) are optional, so a dose table written before them still reads
+    (every child, as before), and a band is validated: paediatric rows only, min below max, not negative."""
+    src = list(csv.DictReader((CURATED_DIR / "dose_limits.csv").open(newline="")))
+    old_cols = [c for c in src[0] if c not in ("age_min_days", "age_max_days", "weight_max_kg")]
+    with (tmp_path / "dose_limits.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=old_cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(src)
+    rows = read_curated("dose_limits.csv", tmp_path)
+    assert len(rows) == len(src) and all(r["age_min_days"] is None and r["weight_max_kg"] is None for r in rows)
+    ped = next(i for i, r in enumerate(src) if r["population"] == "pediatric")
+    adult = next(i for i, r in enumerate(src) if r["population"] == "adult")
+    for idx, change, message in (
+            (adult, {"age_min_days": "28"}, "pediatric rows only"),
+            (ped, {"age_min_days": "730", "age_max_days": "28"}, "must be below"),
+            (ped, {"weight_max_kg": "-5"}, "must not be negative"),
+            (ped, {"age_max_days": "two years"}, "must be a number")):
+        rows = [dict(r) for r in src]
+        rows[idx].update(change)
+        with (tmp_path / "dose_limits.csv").open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(src[0]))
+            w.writeheader()
+            w.writerows(rows)
+        with pytest.raises(KBBuildError, match=f"dose_limits.csv row {idx + 2}: .*{message}"):
+            read_curated("dose_limits.csv", tmp_path)

@@ -131,7 +131,40 @@ def test_adult_dose_rows(no_kb):
                                                "frequency": "once weekly"}], [], False),
         ("dose-ped-dose_limits.csv#4", [{"drug": "x", "dose": 450.0, "unit": "mg", "route": "oral",
                                          "frequency": "once"}], [("dose", "major")], True),
+        # the same child without a weight: the dose cannot be checked (moderate: sent to review)
+        ("dose-ped-noweight-dose_limits.csv#4", [{"drug": "x", "dose": 240.0, "unit": "mg", "route": "oral",
+                                                  "frequency": "bid"}], [("dose", "moderate")], True),
+        # 80% of 15 mg/kg x 20 kg, twice a day: inside the adult 800 mg/day too
+        ("dose-ped-ok-dose_limits.csv#4", [{"drug": "x", "dose": 240.0, "unit": "mg", "route": "oral",
+                                            "frequency": "bid"}], [], False),
     ]
+
+
+def test_pediatric_rows_by_age_band(no_kb):
+    """Banded paediatric rows: the child is inside the band (a neonate in days, a 4-year-old in years) at the
+    median weight; over the per-dose limit, within each dose but over the daily limit, without a weight, and a
+    safe control; a fixed-dose row (no mg/kg) needs no weight case."""
+    neo = _dose_row(5, ingredient="y", population="pediatric", age_min_days=0, age_max_days=28,
+                    max_single_mg_per_kg=15, max_daily_mg_per_kg=60)
+    fixed = _dose_row(6, ingredient="z", population="pediatric", age_min_days=730, age_max_days=2191,
+                      max_single_mg=5, max_daily_mg=5)
+    cases = dose_cases(NO_ATC, [neo, fixed], [])
+    assert [(c["id"], c["prescription"]["patient"]) for c in cases] == [
+        ("dose-ped-dose_limits.csv#5", {"age_days": 10, "weight_kg": 3.7}),
+        ("dose-ped-daily-dose_limits.csv#5", {"age_days": 10, "weight_kg": 3.7}),
+        ("dose-ped-noweight-dose_limits.csv#5", {"age_days": 10}),
+        ("dose-ped-ok-dose_limits.csv#5", {"age_days": 10, "weight_kg": 3.7}),
+        ("dose-ped-dose_limits.csv#6", {"age_years": 4.0, "weight_kg": 16.3}),
+        ("dose-ped-ok-dose_limits.csv#6", {"age_years": 4.0, "weight_kg": 16.3}),
+    ]
+    over, daily, _, ok, fixed_over, fixed_ok = (c["prescription"]["items"][0] for c in cases)
+    assert over["dose"] / 3.7 > 15 and daily["dose"] / 3.7 <= 15 and daily["dose"] * 6 / 3.7 > 60
+    assert ok["dose"] * 4 / 3.7 <= 60 and ok["frequency"] == "qid"
+    assert fixed_over["dose"] > 5 and fixed_ok["dose"] * 2 <= 5
+    assert [c["unsafe"] for c in cases] == [True, True, True, False, True, False]
+    # the weight ceiling: a child at or above it takes adult dosing, so the gold child stays below it
+    heavy = _dose_row(7, population="pediatric", age_min_days=2922, weight_max_kg=45, max_daily_mg_per_kg=4.4)
+    assert dose_cases(NO_ATC, [heavy], [])[0]["prescription"]["patient"]["weight_kg"] < 45
 
 
 def test_renal_rows_stay_inside_the_adult_limits(no_kb):
