@@ -246,3 +246,32 @@ def routing_main(argv: list[str] | None = None) -> int:
                                 "routing_blind_selective_accuracy": o["selective_accuracy"] or 0.0})
             mlflow.log_dict(report, "routing_eval/report.json")
     return 0
+
+
+def regimens_main(argv: list[str] | None = None) -> int:
+    """``python -m training eval-regimens``: share of everyday, guideline-cited regimens sent to review."""
+    from evaluation.regimen_eval import REGIMENS, evaluate_regimens, load_regimens
+    from evaluation.regimen_eval import markdown as regimen_markdown
+
+    parser = argparse.ArgumentParser(prog="python -m training eval-regimens",
+                                     description="Everyday guideline regimens: share sent to review, findings and "
+                                                 "counselling notes per regimen, rules that fire (markdown).")
+    parser.add_argument("--kb", type=Path, default=None)
+    parser.add_argument("--regimens", type=Path, default=REGIMENS)
+    parser.add_argument("--ddi-model", action="store_true", help="also load the registered DDI model")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.kb is not None:
+        settings = settings.model_copy(update={"kb_path": args.kb})
+    print(ensure_kb(settings), file=sys.stderr)
+    checker = load_checker(settings, model_status="rules-only: DDI model not requested")
+    if args.ddi_model:
+        service = CheckerService(settings)
+        service.load()
+        checker = service.require()
+    report = evaluate_regimens(checker, load_regimens(args.regimens))
+    print(json.dumps(report, indent=2) if args.json else
+          f"KB {checker.kb_version}; model: {checker.model_version or '-'} ({checker.model_status})\n\n"
+          + regimen_markdown(report))
+    return 0
