@@ -19,6 +19,8 @@ from evaluation.acuity_eval import evaluate_acuity
 from evaluation.acuity_eval import render_markdown as acuity_markdown
 from evaluation.redflag_eval import DEFAULT_PHRASES_PATH, evaluate_redflags
 from evaluation.redflag_eval import render_markdown as redflag_markdown
+from evaluation.regimen_eval import REGIMENS, evaluate_regimens, load_regimens
+from evaluation.regimen_eval import markdown as regimen_markdown
 from evaluation.rx_eval import (
     GOLD,
     SIGS,
@@ -256,9 +258,6 @@ def routing_main(argv: list[str] | None = None) -> int:
 
 def regimens_main(argv: list[str] | None = None) -> int:
     """``python -m training eval-regimens``: share of everyday, guideline-cited regimens sent to review."""
-    from evaluation.regimen_eval import REGIMENS, evaluate_regimens, load_regimens
-    from evaluation.regimen_eval import markdown as regimen_markdown
-
     parser = argparse.ArgumentParser(prog="python -m training eval-regimens",
                                      description="Everyday guideline regimens: share sent to review, findings and "
                                                  "counselling notes per regimen, rules that fire (markdown).")
