@@ -132,3 +132,87 @@ def test_dashboard_page_charts_and_admin_only_tuning_form(review_app, tmp_path):
         r = client.post("/review/dashboard/tiers", data=form)
         assert r.status_code == 409 and re.search(r"changed \(version 1", r.text)
         assert client.get("/review/dashboard?saved=1").status_code == 200
+
+
+# --- the real browser ------------------------------------------------------------------------------------
+
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+
+from tests.serving.test_review_page import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, served_app  # noqa: E402,F401
+from tests.plugins.db import ROLE_KEYS  # noqa: E402
+
+
+@pytest.mark.browser
+def test_dashboard_in_chromium(served_app):  # noqa: F811 - the fixture of test_review_page, reused
+    from pathlib import Path
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    base, db_url = served_app
+    everyday = [COUNSEL,
+                {"id": "rx-dapt", "patient": {"age_years": 61},
+                 "items": [{"drug": "aspirin", "dose": 75, "unit": "mg", "frequency": "qd"},
+                           {"drug": "clopidogrel", "dose": 75, "unit": "mg", "frequency": "qd"}]},
+                {"id": "rx-nsaid-ppi", "patient": {"age_years": 55},
+                 "items": [{"drug": "naproxen", "dose": 500, "unit": "mg", "frequency": "bid"},
+                           {"drug": "omeprazole", "dose": 20, "unit": "mg", "frequency": "qd"}]}]
+    with httpx.Client(base_url=base, timeout=60) as api:
+        for rx in everyday:
+            assert api.post("/v1/prescriptions/check", json=rx, headers=auth("prescriber")).json()["verdict"] == "pass"
+        ids = [api.post("/v1/prescriptions/check", json={**FLAGGED, "id": f"rx-w{i}"},
+                        headers=auth("prescriber")).json()["review_id"] for i in range(4)]
+        for rid, decision, reason in ((ids[0], "approve", "monitoring_in_place"),
+                                      (ids[1], "approve", "benefit_outweighs_risk"),
+                                      (ids[2], "reject", "unsafe_interaction")):
+            r = api.post(f"/v1/reviews/{rid}/decision", json={"decision": decision, "reason_code": reason},
+                         headers=auth("pharmacist"))
+            assert r.status_code == 200, r.text
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 900})
+            page.set_default_timeout(30_000)
+            page.goto(f"{base}/review")
+            page.fill("#api_key", ROLE_KEYS["admin"])
+            page.click("#sign-in")
+            page.click("a.navlink")  # the top bar's "Dashboard"
+            expect(page.get_by_role("heading", name="Pharmacy lead's dashboard")).to_be_visible()
+            page.goto(f"{base}/review/dashboard?days=7")
+            expect(page.locator("svg.chart")).to_have_count(5)
+            expect(page.locator("#kpi-checks")).to_have_text("7")
+            expect(page.locator("#kpi-queued")).to_have_text("4")
+            expect(page.locator("#kpi-pending")).to_have_text("1")
+            # the charts are drawn: bars per tier, an override bar at 67% with its reasons, the queue line
+            assert page.locator("#chart-alerts-per-day rect[fill='#1f5fbf']").count() >= 1  # counsel
+            assert page.locator("#chart-alerts-per-day rect[fill='#c2410c']").count() >= 1  # review
+            expect(page.locator("#chart-overrides")).to_contain_text("67% of 3")
+            expect(page.locator("#chart-overrides")).to_contain_text("Monitoring in place")
+            expect(page.locator("#chart-queue-depth polyline")).to_have_count(1)
+            box = page.locator("#chart-alerts-per-rule svg").bounding_box()
+            assert box and box["width"] > 300 and box["height"] > 60
+            page.screenshot(path=str(SCREENSHOTS / "review_dashboard.png"), full_page=True)
+            # the lead makes counselled interactions queue again: the form -> stored, audited, in force
+            page.select_option("#preset", "strict")
+            page.fill("#note", "one-week audit of counselled interactions")
+            page.click("#tiers button[type=submit]")
+            expect(page.locator(".notice")).to_contain_text("saved (version 1)")
+            expect(page.locator("#preset")).to_have_value("strict")
+        finally:
+            browser.close()
+    with httpx.Client(base_url=base, timeout=60) as api:
+        r = api.post("/v1/prescriptions/check", json={**COUNSEL, "id": "rx-after"}, headers=auth("prescriber")).json()
+        assert r["verdict"] == "review" and r["tier_policy"] == "strict v1"
+    db = Database(db_url)
+    try:
+        with db.session() as s:
+            (entry,) = audit.history(s, action="policy.alert_tiers")
+            assert entry.actor.startswith("admin:") and entry.after["note"].startswith("one-week audit")
+            assert audit.verify_chain(s).ok
+    finally:
+        db.dispose()
+    assert (SCREENSHOTS / "review_dashboard.png").stat().st_size > 20_000
