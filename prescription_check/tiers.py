@@ -15,9 +15,10 @@ How a tier is decided (``TierPolicy.assign``):
 2. A ``review`` finding whose management, in the curated and cited table
    ``datasets/drugs/interaction_management.csv``, is counselling or routine monitoring (separate the doses,
    routine monitoring, a guideline-recommended combination, a dose within an age limit) becomes ``counsel`` -
-   only when its severity is no worse than the row's ``max_severity`` (every row today: moderate, so a documented
-   major or contraindicated finding is never softened) and, for rows with a dose condition, only when the
-   prescribed daily dose is known and within the limit.
+   only when its severity is no worse than the row's ``max_severity`` (moderate for every row but one: a documented
+   major or contraindicated finding is not softened; the exception is a guideline combination sold as one tablet,
+   sumatriptan + naproxen, up to major) and, for rows with a dose condition, only when the prescribed daily dose is
+   known and within the limit.  Predicted interactions are matched too: the management belongs to the pair.
 3. The tunable part, :class:`QueueSettings`: per finding category and severity, which of the tiers ``counsel`` and
    ``review`` queue the prescription. A tier that queues is the finding's effective tier ``review``; a ``review``
    or ``counsel`` finding that does not queue is effectively ``counsel``. ``block`` always blocks.
@@ -139,7 +140,7 @@ class ManagementTable:
                 if finding.rule_id != row.a:
                     continue
             else:
-                if finding.category != "interaction" or len(finding.drugs) != 2:
+                if finding.category not in ("interaction", "predicted_interaction") or len(finding.drugs) != 2:
                     continue
                 x, y = finding.drugs
                 if not ((_side_matches(row.a, x, atc_of) and _side_matches(row.b, y, atc_of))
@@ -243,7 +244,7 @@ class TierPolicy:
             else:
                 intrinsic = "info"
             row = None
-            if intrinsic == "review" and not f.predicted:
+            if intrinsic == "review":  # documented or predicted: the management is a property of the pair
                 row = self.management.lookup(f, atc_of, daily_mg)
                 if row is not None:
                     intrinsic = "counsel"

@@ -31,12 +31,14 @@ def under(checker: Checker, preset: str) -> Checker:
     return Checker(checker.kb, checker.policy.with_queue_settings(PRESETS[preset]), None, checker.model_status)
 
 
-def test_management_table_rows_are_cited_and_never_soften_a_major():
+def test_management_table_rows_are_cited_and_soften_a_major_only_for_a_combination_tablet():
     table = ManagementTable.load(TABLE)
     assert len(table.rows) >= 20
     for row in table.rows:
         assert "https://" in row.source or "http://" in row.source
-        assert row.max_severity == "moderate"  # no shipped row softens a major or contraindicated finding
+        assert row.max_severity in ("moderate", "major")
+    majors = [(r.a, r.b) for r in table.rows if r.max_severity == "major"]
+    assert majors == [("sumatriptan", "naproxen")]  # sold as one tablet (Treximet), recommended by NICE CG150
 
 
 def _write(tmp_path, **override):
@@ -82,6 +84,17 @@ def test_only_findings_no_worse_than_the_row_are_softened(tmp_path):
     assert policy.classify([other])[0] == "review"
     blocked = _f("contraindicated")
     assert policy.classify([blocked, _f("moderate")])[0] == "block" and blocked.tier == "block"
+
+
+def test_a_predicted_interaction_on_a_managed_pair_is_a_counselling_note(tmp_path):
+    table = ManagementTable.load(_write(tmp_path, max_severity="major"))
+    policy = replace(Policy(), tiers=TierPolicy(table, PRESETS["default"]))
+    f = Finding(rule_id="DDI-PREDICTED", category="predicted_interaction", severity="major", drugs=["b", "a"],
+                message="m", predicted=True, probability=0.9)
+    assert policy.classify([f])[0] == "pass" and f.tier == "counsel"
+    other = Finding(rule_id="DDI-PREDICTED", category="predicted_interaction", severity="major", drugs=["a", "c"],
+                    message="m", predicted=True, probability=0.9)
+    assert policy.classify([other])[0] == "review"
 
 
 def test_a_dose_condition_that_cannot_be_confirmed_softens_nothing(tmp_path):
