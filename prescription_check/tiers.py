@@ -66,11 +66,10 @@ class ManagementRow:
     source: str
 
 
-def _side_matches(spec: str, ingredient: str, atc_of: Callable[[str], list[str]]) -> bool:
-    if spec.startswith("atc:"):
-        prefix = spec[4:].upper()
-        return any(code.upper().startswith(prefix) for code in atc_of(ingredient))
-    return spec == ingredient
+def _spec(side: str) -> str:
+    """A pair side in canonical form: an ingredient in lower case, ``atc:<PREFIX>`` in upper case."""
+    side = side.strip()
+    return f"atc:{side[4:].strip().upper()}" if side.lower().startswith("atc:") else side.lower()
 
 
 @dataclass(frozen=True)
@@ -125,27 +124,53 @@ class ManagementTable:
             if not r["source_url"].strip().startswith(("http://", "https://")):
                 raise ManagementTableError(f"{where}: source_url must be an http(s) URL")
             rows.append(ManagementRow(
-                row=n, kind=kind, a=a.strip().lower() if kind == "pair" else a.strip(), b=b.strip().lower(),
+                row=n, kind=kind, a=_spec(a) if kind == "pair" else a.strip(), b=_spec(b) if kind == "pair" else "",
                 management_class=mclass, max_severity=sev, dose_drug=dose_drug.lower(), max_daily_mg=max_mg,
                 note=r["counselling_note"].strip(),
                 source=f"{r['source_title'].strip()}, {r['source_section'].strip()}: {r['source_url'].strip()}"))
         return cls(tuple(rows), hashlib.sha256(data).hexdigest())
 
+    def __post_init__(self) -> None:
+        # indexes (the table is small, but the lookup runs for every review-tier finding of every check)
+        by_pair: dict[tuple[str, str], list[ManagementRow]] = {}
+        by_rule: dict[str, list[ManagementRow]] = {}
+        for row in self.rows:
+            if row.kind == "rule":
+                by_rule.setdefault(row.a, []).append(row)
+            else:
+                by_pair.setdefault((row.a, row.b), []).append(row)
+                by_pair.setdefault((row.b, row.a), []).append(row)
+        prefixes = sorted({spec[4:] for row in self.rows if row.kind == "pair"
+                           for spec in (row.a, row.b) if spec.startswith("atc:")})
+        object.__setattr__(self, "_by_pair", by_pair)
+        object.__setattr__(self, "_by_rule", by_rule)
+        object.__setattr__(self, "_prefixes", tuple(prefixes))
+        object.__setattr__(self, "_specs", {})  # (ingredient, its ATC codes) -> the specs it matches
+
+    def _specs_of(self, ingredient: str, atc_of: Callable[[str], list[str]]) -> tuple[str, ...]:
+        codes = tuple(atc_of(ingredient))
+        key = (ingredient, codes)
+        found = self._specs.get(key)
+        if found is None:
+            found = (ingredient, *(f"atc:{p}" for p in self._prefixes
+                                   if any(c.upper().startswith(p) for c in codes)))
+            if len(self._specs) < 100_000:
+                self._specs[key] = found
+        return found
+
     def lookup(self, finding: Finding, atc_of: Callable[[str], list[str]],
                daily_mg: Callable[[str], float | None]) -> ManagementRow | None:
-        for row in self.rows:
+        if finding.rule_id in self._by_rule:
+            candidates = self._by_rule[finding.rule_id]
+        elif finding.category in ("interaction", "predicted_interaction") and len(finding.drugs) == 2:
+            x, y = finding.drugs
+            candidates = [row for sx in self._specs_of(x, atc_of) for sy in self._specs_of(y, atc_of)
+                          for row in self._by_pair.get((sx, sy), ())]
+        else:
+            return None
+        for row in sorted(set(candidates), key=lambda r: r.row):
             if SEVERITY_RANK[finding.severity] < SEVERITY_RANK[row.max_severity]:
                 continue
-            if row.kind == "rule":
-                if finding.rule_id != row.a:
-                    continue
-            else:
-                if finding.category not in ("interaction", "predicted_interaction") or len(finding.drugs) != 2:
-                    continue
-                x, y = finding.drugs
-                if not ((_side_matches(row.a, x, atc_of) and _side_matches(row.b, y, atc_of))
-                        or (_side_matches(row.a, y, atc_of) and _side_matches(row.b, x, atc_of))):
-                    continue
             if row.max_daily_mg is not None:
                 mg = daily_mg(row.dose_drug)
                 if mg is None or mg > row.max_daily_mg + 1e-9:
