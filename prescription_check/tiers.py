@@ -225,6 +225,8 @@ class QueueSettings:
                     raise ValueError(f"cells.{cat}.{sev}: unknown severity; allowed: {', '.join(SEVERITIES)}")
                 cells[(cat, sev)] = _tiers(tiers, f"cells.{cat}.{sev}")
         name = str(doc.get("name") or "custom")[:60]
+        if "\x00" in name:
+            raise ValueError("name must not contain NUL characters")
         return cls(default, cells, name, version)
 
 

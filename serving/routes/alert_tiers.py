@@ -56,7 +56,7 @@ async def get_alert_tiers(db: DbDep, principal: PharmacistOrAdmin):
     return await db.run(read)
 
 
-@router.put("/v1/admin/alert-tiers", response_model=AlertTiersOut, responses=error_responses(409),
+@router.put("/v1/admin/alert-tiers", response_model=AlertTiersOut, responses=error_responses(400, 409),
             summary="Change which alert tiers queue, per category and severity (admin; audited; no restart)")
 async def put_alert_tiers(body: AlertTiersIn, db: DbDep, state: StateDep, principal: Admin):
     queue = tier_settings.resolve(body.preset, body.settings)

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from markupsafe import Markup
+from pydantic import BaseModel, ConfigDict, Field
 
 from prescription_check.schemas import CATEGORIES
 from prescription_check.tiers import PRESETS, QUEUEABLE_TIERS
@@ -23,11 +24,90 @@ from serving.schemas import error_responses
 from serving.state import get_state
 
 router = APIRouter()
+
+
+class _Tiers(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    block: int
+    review: int
+    counsel: int
+    info: int
+    unknown: int = Field(description="findings of checks recorded before the tiers")
+
+
+class DayAlerts(_Tiers):
+    day: str
+
+
+class RuleAlerts(_Tiers):
+    rule_id: str
+    total: int
+
+
+class Alerts(BaseModel):
+    days: list[DayAlerts]
+    rules: list[RuleAlerts] = Field(description="the 25 rules with most findings")
+    totals: _Tiers
+    checks: int
+    queued: int
+    with_counselling_notes: int
+    truncated: bool = Field(description="more checks than the 200,000 newest read")
+
+
+class Reason(BaseModel):
+    reason_code: str
+    label: str
+    count: int
+
+
+class RuleOverride(BaseModel):
+    rule_id: str
+    decided: int
+    overridden: int
+    override_rate: float | None
+    reasons: list[Reason] = Field(description="reason codes of the approvals (overrides), most frequent first")
+
+
+class Bucket(BaseModel):
+    bucket: str
+    count: int
+
+
+class TimeToDecision(BaseModel):
+    decided: int
+    median_minutes: float | None
+    p90_minutes: float | None
+    histogram: list[Bucket]
+
+
+class DayDepth(BaseModel):
+    day: str
+    pending: int
+
+
+class QueueDepth(BaseModel):
+    now: int
+    days: list[DayDepth]
+
+
+class Window(BaseModel):
+    days: int
+    from_: str = Field(alias="from")
+    to: str
+
+
+class DashboardResponse(BaseModel):
+    window: Window
+    alerts: Alerts
+    overrides: list[RuleOverride]
+    time_to_decision: TimeToDecision
+    queue_depth: QueueDepth
 EDITABLE_SEVERITIES = ("major", "moderate")  # contraindicated always blocks; minor and info never queue
 Days = Annotated[int, Query(ge=1, le=dashboard.MAX_DAYS, description="window in days, ending now")]
 
 
-@router.get("/v1/reviews/stats/dashboard", tags=["reviews"], responses=error_responses(401, 403, 422, 503),
+@router.get("/v1/reviews/stats/dashboard", tags=["reviews"], responses=error_responses(401, 403, 413, 422, 503),
+            response_model=DashboardResponse, response_model_by_alias=True,
             summary="The pharmacy lead's dashboard data: alerts per tier and rule per day, override rates with "
                     "reasons, time from check to decision, queue depth")
 async def get_dashboard(db: DbDep, principal: PharmacistOrAdmin, days: Days = 30) -> dict[str, Any]:
