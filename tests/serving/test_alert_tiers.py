@@ -12,7 +12,7 @@ from serving import audit
 from serving.db import Database
 from tests.plugins.db import auth
 from tests.serving.test_review_page import _csrf, _sign_in
-from tests.serving.test_reviews_api import FLAGGED
+from tests.serving.test_reviews_api import BLOCKED, FLAGGED
 
 # levothyroxine with calcium: DDInter Moderate; the levothyroxine label's management is "4 hours apart"
 COUNSEL = {"id": "rx-levo-calcium", "patient": {"age_years": 70, "sex": "female"},
@@ -132,6 +132,12 @@ def test_dashboard_page_charts_and_admin_only_tuning_form(review_app, tmp_path):
         r = client.post("/review/dashboard/tiers", data=form)
         assert r.status_code == 409 and re.search(r"changed \(version 1", r.text)
         assert client.get("/review/dashboard?saved=1").status_code == 200
+        # the custom grid left interaction / major unticked: warfarin + aspirin now passes with a note ...
+        r = client.post("/v1/prescriptions/check", json={**FLAGGED, "id": "rx-tier"}, headers=auth("prescriber")).json()
+        assert r["verdict"] == "pass" and r["counselling_notes"][0]["management_class"] == "not_queued_by_settings"
+        # ... while a contraindicated finding always blocks, and the review page shows each finding's tier
+        rid = client.post("/v1/prescriptions/check", json=BLOCKED, headers=auth("prescriber")).json()["review_id"]
+        assert 'class="tier tier-block"' in client.get(f"/review/{rid}").text
 
 
 # --- the real browser ------------------------------------------------------------------------------------
