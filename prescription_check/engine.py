@@ -215,9 +215,16 @@ class Checker:
         if self.ddi is not None:
             status = self._predicted(ctx, findings) or status
         findings.sort(key=lambda f: (SEVERITY_RANK[f.severity], f.predicted, f.category, f.rule_id))
-        return CheckResult(verdict=self.policy.verdict(findings), findings=findings, kb_version=self.kb_version,
+        daily: dict[str, float] = {}
+        for it in items:
+            for ing, mg in it.ingredient_daily_mg.items():
+                daily[ing] = daily.get(ing, 0.0) + mg
+        verdict, notes = self.policy.classify(findings, self.kb.atc_codes, daily.get)
+        queue = self.policy.tiers.queue
+        return CheckResult(verdict=verdict, findings=findings, kb_version=self.kb_version,
                            model_version=self.model_version, model_status=status, items=items,
-                           current_medications=current)
+                           current_medications=current, counselling_notes=notes,
+                           tier_policy=f"{queue.name} v{queue.version}")
 
     def _predicted(self, ctx: Ctx, findings: list[Finding]) -> str | None:
         pairs = [(a, b) for a, b, _, _ in getattr(ctx, "unknown_pairs", [])

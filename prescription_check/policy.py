@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from prescription_check.schemas import SEVERITIES, SEVERITY_RANK, Finding
+from prescription_check.tiers import QueueSettings, TierPolicy, verdict_from_tiers
 
 
 @dataclass(frozen=True)
@@ -13,6 +15,7 @@ class Policy:
     review: frozenset[str] = frozenset({"major", "moderate"})
     ddi_review_threshold: float = 0.5
     queue_min_severity: str = "moderate"
+    tiers: TierPolicy = field(default_factory=TierPolicy)
 
     @classmethod
     def validated(cls, block, review, ddi_review_threshold: float = 0.5,
@@ -39,6 +42,17 @@ class Policy:
             if f.severity in self.review:
                 verdict = "review"
         return verdict
+
+    def with_queue_settings(self, queue: QueueSettings) -> "Policy":
+        """The same policy with other queue settings (the pharmacist lead's tuning)."""
+        return replace(self, tiers=replace(self.tiers, queue=queue))
+
+    def classify(self, findings: list[Finding], atc_of: Callable[[str], list[str]] = lambda _: [],
+                 daily_mg: Callable[[str], float | None] = lambda _: None) -> tuple[str, list[dict]]:
+        """Tier every finding (``prescription_check.tiers``) and return (verdict, counselling notes)."""
+        notes = self.tiers.assign(findings, block=self.block, review=self.review,
+                                  ddi_review_threshold=self.ddi_review_threshold, atc_of=atc_of, daily_mg=daily_mg)
+        return verdict_from_tiers(findings), notes
 
     def needs_queue(self, findings: list[Finding]) -> bool:
         limit = SEVERITY_RANK[self.queue_min_severity]

@@ -149,6 +149,11 @@ class Finding(BaseModel):
     action: str = ""
     predicted: bool = False
     probability: float | None = None
+    tier: Literal["info", "counsel", "review", "block"] | None = Field(
+        default=None, description="block / review (holds the prescription) / counsel (a counselling note on the "
+        "answer) / info; set by the verdict policy (prescription_check.tiers)")
+    management: dict | None = Field(
+        default=None, description="the cited management classification that made this finding a counselling note")
 
 
 class NormalizedItem(BaseModel):
@@ -172,6 +177,18 @@ class NormalizedItem(BaseModel):
     from_sig: bool = False
 
 
+class CounsellingNote(BaseModel):
+    """A finding whose management is counselling or routine monitoring: given to the patient, not a review."""
+
+    rule_id: str
+    category: Category
+    severity: Severity
+    drugs: list[str]
+    note: str
+    management_class: str
+    source: str = ""
+
+
 class CheckResult(BaseModel):
     verdict: Literal["pass", "review", "block"]
     findings: list[Finding]
@@ -180,6 +197,8 @@ class CheckResult(BaseModel):
     model_status: str = "ok"
     items: list[NormalizedItem] = Field(default_factory=list)
     current_medications: list[NormalizedItem] = Field(default_factory=list)
+    counselling_notes: list[CounsellingNote] = Field(default_factory=list)
+    tier_policy: str | None = Field(default=None, description="name and version of the queue settings applied")
 
 
 _ICD10 = re.compile(r"^[A-TV-Z][0-9][0-9AB](\.?[0-9A-TV-Z]{1,4})?$", re.I)

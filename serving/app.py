@@ -28,7 +28,7 @@ from serving.db.session import Database, DatabaseUnavailable, DbTimeouts, descri
 from serving.logs import SERVICE_LOGGER, log_event
 from serving.metrics import Metrics
 from serving.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
-from serving.routes import admin, docs, health, prescriptions, review_page, reviews, triage
+from serving.routes import admin, alert_tiers, dashboard, docs, health, prescriptions, review_page, reviews, triage
 from serving.security import session_secret
 from serving.settings import Settings, get_settings
 from serving.state import ServiceState
@@ -53,6 +53,20 @@ async def _poll_models(state: ServiceState, every: float) -> None:
                 state.metrics.reloads.labels(model=name, outcome="ok" if result.reloaded else "failed").inc()
 
 
+async def _refresh_tiers(state: ServiceState) -> None:
+    """Apply the pharmacist lead's stored alert-tier settings (a database that is down: the last applied ones)."""
+    try:
+        await state.db.run(state.checker.refresh_queue_settings, state.db)
+    except Exception as exc:  # noqa: BLE001 - the poller retries; checks keep the settings they have
+        log_event(log, "alert-tier settings not read", level=logging.WARNING, error=f"{exc.__class__.__name__}: {exc}")
+
+
+async def _poll_tiers(state: ServiceState, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await _refresh_tiers(state)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     state: ServiceState = app.state.rxt
@@ -75,8 +89,11 @@ async def lifespan(app: FastAPI):
     except DatabaseUnavailable as exc:
         log.error("review database not ready at start-up (retried on first use): %s", exc)
     await asyncio.to_thread(state.checker.load)
+    await _refresh_tiers(state)
     log.info("review queue on %s (%s)", describe(state.db.url), state.db.dialect)
 
+    if settings.tier_settings_poll_s > 0:
+        background.append(asyncio.create_task(_poll_tiers(state, settings.tier_settings_poll_s), name="tier-poller"))
     if settings.model_poll_seconds > 0:
         background.append(asyncio.create_task(_poll_models(state, settings.model_poll_seconds), name="model-poller"))
     try:
@@ -127,6 +144,6 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
-    for module in (health, triage, admin, prescriptions, reviews, review_page, docs):
+    for module in (health, triage, admin, alert_tiers, prescriptions, reviews, dashboard, review_page, docs):
         app.include_router(module.router)
     return app

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 
 from prescription_check import Checker
+from prescription_check.tiers import QueueSettings
+from serving import tier_settings
 from serving.components import load_checker, load_ddi_predictor
 from serving.logs import SERVICE_LOGGER
 from serving.model_holder import ModelHolder, ReloadResult, describe_error
@@ -37,6 +39,7 @@ class CheckerService:
         self._injected = checker is not None
         self.current: Checker | None = checker
         self.error: str | None = None
+        self.queue: QueueSettings | None = None  # the lead's alert-tier settings (serving.tier_settings)
         self.ddi = ModelHolder(settings, uri=settings.ddi_model_uri, loader=load_ddi_predictor, name="ddi",
                                check=ddi_smoke_check, on_change=self._publish)
 
@@ -58,6 +61,27 @@ class CheckerService:
         self.current, self.error = base, None
         if not self.ddi.load().reloaded:
             self.current = Checker(base.kb, base.policy, None, f"rules-only: {self.ddi.last_error}")
+        if self.queue is not None:
+            self.apply_queue_settings(self.queue)
+
+    # -- alert tiers -------------------------------------------------------------------------
+    def apply_queue_settings(self, queue: QueueSettings) -> None:
+        """Publish a checker with the lead's queue settings (same KB and model): one reference assignment, so a
+        check already running finishes under the settings it started with."""
+        self.queue = queue
+        base = self.current
+        if base is not None:
+            self.current = Checker(base.kb, base.policy.with_queue_settings(queue), base.ddi, base.model_status)
+
+    def refresh_queue_settings(self, db) -> bool:
+        """Apply the stored settings when their version differs from the applied one (blocking; database work)."""
+        from_version = self.queue.version if self.queue is not None else -1
+        with db.session() as session:
+            if tier_settings.read_version(session) == from_version:
+                return False
+            stored = tier_settings.read(session)
+        self.apply_queue_settings(stored.queue)
+        return True
 
     def require(self) -> Checker:
         checker = self.current

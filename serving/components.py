@@ -11,9 +11,12 @@ URIs into folders, paths and a ``Policy`` for the domain packages (which read no
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prescription_check import Checker
 from prescription_check.ddi_model import DDIPredictor
 from prescription_check.policy import Policy
+from prescription_check.tiers import PRESETS, ManagementTable, QueueSettings, TierPolicy
 from serving.registry import resolve_model_dir
 from serving.settings import CURATED_DRUG_TABLES_DIR, Settings
 from triage.classifier import TriageClassifier
@@ -21,9 +24,15 @@ from triage.classifier import TriageClassifier
 SERVING_INTRA_OP_THREADS = 2
 
 
-def policy_from_settings(settings: Settings) -> Policy:
-    return Policy.validated(settings.verdict_block_severities, settings.verdict_review_severities,
-                            settings.ddi_review_threshold, settings.queue_min_severity)
+MANAGEMENT_TABLE = CURATED_DRUG_TABLES_DIR / "interaction_management.csv"
+
+
+def policy_from_settings(settings: Settings, queue: QueueSettings | None = None) -> Policy:
+    """The verdict policy: severities from the settings, the cited management table (counselling tiers) and the
+    queue settings (``queue``: the lead's tuning read from the database; None: the shipped ``default``)."""
+    policy = Policy.validated(settings.verdict_block_severities, settings.verdict_review_severities,
+                              settings.ddi_review_threshold, settings.queue_min_severity)
+    return replace(policy, tiers=TierPolicy(ManagementTable.load(MANAGEMENT_TABLE), queue or PRESETS["default"]))
 
 
 def load_triage_classifier(uri: str, settings: Settings, **options) -> TriageClassifier:

@@ -183,6 +183,8 @@ def record_check(session: Session, *, prescription: dict, result: dict, actor: s
         "verdict": verdict,
         "max_severity": worst,
         "rule_ids": [f.get("rule_id") for f in findings],
+        "tiers": [f.get("tier") for f in findings],
+        "counselling_notes": len(result.get("counselling_notes") or []),
         "kb_version": result.get("kb_version"),
         "model_version": result.get("model_version"),
         "prescription_sha256": sha256_json(prescription),

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     queue_min_severity: str = Field(
         default="moderate", description="Least severe finding that puts a prescription in the pharmacist queue."
     )
+    tier_settings_poll_s: float = Field(
+        default=5.0, ge=0,
+        description="How often each process re-reads the pharmacist lead's alert-tier settings from the review "
+        "database (an edit through another process takes effect within this time); 0 disables polling.",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ COMMANDS = {
     "urgency-head": ("training.urgency_train", "main", "copy a triage artifact and fit its urgency head anew"),
     "gold": ("training.rx_gold", "main", "rebuild the prescription gold set datasets/drugs/gold_prescriptions.jsonl"),
     "eval-rx": ("training.offline_eval", "rx_main", "the checker on the gold set, the sig parser on its line set"),
+    "eval-regimens": ("training.offline_eval", "regimens_main", "everyday guideline regimens: share sent to review"),
     "eval-acuity": ("training.offline_eval", "acuity_main", "urgency rules on AcuityBench seed100"),
     "eval-redflags": ("training.offline_eval", "redflags_main", "red-flag matcher on its phrase set"),
     "eval-urgency": ("training.offline_eval", "urgency_main", "urgency decision on the blind set and AcuityBench"),

@@ -18,6 +18,8 @@ from evaluation.acuity_eval import evaluate_acuity
 from evaluation.acuity_eval import render_markdown as acuity_markdown
 from evaluation.redflag_eval import DEFAULT_PHRASES_PATH, evaluate_redflags
 from evaluation.redflag_eval import render_markdown as redflag_markdown
+from evaluation.regimen_eval import REGIMENS, evaluate_regimens, load_regimens
+from evaluation.regimen_eval import markdown as regimen_markdown
 from evaluation.rx_eval import (
     GOLD,
     SIGS,
@@ -30,7 +32,9 @@ from evaluation.rx_eval import (
 from evaluation.routing_eval import read_rows, routing_report
 from evaluation.urgency_eval import evaluate_urgency, headline, pipeline
 from serving.checker_service import CheckerService
-from serving.components import load_checker, load_triage_classifier
+from prescription_check import Checker
+from prescription_check.tiers import PRESETS
+from serving.components import load_checker, load_triage_classifier, policy_from_settings
 from serving.registry import configure
 from serving.settings import get_settings
 from training import urgency_train
@@ -54,6 +58,8 @@ def rx_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ddi-model", action="store_true",
                         help="also load the registered DDI model (settings.ddi_model_uri): predicted interactions "
                              "then count towards verdicts, so false alarms on safe cases can be measured")
+    parser.add_argument("--policy", default="default", choices=sorted(PRESETS),
+                        help="queue settings (alert tiers) to evaluate under: the shipped presets")
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -66,9 +72,11 @@ def rx_main(argv: list[str] | None = None) -> int:
         service = CheckerService(settings)
         service.load()
         checker = service.require()
+    checker = with_preset(checker, settings, args.policy)
     gold = evaluate_gold(checker, load_gold(args.gold))
     sigs = evaluate_sigs(load_sigs(args.sigs)) if args.sigs.exists() else None
-    print(f"KB {checker.kb_version}; model: {checker.model_version or '-'} ({checker.model_status})\n")
+    print(f"KB {checker.kb_version}; model: {checker.model_version or '-'} ({checker.model_status}); "
+          f"policy {args.policy}\n")
     print(markdown(gold, sigs))
     if args.show_errors:
         for title, rows in (("misses", gold["misses"]), ("false positives", gold["false_positives"]),
@@ -221,3 +229,36 @@ def routing_main(argv: list[str] | None = None) -> int:
                                 "routing_blind_selective_accuracy": o["selective_accuracy"] or 0.0})
             mlflow.log_dict(report, "routing_eval/report.json")
     return 0
+
+
+def regimens_main(argv: list[str] | None = None) -> int:
+    """``python -m training eval-regimens``: share of everyday, guideline-cited regimens sent to review."""
+    parser = argparse.ArgumentParser(prog="python -m training eval-regimens",
+                                     description="Everyday guideline regimens: share sent to review, findings and "
+                                                 "counselling notes per regimen, rules that fire (markdown).")
+    parser.add_argument("--kb", type=Path, default=None)
+    parser.add_argument("--regimens", type=Path, default=REGIMENS)
+    parser.add_argument("--ddi-model", action="store_true", help="also load the registered DDI model")
+    parser.add_argument("--policy", default="default", choices=sorted(PRESETS))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.kb is not None:
+        settings = settings.model_copy(update={"kb_path": args.kb})
+    print(ensure_kb(settings), file=sys.stderr)
+    checker = load_checker(settings, model_status="rules-only: DDI model not requested")
+    if args.ddi_model:
+        service = CheckerService(settings)
+        service.load()
+        checker = service.require()
+    checker = with_preset(checker, settings, args.policy)
+    report = evaluate_regimens(checker, load_regimens(args.regimens))
+    print(json.dumps(report, indent=2) if args.json else
+          f"KB {checker.kb_version}; model: {checker.model_version or '-'} ({checker.model_status}); "
+          f"policy {args.policy}\n\n" + regimen_markdown(report, f"Everyday regimens, policy {args.policy}"))
+    return 0
+
+
+def with_preset(checker: Checker, settings, name: str) -> Checker:
+    """The same checker (KB, model) under one of the shipped queue-settings presets."""
+    return Checker(checker.kb, policy_from_settings(settings, PRESETS[name]), checker.ddi, checker.model_status)

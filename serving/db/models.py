@@ -176,3 +176,19 @@ class AuditChainHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_id: Mapped[int] = mapped_column(Integer)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AlertTierSettings(Base):
+    """One row (id = 1) when a pharmacist lead has tuned the alert tiers: which tiers queue, per category and
+    severity (``prescription_check.tiers.QueueSettings.as_dict``).  No row: the shipped ``default`` preset.
+    Every change is a ``policy.alert_tiers`` audit entry; ``version`` guards concurrent edits."""
+
+    __tablename__ = "alert_tier_settings"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_alert_tier_settings_single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    audit_id: Mapped[int] = mapped_column(Integer)

@@ -22,6 +22,8 @@ OPERATIONS = [
     ("/v1/reviews/stats/overrides", "GET", "pharmacist"),
     ("/v1/reviews/{review_id}", "GET", "pharmacist"),
     ("/v1/reviews/{review_id}/decision", "POST", "pharmacist"),
+    ("/v1/reviews/stats/dashboard", "GET", "pharmacist"),
+    ("/v1/admin/alert-tiers", "PUT", "admin"),  # (its GET takes no input: nothing to fuzz)
 ]
 
 

@@ -25,6 +25,8 @@ OPERATION_IDS = {
     ("get", "/v1/reviews"): "list_reviews", ("get", "/v1/reviews/reason-codes"): "list_reason_codes",
     ("get", "/v1/reviews/stats/overrides"): "get_override_stats", ("get", "/v1/reviews/{review_id}"): "get_review",
     ("post", "/v1/reviews/{review_id}/decision"): "decide_review",
+    ("get", "/v1/reviews/stats/dashboard"): "get_dashboard",
+    ("get", "/v1/admin/alert-tiers"): "get_alert_tiers", ("put", "/v1/admin/alert-tiers"): "put_alert_tiers",
 }
 ERROR_REF = "#/components/schemas/ErrorResponse"
 
