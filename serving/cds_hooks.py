@@ -320,7 +320,10 @@ def _finding_card(finding: Finding, mapped: MappedRequest, result: CheckResult, 
         if dose:
             suggestions.append(dose)
         for oid in order_ids:
-            name = next((o.name for o in mapped.orders if o.resource_id == oid), None) or oid
+            order = next(o for o in mapped.orders if o.resource_id == oid)
+            if not order.raw.get("id"):
+                continue  # an order without an id cannot be named in a delete action
+            name = order.name or oid
             suggestions.append({
                 "label": f"Remove the {name} order"[:200], "uuid": str(uuid.uuid4()),
                 "isRecommended": not dose and finding.severity == "contraindicated" and len(order_ids) == 1,

@@ -166,8 +166,26 @@ def _fix_dosage(resource: dict) -> dict:
     return resource
 
 
+READ_TYPES = frozenset({"MedicationRequest", "Medication", "Patient", "AllergyIntolerance", "Condition",
+                        "Observation"})
+
+
+def _parse_one(value: dict, path: str):
+    rtype = value.get("resourceType")
+    if not isinstance(rtype, str) or not rtype:
+        raise MappingError(f"{path}.resourceType", "missing")
+    try:
+        model = get_fhir_model_class(rtype)
+    except (ValueError, KeyError):
+        raise MappingError(f"{path}.resourceType", f"{rtype[:60]!r} is not a FHIR R4 resource type") from None
+    raw = _fix_dosage(value) if rtype == "MedicationRequest" else value
+    return _parse(model, raw, path), raw
+
+
 def parse_resources(value: Any, path: str, *, bundle_default_type: bool = False) -> list[tuple[str, Any, dict]]:
-    """A Bundle or a single resource -> [(path, parsed resource, raw dict)]."""
+    """A Bundle or a single resource -> [(path, parsed resource, raw dict)], for the resource types this module
+    reads (``READ_TYPES``); other resources (a NutritionOrder among the draft orders, an Encounter) are skipped
+    unparsed: they are not a prescription check's business, and an error in them must not block the check."""
     if value is None:
         return []
     if not isinstance(value, dict):
@@ -175,33 +193,40 @@ def parse_resources(value: Any, path: str, *, bundle_default_type: bool = False)
     rtype = value.get("resourceType")
     if not isinstance(rtype, str) or not rtype:
         raise MappingError(f"{path}.resourceType", "missing")
-    if rtype == "Bundle":
-        data = dict(value)
-        if bundle_default_type and "type" not in data:
-            data["type"] = "collection"
-        entries = data.get("entry")
-        if entries is not None and not isinstance(entries, list):
-            raise MappingError(f"{path}.entry", "must be an array")
-        fixed = []
-        for e in entries or []:
-            if isinstance(e, dict) and isinstance(e.get("resource"), dict) \
-                    and e["resource"].get("resourceType") == "MedicationRequest":
-                e = {**e, "resource": _fix_dosage(e["resource"])}
-            fixed.append(e)
-        if entries is not None:
-            data["entry"] = fixed
-        bundle = _parse(Bundle, data, path)
-        out = []
-        for i, entry in enumerate(bundle.entry or []):
-            if entry.resource is not None:
-                out.append((f"{path}.entry[{i}].resource", entry.resource, fixed[i]["resource"]))
-        return out
-    try:
-        model = get_fhir_model_class(rtype)
-    except (ValueError, KeyError):
-        raise MappingError(f"{path}.resourceType", f"{rtype!r} is not a FHIR R4 resource type") from None
-    raw = _fix_dosage(value) if rtype == "MedicationRequest" else value
-    return [(path, _parse(model, raw, path), raw)]
+    if rtype != "Bundle":
+        if rtype not in READ_TYPES:
+            try:
+                get_fhir_model_class(rtype)
+            except (ValueError, KeyError):
+                raise MappingError(f"{path}.resourceType", f"{rtype[:60]!r} is not a FHIR R4 resource type") \
+                    from None
+            return []
+        parsed, raw = _parse_one(value, path)
+        return [(path, parsed, raw)]
+    entries = value.get("entry")
+    if entries is not None and not isinstance(entries, list):
+        raise MappingError(f"{path}.entry", "must be an array")
+    shell = {k: v for k, v in value.items() if k != "entry"}
+    if bundle_default_type and "type" not in shell:
+        shell["type"] = "collection"
+    _parse(Bundle, shell, path)
+    out = []
+    for i, entry in enumerate(entries or []):
+        where = f"{path}.entry[{i}]"
+        if not isinstance(entry, dict):
+            raise MappingError(where, "must be an object")
+        resource = entry.get("resource")
+        if resource is None:
+            continue
+        if not isinstance(resource, dict):
+            raise MappingError(f"{where}.resource", "must be a FHIR resource (a JSON object)")
+        if resource.get("resourceType") not in READ_TYPES:
+            if not isinstance(resource.get("resourceType"), str):
+                raise MappingError(f"{where}.resource.resourceType", "missing")
+            continue
+        parsed, raw = _parse_one(resource, f"{where}.resource")
+        out.append((f"{where}.resource", parsed, raw))
+    return out
 
 
 # --- small readers -------------------------------------------------------------------------------------------
@@ -345,10 +370,10 @@ def _frequency(timing) -> tuple[str | None, str | None]:
     per_day = (freq or 1) / (period * per_day_period)
     if abs(per_day - round(per_day)) < 1e-9 and 1 <= round(per_day) <= 6:
         text = f"{int(round(per_day))} times a day"
+    elif 0 < per_day < 1 and abs(1 / per_day - round(1 / per_day)) < 1e-9:
+        text = f"q{int(round(1 / per_day))}d"
     elif per_day > 0 and abs(24 / per_day - round(24 / per_day)) < 1e-9 and round(24 / per_day) >= 1:
         text = f"q{int(round(24 / per_day))}h"
-    elif per_day > 0 and abs(1 / per_day - round(1 / per_day)) < 1e-9:
-        text = f"q{int(round(1 / per_day))}d"
     else:
         return None, f"timing {freq or 1} per {rep.period:g} {rep.periodUnit} cannot be expressed as a daily rate"
     return (text if frequency_per_day(text) is not None else None), None

@@ -135,13 +135,15 @@ def _body(schema: dict) -> dict:
 
 
 @router.get("/cds-services", summary="CDS Hooks discovery", response_model=DiscoveryResponse,
+            response_model_exclude_none=True,
             responses=_errors(401, 403))
 async def cds_discovery(caller: Caller):
     return cds_hooks.discovery()
 
 
 @router.post("/cds-services/{service_id}", summary="Call a CDS service (order-select / order-sign)",
-             response_model=CardsResponse, responses=_errors(400, 401, 403, 404, 413, 503),
+             response_model=CardsResponse, response_model_exclude_none=True,
+             responses=_errors(400, 401, 403, 404, 413, 503),
              openapi_extra=_body(_HOOK_BODY))
 async def cds_call(service_id: str, request: Request, caller: Caller, checker: CheckerDep, db: DbDep,
                    settings: SettingsDep):
