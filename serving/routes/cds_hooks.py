@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from serving import cds_hooks
 from serving.cds_auth import CdsCaller, cds_caller
 from serving.deps import CheckerDep, DbDep, SettingsDep
+from serving.schemas import error_responses
 
 router = APIRouter(tags=["cds-hooks"])
 Caller = Annotated[CdsCaller, Depends(cds_caller)]
@@ -89,10 +90,14 @@ class OperationOutcome(_Open):
 
 
 def _errors(*codes: int) -> dict:
-    texts = {400: "Malformed request (OperationOutcome naming the path)", 401: "Missing, wrong or replayed token",
-             403: "The API key's role may not call CDS services", 404: "Unknown service or card",
-             413: "Request body too large", 503: "Checker or database unavailable; no cards (retry)"}
-    return {c: {"model": OperationOutcome if c != 413 else None, "description": texts[c]} for c in codes}
+    """400/401/403/404 are OperationOutcomes (``CdsError``); 413 and 503 come from the service's shared layers
+    (body limit, database / checker unavailable) with its usual error body."""
+    texts = {400: "Malformed request: an OperationOutcome whose issue names the path", 401: "Missing, wrong, "
+             "expired or replayed token", 403: "The API key's role may not call CDS services", 404: "No such service "
+             "or card"}
+    out: dict = {c: {"model": OperationOutcome, "description": texts[c]} for c in codes if c in texts}
+    out.update(error_responses(*[c for c in codes if c not in texts]))
+    return out
 
 
 _HOOK_BODY = {
@@ -136,7 +141,7 @@ def _body(schema: dict) -> dict:
 
 @router.get("/cds-services", summary="CDS Hooks discovery", response_model=DiscoveryResponse,
             response_model_exclude_none=True,
-            responses=_errors(401, 403))
+            responses=_errors(401, 403, 413))
 async def cds_discovery(caller: Caller):
     return cds_hooks.discovery()
 
