@@ -184,10 +184,13 @@ def summarise(label: str, message: str) -> str:
     return cut.rstrip(" ,;:.") + "…"
 
 
+_MD_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\\": "\\\\", "`": "\\`", "*": "\\*",
+                             "_": "\\_", "[": "\\[", "]": "\\]", "|": "\\|"})
+
+
 def _md(text: Any) -> str:
     """Plain text into GitHub-flavoured markdown: no raw HTML, no accidental emphasis or links."""
-    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"([\\`*_\[\]|])", r"\\\1", s)
+    return str(text).translate(_MD_ESCAPES)
 
 
 def _evidence_lines(evidence: dict) -> list[str]:

@@ -152,7 +152,9 @@ def _parse(model, data: Any, path: str):
 def _fix_dosage(resource: dict) -> dict:
     """The tolerated deviations of a MedicationRequest's Dosage (see the module docstring)."""
     dosages = resource.get("dosageInstruction")
-    if not isinstance(dosages, list):
+    if not isinstance(dosages, list) or not any(
+            isinstance(d, dict) and (isinstance(d.get("doseAndRate"), dict) or "doseQuantity" in d or "doseRange" in d)
+            for d in dosages):
         return resource
     resource = copy.deepcopy(resource)
     for dosage in resource["dosageInstruction"]:
