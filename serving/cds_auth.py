@@ -32,6 +32,7 @@ import jwt
 from fastapi import Request
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from serving.cds_hooks import CdsError
 from serving.db.models import CdsJwtId
@@ -194,7 +195,9 @@ async def cds_caller(request: Request) -> CdsCaller:
         keys = request.app.state.rxt_cds_keys if hasattr(request.app.state, "rxt_cds_keys") else None
         if keys is None:
             keys = request.app.state.rxt_cds_keys = KeySets(settings)
-        claims = verify_jwt(token, settings=settings, keys=keys, audiences=audiences(request, settings))
+        # off the event loop: a configured JWK Set URL may be fetched (PyJWKClient, bounded by its timeout)
+        claims = await run_in_threadpool(verify_jwt, token, settings=settings, keys=keys,
+                                         audiences=audiences(request, settings))
         await state.db.run(remember_jti, state.db, claims["iss"], claims["jti"], float(claims["exp"]),
                            settings.cds_jwt_leeway_s)
         tenant = claims.get("tenant") if isinstance(claims.get("tenant"), str) else None

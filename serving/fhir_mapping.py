@@ -505,7 +505,7 @@ class _Mapper:
             return
 
     # -- patient
-    def patient(self, resources: list[tuple[str, Any, dict]], has_patient_key: bool) -> dict[str, Any]:
+    def patient(self, resources: list[tuple[str, Any, dict]]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         patients = [(p, r) for p, r, _ in resources if r.get_resource_type() == "Patient"]
         if not patients:
@@ -706,7 +706,7 @@ def map_hook(context: dict[str, Any], prefetch: dict[str, Any] | None, kb: Knowl
     if len(items) > MAX_ITEMS:
         raise MappingError("context.draftOrders.entry", f"at most {MAX_ITEMS} MedicationRequests per call")
 
-    patient = mapper.patient(everything, "patient" in prefetch)
+    patient = mapper.patient(everything)
     draft_ids = {o.resource_id for o in orders}
     current: list[str] = []
     if not any(k in prefetch for k in ("medications",)) and not any(

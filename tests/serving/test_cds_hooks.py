@@ -549,3 +549,37 @@ def test_mapping_errors_name_the_path(kb):
     with pytest.raises(MappingError) as e:
         map_hook(_ctx(*[_mr({"text": "warfarin"}, id=f"m{i}") for i in range(51)]), {}, kb)
     assert e.value.path == "context.draftOrders.entry"
+
+
+def test_jwks_fetched_from_a_configured_url(cds_app, ehr_keys, tmp_path):
+    """The issuer's JWK Set at a configured URL (a real HTTP server on loopback): fetched, cached, and a jku header
+    must name exactly that URL."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "jwks.json").write_text(ehr_keys["jwks_path"].read_text())
+    hits = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            hits.append(self.path)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+    try:
+        with TestClient(cds_app(f"sqlite:///{tmp_path / 'u.db'}", cds_issuers={ISS: url})) as c:
+            for _ in range(2):
+                r = c.get("/cds-services", headers=bearer(token(ehr_keys, "/cds-services", headers={"jku": url})))
+                assert r.status_code == 200, r.text
+            assert hits == ["/jwks.json"]  # cached after the first fetch
+            r = c.get("/cds-services", headers=bearer(token(ehr_keys, "/cds-services",
+                                                            headers={"jku": url + "?other"})))
+            assert r.status_code == 401 and "jku" in r.json()["detail"]
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
