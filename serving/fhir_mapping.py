@@ -781,6 +781,8 @@ def _rx_path(loc: tuple, orders: list[DraftOrder]) -> str:
         order = next((o for o in orders if o.item_index == loc[1]), None)
         if order is not None:
             return order.path + ("" if len(loc) < 3 else f" ({loc[2]})")
+    if loc and loc[0] == "prescriber_id":
+        return "context.userId"
     return "prefetch" if loc and loc[0] == "patient" else "context.draftOrders"
 
 

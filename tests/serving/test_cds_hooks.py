@@ -186,8 +186,9 @@ def test_published_example_jwt(client, cds_app, tmp_path):
     app = cds_app(f"sqlite:///{tmp_path / 'spec2.db'}",
                   cds_issuers={spec["payload"]["iss"]: "https://fhir-ehr.example.com/jwk_uri"},
                   cds_base_url="https://cds.example.org")
-    app.state.rxt.settings.cds_issuers  # the URL is configured; make the key set come from the file (no network)
     from serving.cds_auth import KeySets
+
+    # the URL is configured (so the jku matches); the key set itself comes from the published file, not the network
 
     class FileBacked(KeySets):
         def key(self, iss, kid):
@@ -414,6 +415,10 @@ def test_bad_input_is_a_400_operation_outcome_naming_the_path(client):
         ({**good, "prefetch": {"patient": {"resourceType": "Patient", "birthDate": "1925-13-01"}}},
          "prefetch.patient.birthDate"),
         ({**good, "prefetch": []}, "prefetch"),
+        # a NUL character cannot be stored in any text column: refused, never half-recorded
+        (_with_orders(_order(medicationCodeableConcept={"text": "warfarin\u0000"})),
+         "context.draftOrders.entry[0].resource (drug)"),
+        ({**good, "context": {**good["context"], "userId": "Practitioner/\u0000"}}, "context.userId"),
     ]
     for body, path in cases:
         kwargs = {"content": body, "headers": {**auth("prescriber"), "Content-Type": "application/json"}} \
