@@ -7,8 +7,8 @@
 - ``cds_jwt_ids``: ``(iss, jti)`` of accepted CDS client JWTs until they expire, shared by every replica, so a
   replayed token is refused wherever it arrives.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003 (alert tier settings)
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
