@@ -29,6 +29,7 @@ from serving.logs import SERVICE_LOGGER, log_event
 from serving.metrics import Metrics
 from serving.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
 from serving.routes import admin, alert_tiers, dashboard, docs, health, prescriptions, review_page, reviews, triage
+from serving.routes import cds_hooks as cds_hooks_routes
 from serving.security import session_secret
 from serving.settings import Settings, get_settings
 from serving.state import ServiceState
@@ -146,4 +147,5 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
     app.add_middleware(SecurityHeadersMiddleware)
     for module in (health, triage, admin, alert_tiers, prescriptions, reviews, dashboard, review_page, docs):
         app.include_router(module.router)
+    app.include_router(cds_hooks_routes.router)
     return app

@@ -8,6 +8,7 @@
 - the service is starting, reloading or overloaded -> 503 with ``Retry-After: 1``;
 - the review database is unavailable, or no prescription checker is loaded -> 503 with ``Retry-After: 5``
   (a check that could not be recorded is never answered with a verdict);
+- a CDS Hooks error (``serving.cds_hooks.CdsError``) -> its status with an OperationOutcome naming the path;
 - a review-queue error (not found, conflict, invalid decision, reused idempotency key) -> its status, the field
   named;
 - anything unexpected is left to ``serving.middleware.RequestContextMiddleware``: a JSON 500 quoting the request
@@ -27,6 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.batching import BatcherClosedError, QueueFullError
+from serving.cds_hooks import CdsError, operation_outcome
 from serving.checker_service import CheckerUnavailable
 from serving.db.session import DatabaseUnavailable
 from serving.logs import SERVICE_LOGGER, current_request_id
@@ -123,6 +125,13 @@ async def _on_review_error(request: Request, exc: ReviewError) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status_code)
 
 
+async def _on_cds_error(request: Request, exc: CdsError) -> JSONResponse:
+    """CDS Hooks: an OperationOutcome (as the specification suggests for non-2xx answers) plus the usual fields."""
+    body = operation_outcome(exc.status, exc.path, exc.message, exc.code)
+    body.update(error_body(exc.message, [{"field": exc.path, "message": exc.message}]))
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
@@ -131,3 +140,4 @@ def install(app: FastAPI) -> None:
     for kind in (DatabaseUnavailable, CheckerUnavailable):
         app.add_exception_handler(kind, _on_db_unavailable)
     app.add_exception_handler(ReviewError, _on_review_error)
+    app.add_exception_handler(CdsError, _on_cds_error)

@@ -31,6 +31,8 @@ from serving.db.models import (
     DECISION_STATUS,
     DECISIONS,
     STATUSES,
+    CdsCard,
+    CdsFeedback,
     CheckIdempotencyKey,
     IdempotencyKey,
     Review,
@@ -531,7 +533,8 @@ def override_stats(session: Session, *, since: datetime | date | None = None,
                    until: datetime | date | None = None) -> dict[str, Any]:
     """Per rule id: how often it was shown on a decided review and how often the pharmacist approved anyway.
 
-    ``override_rate`` = overridden / decided (None when not decided yet).  Literature reports 49-96% of
+    ``override_rate`` = overridden / decided (None when not decided yet).  The ``ehr_*`` fields count the
+    prescribers' feedback on CDS Hooks cards of the same rule (``POST /cds-services/{id}/feedback``).  Literature reports 49-96% of
     interaction alerts overridden; rules with high rates are candidates for a lower severity or removal.
     """
     decided = Review.status != "pending"
@@ -560,11 +563,53 @@ def override_stats(session: Session, *, since: datetime | date | None = None,
             "decided": int(shown), "overridden": int(overridden), "pending": int(pending),
             "override_rate": round(overridden / shown, 4) if shown else None,
         })
-    rules.sort(key=lambda r: (-r["decided"], -(r["override_rate"] or 0), r["rule_id"]))
+    _add_ehr_feedback(session, rules, start, end)
+    rules.sort(key=lambda r: (-r["decided"], -(r["override_rate"] or 0), -r["ehr_feedback"], r["rule_id"]))
     total_decided = sum(r["decided"] for r in rules)
     total_overridden = sum(r["overridden"] for r in rules)
+    ehr = {k: sum(r[k] for r in rules) for k in ("ehr_feedback", "ehr_overridden", "ehr_accepted")}
     return {
         "rules": rules,
         "total": {"decided": total_decided, "overridden": total_overridden,
-                  "override_rate": round(total_overridden / total_decided, 4) if total_decided else None},
+                  "override_rate": round(total_overridden / total_decided, 4) if total_decided else None,
+                  **ehr, "ehr_override_rate": _rate(ehr["ehr_overridden"], ehr["ehr_feedback"])},
     }
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _add_ehr_feedback(session: Session, rules: list[dict[str, Any]], start, end) -> None:
+    """Per rule id: the CDS Hooks cards the EHR sent feedback on (``ehr_feedback``), those overridden by the
+    prescriber (``ehr_overridden``) and those whose suggestion was accepted (``ehr_accepted``); counted per card,
+    by the card's creation time.  Rules only ever seen in the EHR get a row of their own."""
+    overridden = CdsFeedback.outcome == "overridden"
+    accepted = CdsFeedback.outcome == "accepted"
+    stmt = (
+        select(
+            CdsCard.rule_id,
+            func.min(CdsCard.category),
+            func.min(CdsCard.severity),
+            func.count(func.distinct(CdsCard.uuid)),
+            func.count(func.distinct(case((overridden, CdsCard.uuid)))),
+            func.count(func.distinct(case((accepted, CdsCard.uuid)))),
+        )
+        .join(CdsFeedback, CdsFeedback.card_uuid == CdsCard.uuid)
+        .group_by(CdsCard.rule_id)
+    )
+    if start is not None:
+        stmt = stmt.where(CdsCard.created_at >= start)
+    if end is not None:
+        stmt = stmt.where(CdsCard.created_at <= end)
+    by_rule = {r["rule_id"]: r for r in rules}
+    for r in rules:
+        r.update(ehr_feedback=0, ehr_overridden=0, ehr_accepted=0, ehr_override_rate=None)
+    for rule_id, category, severity, cards, n_over, n_acc in session.execute(stmt):
+        row = by_rule.get(rule_id)
+        if row is None:
+            row = by_rule[rule_id] = {"rule_id": rule_id, "category": category, "severity": severity, "decided": 0,
+                                      "overridden": 0, "pending": 0, "override_rate": None}
+            rules.append(row)
+        row.update(ehr_feedback=int(cards), ehr_overridden=int(n_over), ehr_accepted=int(n_acc),
+                   ehr_override_rate=_rate(int(n_over), int(cards)))

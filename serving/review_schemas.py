@@ -99,12 +99,20 @@ class RuleOverrides(BaseModel):
     overridden: int
     pending: int
     override_rate: float | None
+    ehr_feedback: int = Field(default=0, description="CDS Hooks cards of this rule the EHR sent feedback on")
+    ehr_overridden: int = Field(default=0, description="... overridden by the prescriber")
+    ehr_accepted: int = Field(default=0, description="... whose suggestion the prescriber accepted")
+    ehr_override_rate: float | None = None
 
 
 class OverrideTotals(BaseModel):
     decided: int
     overridden: int
     override_rate: float | None
+    ehr_feedback: int = 0
+    ehr_overridden: int = 0
+    ehr_accepted: int = 0
+    ehr_override_rate: float | None = None
 
 
 class OverrideStatsResponse(BaseModel):

@@ -124,6 +124,38 @@ class Settings(BaseSettings):
         "database (an edit through another process takes effect within this time); 0 disables polling.",
     )
 
+    # --- CDS Hooks (docs/cds-hooks.md) ----------------------------------------------------
+    cds_base_url: str | None = Field(
+        default=None,
+        description="Public base URL the EHR calls (https://cds.example.org); the JWT 'aud' must be "
+        "<base>/cds-services[/<id>[/feedback]]. Unset: the base URL of the request as the service sees it.",
+    )
+    cds_issuers: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON {"<iss>": "<JWKS file path or https URL>"}: the EHRs whose JWTs are trusted, each with '
+        "the JWK Set its signatures are verified against. Empty: CDS endpoints take API keys only.",
+    )
+    cds_jwt_algorithms: list[str] = Field(
+        default_factory=lambda: ["ES384", "RS384", "ES256", "RS256", "ES512", "RS512", "PS384", "PS256"],
+        description="Accepted JWT signature algorithms (asymmetric only; 'none' and HMAC are always refused).",
+    )
+    cds_jwt_leeway_s: float = Field(default=30.0, ge=0, le=300, description="Clock skew allowed on exp/iat.")
+    cds_jwt_max_lifetime_s: float = Field(
+        default=600.0, gt=0, description="Longest accepted exp - iat (and exp - now) of a CDS client JWT.")
+    cds_jwks_cache_s: float = Field(default=300.0, ge=0, description="How long a JWKS fetched from a URL is cached.")
+    cds_source_url: str | None = Field(
+        default=None,
+        description="Link shown as the card source when a finding cites no URL (e.g. your formulary page). "
+        "Unset: no link.",
+    )
+
+    @field_validator("cds_issuers", mode="before")
+    @classmethod
+    def _parse_issuers(cls, value):
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        return value
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_keys(cls, value):

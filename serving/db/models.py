@@ -12,6 +12,8 @@ Tables
 - ``idempotency_keys``: the first answer given to a decision request carrying an ``Idempotency-Key``;
   ``check_idempotency_keys`` the same for prescription checks.
 - ``revoked_sessions``: /review sessions ended by a sign-out.
+- ``cds_cards``, ``cds_feedback``, ``cds_jwt_ids``: CDS Hooks cards (uuid -> rule id), the EHR's feedback on them, and
+  the JWT ids seen (replay protection); see ``serving.cds_hooks``.
 - ``audit_log`` + ``audit_chain_head``: the append-only, hash-chained audit trail (see ``serving.audit``).
 """
 
@@ -29,6 +31,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -192,3 +195,62 @@ class AlertTierSettings(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(200))
     audit_id: Mapped[int] = mapped_column(Integer)
+class CdsCard(Base):
+    """A card answered by a CDS Hooks service (``serving.cds_hooks``): its uuid resolves back to the rule that fired
+    it, so feedback from the EHR (accepted / overridden) counts against that rule."""
+
+    __tablename__ = "cds_cards"
+    __table_args__ = (
+        Index("ix_cds_cards_rule", "rule_id"),
+        Index("ix_cds_cards_hook_instance", "hook_instance"),
+    )
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    service_id: Mapped[str] = mapped_column(String(64))
+    hook_instance: Mapped[str] = mapped_column(String(200))
+    actor: Mapped[str] = mapped_column(String(300))  # "cds:<iss>" or "<role>:<key fingerprint>"
+    rule_id: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(16))
+    indicator: Mapped[str] = mapped_column(String(16))
+    drugs: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    order_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)  # MedicationRequest/<id> the card is about
+    suggestion_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    audit_id: Mapped[int] = mapped_column(Integer)  # the cds.hook audit entry that answered the card
+
+
+class CdsFeedback(Base):
+    """One feedback entry for a card (``POST /cds-services/{id}/feedback``).  The same entry sent twice (same card,
+    outcome and outcomeTimestamp) is stored once."""
+
+    __tablename__ = "cds_feedback"
+    __table_args__ = (
+        CheckConstraint(_in("outcome", ("accepted", "overridden")), name="ck_cds_feedback_outcome"),
+        UniqueConstraint("card_uuid", "outcome", "outcome_timestamp", name="uq_cds_feedback_entry"),
+        Index("ix_cds_feedback_card", "card_uuid"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    card_uuid: Mapped[str] = mapped_column(ForeignKey("cds_cards.uuid", ondelete="CASCADE"))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(300))
+    outcome: Mapped[str] = mapped_column(String(16))
+    outcome_timestamp: Mapped[str] = mapped_column(String(40))
+    accepted_suggestions: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    reason_system: Mapped[str | None] = mapped_column(String(300))
+    reason_code: Mapped[str | None] = mapped_column(String(200))
+    user_comment: Mapped[str | None] = mapped_column(Text)
+    audit_id: Mapped[int] = mapped_column(Integer)
+
+
+class CdsJwtId(Base):
+    """The ``jti`` of every CDS client JWT accepted so far (per issuer), kept until the token expires: a token seen
+    twice is a replay, whichever replica saw it first."""
+
+    __tablename__ = "cds_jwt_ids"
+    __table_args__ = (Index("ix_cds_jwt_ids_expires_at", "expires_at"),)
+
+    iss: Mapped[str] = mapped_column(String(300), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

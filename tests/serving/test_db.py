@@ -52,7 +52,7 @@ def test_migrations_create_the_schema_and_are_idempotent(review_db):
             "check_idempotency_keys", "revoked_sessions", "alembic_version"} <= names
     upgrade(review_db.engine)  # running again is a no-op
     with review_db.session() as s:
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
         assert s.execute(text("SELECT count(*) FROM audit_chain_head")).scalar() == 1
 
 
@@ -294,9 +294,11 @@ def test_override_statistics_per_rule(review_db):
         future = reviews.override_stats(s, since=date.today() + timedelta(days=2))
     by_rule = {r["rule_id"]: r for r in stats["rules"]}
     assert by_rule["ddi:A"] == {"rule_id": "ddi:A", "category": "interaction", "severity": "major",
-                                "decided": 3, "overridden": 2, "pending": 1, "override_rate": round(2 / 3, 4)}
+                                "decided": 3, "overridden": 2, "pending": 1, "override_rate": round(2 / 3, 4),
+                                "ehr_feedback": 0, "ehr_overridden": 0, "ehr_accepted": 0, "ehr_override_rate": None}
     assert (by_rule["dose:B"]["decided"], by_rule["dose:B"]["overridden"], by_rule["dose:B"]["override_rate"]) == (2, 1, 0.5)
-    assert stats["total"] == {"decided": 5, "overridden": 3, "override_rate": 0.6}
+    assert stats["total"] == {"decided": 5, "overridden": 3, "override_rate": 0.6, "ehr_feedback": 0,
+                              "ehr_overridden": 0, "ehr_accepted": 0, "ehr_override_rate": None}
     assert future["rules"] == []
 
 
