@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from prescription_check import Checker
 from prescription_check.schemas import SEVERITIES
 from serving import errors
+from serving import group_commit
 from serving.checker_service import CheckerService
 from serving.db.session import Database, DatabaseUnavailable, DbTimeouts, describe
 from serving.logs import SERVICE_LOGGER, log_event
@@ -89,6 +90,7 @@ async def lifespan(app: FastAPI):
                 await task
             except asyncio.CancelledError:
                 pass
+        await group_commit.stop_committer(state.db)
         await asyncio.to_thread(state.db.dispose)
         await state.triage.stop()
 
