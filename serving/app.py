@@ -115,6 +115,8 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
         triage=TriageService(settings, metrics), checker=CheckerService(settings, checker),
         db=Database(settings.resolved_database_url(), DbTimeouts.from_settings(settings)),
     )
+    if not settings.db_migrate:
+        state.db.assume_migrated()
     state.readiness.update({
         "triage_model": state.triage.holder.is_ready,
         "red_flags": state.triage.red_flags_ready,
