@@ -19,6 +19,7 @@ import sys
 # torch) takes as "not installed".  The serving-only install (`scripts/setup --serve-only DIR`, no `train`
 # extra) has no torch at all.  tests/serving/test_footprint.py checks that no torch library is mapped; see
 # docs/architecture.md, Packaging.
+# (The worker processes of --workers N get the same guard in serving/worker_app.py.)
 if __name__ == "__main__":
     sys.modules.setdefault("torch", None)
 
@@ -31,6 +32,7 @@ from pathlib import Path
 from serving.app import create_app
 from serving.logs import configure_logging
 from serving.settings import ROLES, Settings, get_settings
+from serving.workers import prepare
 
 
 def ensure_api_keys(settings: Settings) -> tuple[Settings, Path | None]:
@@ -74,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[serving] API docs: http://{args.host}:{args.port}/docs  (readiness: /readyz, metrics: /metrics)", file=sys.stderr, flush=True)
     workers = args.workers if args.workers is not None else settings.workers
     if workers > 1:
-        from serving.workers import prepare
-
         # the workers build their apps from the environment: pass what the command line changed
         if args.model:
             os.environ["RXT_TRIAGE_MODEL_URI"] = args.model
@@ -83,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["RXT_API_KEYS_FILE"] = str(keys_path)
         prepare(settings, workers)
         print(f"[serving] {workers} worker processes (one onnxruntime session each)", file=sys.stderr, flush=True)
-        uvicorn.run("serving.workers:create_worker_app", factory=True, workers=workers, host=args.host,
-                    port=args.port, log_config=None, access_log=False, log_level=args.log_level)
+        # a worker loading its models on a busy machine can miss uvicorn's default 5 s health ping and be killed
+        uvicorn.run("serving.worker_app:create", factory=True, workers=workers, host=args.host, port=args.port,
+                    log_config=None, access_log=False, log_level=args.log_level, timeout_worker_healthcheck=60)
         return 0
     uvicorn.run(
         create_app(settings),

@@ -25,6 +25,8 @@ import os
 import shutil
 from pathlib import Path
 
+from serving.app import create_app
+from serving.db.session import Database, DatabaseUnavailable, DbTimeouts
 from serving.settings import Settings, get_settings
 
 __all__ = ["create_worker_app", "default_workers", "prepare"]
@@ -42,8 +44,6 @@ def prepare(settings: Settings, workers: int) -> dict[str, str]:
     """Set up the environment the worker processes inherit (see the module docstring); returns what was set."""
     env: dict[str, str] = {}
     # migrations once, here
-    from serving.db.session import Database, DatabaseUnavailable, DbTimeouts
-
     db = Database(settings.resolved_database_url(), DbTimeouts.from_settings(settings))
     try:
         db.ensure_ready()
@@ -66,7 +66,5 @@ def prepare(settings: Settings, workers: int) -> dict[str, str]:
 
 def create_worker_app():
     """The app of one worker process (uvicorn ``factory=True``): settings from the environment."""
-    from serving.app import create_app
-
     get_settings.cache_clear()
     return create_app(get_settings())
