@@ -34,13 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", type=Path, default=None)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep-background", action="store_true")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the work dir and its quick model: measure only service start -> first answers")
     args = ap.parse_args(argv)
     import httpx
 
     from evaluation.cpu_info import describe_cpu
 
     work = (args.work_dir or Path(tempfile.mkdtemp(prefix="first-start-")) / "var").resolve()
-    if work.exists():
+    if work.exists() and not args.reuse:
         shutil.rmtree(work)
     keys = {"fs-chat-key-not-secret": "chat", "fs-prescriber-key-not-secret": "prescriber"}
     env = {k: v for k, v in os.environ.items() if not k.startswith("RXT_")}
@@ -49,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cpu: {describe_cpu()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; work dir {work}",
           flush=True)
     t0 = time.perf_counter()
-    boot = subprocess.run([sys.executable, "-m", "training", "bootstrap", "--quick"], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    boot = subprocess.run([sys.executable, "-m", "training", "bootstrap"] + (["--no-train"] if args.reuse else ["--quick"]),
+                          cwd=ROOT, env=env, capture_output=True, text=True)
     t_boot = time.perf_counter() - t0
     import resource
 

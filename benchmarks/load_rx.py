@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wrk_support import run_wrk, wrk_available  # noqa: E402
+from wrk_support import cpu_seconds, run_wrk, tree_pids, wrk_available  # noqa: E402
 
 KEY = "bench-prescriber-key-not-secret"
 VARIANTS = {"per-request": {"RXT_DB_GROUP_COMMIT": "false"}, "group-commit": {"RXT_DB_GROUP_COMMIT": "true"}}
@@ -278,8 +278,11 @@ def main(argv: list[str] | None = None) -> int:
                         out = log_dir / f"pyspy-{db}-{variant}"
                         t = threading.Thread(target=py_spy_top, args=(pids, args.profile, out))
                         t.start()
+                    pids = tree_pids(server.proc.pid)
+                    cpu0 = cpu_seconds(pids)
                     row = run_wrk(f"{server.url}/v1/prescriptions/check", bodies, KEY, connections=c,
                                   seconds=args.seconds)
+                    row["cpu_ms_per_request"] = round((cpu_seconds(pids) - cpu0) * 1000 / max(row["requests"], 1), 3)
                     if args.profile and c == max(args.connections):
                         t.join()
                         paths = sorted(log_dir.glob(f"pyspy-{db}-{variant}.*.txt"))
@@ -290,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"[{db:10s} {variant:12s}] c={c:<3} {row['rps']:>8.1f} req/s  p50 {row['p50_ms']:.1f} ms  "
                           f"p90 {row['p90_ms']:.1f}  p99 {row['p99_ms']:.1f}  max {row['max_ms']:.0f} ms  "
                           f"errors {row['errors']} (non-2xx {row['non2xx']}, timeouts {row['timeout']})  "
+                          f"server CPU {row['cpu_ms_per_request']:.2f} ms/request  "
                           f"load {load:.2f}", flush=True)
                     if profile_note:
                         print("    py-spy, server process(es), top functions by own time:\n" + profile_note,
@@ -302,11 +306,12 @@ def main(argv: list[str] | None = None) -> int:
                 drop()
             shutil.rmtree(work, ignore_errors=True)
 
-    print("\n| db | variant | connections | req/s | p50 ms | p99 ms | max ms | errors | load |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| db | variant | workers | connections | req/s | p50 ms | p99 ms | max ms | errors | server CPU ms/req | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['db']} | {r['variant']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['errors']} | {r['load_before']:.2f} |")
+        print(f"| {r['db']} | {r['variant']} | {args.workers} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['errors']} | {r['cpu_ms_per_request']:.2f} | "
+              f"{r['load_before']:.2f} |")
     if len(args.variants) == 2:
         print("\ngroup-commit / per-request req/s:")
         for db in args.db:

@@ -63,3 +63,30 @@ def run_wrk(url: str, bodies: list[dict], key: str, *, connections: int, seconds
                ok=row["requests"] - row["non2xx"], rps=round((row["requests"] - row["non2xx"]) / wall, 1))
     shutil.rmtree(tmp, ignore_errors=True)
     return row
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its descendants (the service's parent and worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            children = []
+        todo.extend(int(c) for c in children)
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes (/proc/<pid>/stat): load-independent cost."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / tick

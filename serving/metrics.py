@@ -93,7 +93,8 @@ class Metrics:
             # a worker's samples live in its file until it exits: the old version is set to 0, not forgotten
             self.model_info.labels(*previous).set(0)
         self._model_labels = None if version is None else (str(version), str(taxonomy_version))
-        self.model_info.clear()
+        if not multiprocess_dir():  # (prometheus_client cannot clear labels in multiprocess mode)
+            self.model_info.clear()
         if version is not None:
             self.model_info.labels(version=str(version), taxonomy_version=str(taxonomy_version)).set(1)
 
