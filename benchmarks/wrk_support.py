@@ -50,7 +50,7 @@ def run_wrk(url: str, bodies: list[dict], key: str, *, connections: int, seconds
     (tmp / "post.lua").write_text(LUA)
     (tmp / "bodies.jsonl").write_text("".join(json.dumps(b, separators=(",", ":")) + "\n" for b in bodies))
     env = {**os.environ, "RXT_WRK_BODIES": str(tmp / "bodies.jsonl"), "RXT_WRK_KEY": key}
-    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", f"--timeout={timeout_s:g}s",
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"--timeout={max(1, round(timeout_s))}s",
            "-s", str(tmp / "post.lua"), url]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RXT_WRK ")), None)
