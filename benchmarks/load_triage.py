@@ -15,6 +15,18 @@ For each serving mode (``batched``: the configured ``batch_max_size``/``batch_ma
     .venv/bin/python benchmarks/load_triage.py --duration 5 --concurrency 1 8 64 --json out.json
 
 Goal on the 2-core machine: >= 400 req/s with p99 < 100 ms and zero errors.
+
+``--wrk`` (issue #16): the client is ``wrk`` (C, one thread, N keep-alive connections; Debian package ``wrk``)
+instead of the Python client, posting the same texts round-robin; ``--workers 1 2`` serves with that many worker
+processes (``python -m serving --workers N``); and ``--inprocess S`` first measures the in-process pipeline for S
+seconds in this process (``TriageService``'s batch function -- classifier + red flags + urgency -- on micro-batches
+of ``--batch-max-size`` texts, the same model, one onnxruntime session per core as the served workers have in
+total), plus the tokenizer's share of it, so HTTP can be read as a share of the in-process throughput in the
+same run::
+
+    .venv/bin/python benchmarks/load_triage.py --wrk --concurrency 64 --workers 1 2 --inprocess 10 --modes batched
+
+Goal (issue #16): >= 600 req/s at 64 connections from wrk with p99 < 150 ms, HTTP >= 80% of in-process.
 """
 
 from __future__ import annotations
@@ -149,9 +161,51 @@ def run_client_process(url: str, concurrency: int, duration: float, max_requests
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# ------------------------------------------------------------------------------- in-process pipeline
+def inprocess_pipeline(model: str | None, work_dir: str | None, seconds: float, batch: int) -> dict:
+    """texts/s of TriageService's batch function (classifier + red flags + urgency) in this process, and the
+    tokenizer's share of the time (encode only, same texts)."""
+    from serving.metrics import Metrics
+    from serving.settings import Settings
+    from serving.triage_service import TriageInput, TriageService
+
+    overrides = {"model_poll_seconds": 0}
+    if work_dir:
+        overrides["work_dir"] = Path(work_dir)
+    if model:
+        overrides["triage_model_uri"] = model
+    service = TriageService(Settings(**overrides), Metrics())
+    result = service.holder.load()
+    if not result.reloaded:
+        raise RuntimeError(f"model did not load: {result.error}")
+    service.load_red_flags()
+    items = [TriageInput(text=t, age=30 + i % 40) for i, t in enumerate(TEXTS)]
+    batches = [[items[(k * batch + j) % len(items)] for j in range(batch)] for k in range(len(items))]
+    service._process_batch(batches[0])  # warm-up
+    done, k = 0, 0
+    started, cpu_started = time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds:
+        done += len(service._process_batch(batches[k % len(batches)]))
+        k += 1
+    wall = time.perf_counter() - started
+    cpu_ms = (time.process_time() - cpu_started) * 1000 / max(done, 1)
+    model_obj = service.holder.model
+    tok = getattr(model_obj, "_tokenizer", None)
+    tok_ms = None
+    if tok is not None:
+        t0 = time.perf_counter()
+        for text in TEXTS * 50:
+            tok.encode_batch([text])
+        tok_ms = (time.perf_counter() - t0) / (len(TEXTS) * 50) * 1000
+    return {"texts_per_s": round(done / wall, 1), "ms_per_text": round(wall / done * 1000, 3),
+            "cpu_ms_per_text": round(cpu_ms, 3),
+            "tokenizer_ms_per_text": None if tok_ms is None else round(tok_ms, 3), "version": service.holder.version}
+
+
 # ------------------------------------------------------------------------------- server
 class Server:
-    def __init__(self, model: str | None, batch_max_size: int, batch_max_wait_ms: float, log_path: Path, work_dir: str | None):
+    def __init__(self, model: str | None, batch_max_size: int, batch_max_wait_ms: float, log_path: Path,
+                 work_dir: str | None, workers: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
@@ -169,7 +223,10 @@ class Server:
         env.pop("RXT_API_KEYS_FILE")
         if work_dir:
             env["RXT_WORK_DIR"] = work_dir
-        cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port), "--no-train"]
+        cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port),
+               "--workers", str(workers)]
+        if workers > 1:
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(log_path.parent / f"prom-{self.port}")
         if model:
             cmd += ["--model", model]
         self.log = open(log_path, "ab")
@@ -218,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-max-wait-ms", type=float, default=3.0)
     p.add_argument("--modes", nargs="+", default=["batched", "unbatched"], choices=["batched", "unbatched"])
     p.add_argument("--json", help="also write the results to this file")
+    p.add_argument("--wrk", action="store_true", help="drive the service with wrk instead of the Python client")
+    p.add_argument("--workers", type=int, nargs="+", default=[1], help="service worker processes, one run each")
+    p.add_argument("--inprocess", type=float, default=0.0,
+                   help="first measure the in-process pipeline for this many seconds (HTTP share of it)")
     # client mode (internal)
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
@@ -228,11 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
+    if args.wrk:
+        return wrk_main(args)
     results: dict[str, list[dict]] = {}
     log_dir = Path(tempfile.mkdtemp(prefix="load-triage-"))
     for mode in args.modes:
         size = args.batch_max_size if mode == "batched" else 1
-        server = Server(args.model, size, args.batch_max_wait_ms, log_dir / f"server-{mode}.log", args.work_dir)
+        server = Server(args.model, size, args.batch_max_wait_ms, log_dir / f"server-{mode}.log", args.work_dir,
+                        args.workers[0])
         try:
             ready = server.wait_ready()
             model = ready["components"]["triage_model"]["detail"]
@@ -267,6 +331,60 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(server logs in {log_dir}; cpu: {describe_cpu()}; load average now {os.getloadavg()[0]:.2f})")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "args": vars(args)}, indent=2))
+    return 0
+
+
+def wrk_main(args) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from wrk_support import cpu_seconds, run_wrk, tree_pids
+
+    from evaluation.cpu_info import describe_cpu
+
+    print(f"cpu: {describe_cpu()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    inproc = None
+    if args.inprocess:
+        inproc = inprocess_pipeline(args.model, args.work_dir, args.inprocess, args.batch_max_size)
+        print(f"in-process pipeline (model {inproc['version']}, batches of {args.batch_max_size}): "
+              f"{inproc['texts_per_s']} texts/s, {inproc['ms_per_text']} ms/text, CPU {inproc['cpu_ms_per_text']} ms/text, "
+              f"of which tokenizer "
+              f"{inproc['tokenizer_ms_per_text']} ms/text  (load {os.getloadavg()[0]:.2f})", flush=True)
+    bodies = [{"text": t, "age": 30 + i % 40} for i, t in enumerate(TEXTS)]
+    log_dir = Path(tempfile.mkdtemp(prefix="load-triage-wrk-"))
+    rows = []
+    for mode in args.modes:
+        size = args.batch_max_size if mode == "batched" else 1
+        for workers in args.workers:
+            server = Server(args.model, size, args.batch_max_wait_ms, log_dir / f"server-{mode}-{workers}.log",
+                            args.work_dir, workers)
+            try:
+                ready = server.wait_ready()
+                version = (ready.get("worker") or {}).get("triage_model_version")
+                run_wrk(f"{server.url}/v1/triage", bodies, BENCH_KEY, connections=8, seconds=args.warmup)
+                for c in args.concurrency:
+                    load = os.getloadavg()[0]
+                    pids = tree_pids(server.proc.pid)
+                    cpu0 = cpu_seconds(pids)
+                    row = run_wrk(f"{server.url}/v1/triage", bodies, BENCH_KEY, connections=c, seconds=args.duration)
+                    row["cpu_ms_per_request"] = round((cpu_seconds(pids) - cpu0) * 1000 / max(row["requests"], 1), 3)
+                    row.update(mode=mode, workers=workers, load_before=round(load, 2), version=version)
+                    rows.append(row)
+                    share = (f"  = {row['rps'] / inproc['texts_per_s']:.0%} of in-process req/s, CPU efficiency "
+                             f"{inproc['cpu_ms_per_text'] / max(row['cpu_ms_per_request'], 1e-9):.0%}") if inproc else ""
+                    print(f"[{mode} workers={workers}] c={c:<3} {row['rps']:>7.1f} req/s  p50 {row['p50_ms']:.1f} ms  "
+                          f"p90 {row['p90_ms']:.1f}  p99 {row['p99_ms']:.1f}  max {row['max_ms']:.0f}  errors "
+                          f"{row['errors']}{share}  server CPU {row['cpu_ms_per_request']:.2f} ms/request  (load {load:.2f}, "
+                          f"model {version})", flush=True)
+            finally:
+                server.stop()
+    print("\n| mode | workers | connections | req/s | p50 ms | p99 ms | errors | HTTP / in-process | server CPU ms/req | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        share = f"{r['rps'] / inproc['texts_per_s']:.0%}" if inproc else "-"
+        print(f"| {r['mode']} | {r['workers']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} | {r['errors']} | {share} | {r['cpu_ms_per_request']:.2f} | {r['load_before']:.2f} |")
+    print(f"(server logs in {log_dir}; load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"inprocess": inproc, "rows": rows}, indent=2))
     return 0
 
 

@@ -19,6 +19,7 @@ import sys
 # torch) takes as "not installed".  The serving-only install (`scripts/setup --serve-only DIR`, no `train`
 # extra) has no torch at all.  tests/serving/test_footprint.py checks that no torch library is mapped; see
 # docs/architecture.md, Packaging.
+# (The worker processes of --workers N get the same guard in serving/worker_app.py.)
 if __name__ == "__main__":
     sys.modules.setdefault("torch", None)
 
@@ -31,6 +32,7 @@ from pathlib import Path
 from serving.app import create_app
 from serving.logs import configure_logging
 from serving.settings import ROLES, Settings, get_settings
+from serving.workers import prepare
 
 
 def ensure_api_keys(settings: Settings) -> tuple[Settings, Path | None]:
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model", help="triage model URI or local folder (overrides RXT_TRIAGE_MODEL_URI)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes (default RXT_WORKERS, 1; scripts/run: one per core); each loads "
+                        "its own models; migrations run once before they start (serving.workers)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,6 +74,19 @@ def main(argv: list[str] | None = None) -> int:
     if keys_path is not None:
         print(f"[serving] no API keys configured: development keys (one per role) are in {keys_path} (mode 0600)", file=sys.stderr)
     print(f"[serving] API docs: http://{args.host}:{args.port}/docs  (readiness: /readyz, metrics: /metrics)", file=sys.stderr, flush=True)
+    workers = args.workers if args.workers is not None else settings.workers
+    if workers > 1:
+        # the workers build their apps from the environment: pass what the command line changed
+        if args.model:
+            os.environ["RXT_TRIAGE_MODEL_URI"] = args.model
+        if keys_path is not None:
+            os.environ["RXT_API_KEYS_FILE"] = str(keys_path)
+        prepare(settings, workers)
+        print(f"[serving] {workers} worker processes (one onnxruntime session each)", file=sys.stderr, flush=True)
+        # a worker loading its models on a busy machine can miss uvicorn's default 5 s health ping and be killed
+        uvicorn.run("serving.worker_app:create", factory=True, workers=workers, host=args.host, port=args.port,
+                    log_config=None, access_log=False, log_level=args.log_level, timeout_worker_healthcheck=60)
+        return 0
     uvicorn.run(
         create_app(settings),
         host=args.host,

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from prescription_check import Checker
 from prescription_check.schemas import SEVERITIES
 from serving import errors
+from serving import group_commit
 from serving.checker_service import CheckerService
 from serving.db.session import Database, DatabaseUnavailable, DbTimeouts, describe
 from serving.logs import SERVICE_LOGGER, log_event
@@ -107,6 +108,7 @@ async def lifespan(app: FastAPI):
                 await task
             except asyncio.CancelledError:
                 pass
+        await group_commit.stop_committer(state.db)
         await asyncio.to_thread(state.db.dispose)
         await state.triage.stop()
 
@@ -131,6 +133,8 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
         triage=TriageService(settings, metrics), checker=CheckerService(settings, checker),
         db=Database(settings.resolved_database_url(), DbTimeouts.from_settings(settings)),
     )
+    if not settings.db_migrate:
+        state.db.assume_migrated()
     state.readiness.update({
         "triage_model": state.triage.holder.is_ready,
         "red_flags": state.triage.red_flags_ready,

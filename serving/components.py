@@ -39,9 +39,15 @@ def load_triage_classifier(uri: str, settings: Settings, **options) -> TriageCla
     """No busy-wait spinning of onnxruntime's idle worker threads by default: on a small machine it burns the CPU
     that the event loop (HTTP parsing, red-flag rules) needs (+24% req/s at c=8, docs/serving.md)."""
     folder, version = resolve_model_dir(str(uri), settings)
-    options.setdefault("intra_op_threads", SERVING_INTRA_OP_THREADS)
+    options.setdefault("intra_op_threads", settings.ort_intra_op_threads or SERVING_INTRA_OP_THREADS)
     options.setdefault("spinning", settings.ort_spinning)
-    return TriageClassifier.from_folder(folder, version=version, **options)
+    classifier = TriageClassifier.from_folder(folder, version=version, **options)
+    if classifier.meta.get("quick"):
+        # a first-start model (training.bootstrap --quick) says so in /readyz and in every answer's model_version;
+        # the registry version stays what the alias poller compares with
+        classifier.registry_version = version
+        classifier.version = f"{version or 'local'}+quick"
+    return classifier
 
 
 def load_ddi_predictor(uri: str, settings: Settings) -> DDIPredictor:

@@ -12,12 +12,34 @@ Exposed at ``GET /metrics`` (text exposition format).  Names:
   ``abstained_total / predictions_total`` and ``red_flag_total / predictions_total``.
 - ``rxt_triage_model_info{version,taxonomy_version}`` (1 for the model serving now),
   ``rxt_model_reloads_total{model,outcome}``
+
+With several worker processes (``python -m serving --workers N``, ``PROMETHEUS_MULTIPROC_DIR`` set by
+``serving.workers``) every worker writes its samples to that directory and ``render()`` aggregates them: counters
+and histograms are summed over workers, ``rxt_triage_queue_depth`` is summed over live workers, and
+``rxt_triage_model_info`` has one sample per live worker (label ``pid``), so a promotion that some worker has not
+picked up yet is visible.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+def multiprocess_dir() -> str | None:
+    """``PROMETHEUS_MULTIPROC_DIR`` when the service runs several worker processes (``serving.workers``): every
+    worker writes its samples there and ``render()`` aggregates all of them."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def mark_worker_dead() -> None:
+    """On a worker's shutdown: drop its live gauges from the multiprocess aggregate."""
+    if multiprocess_dir():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -43,7 +65,8 @@ class Metrics:
             "rxt_triage_batch_seconds", "Time of one micro-batch (classifier + red flags + urgency)",
             buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.queue_depth = Gauge("rxt_triage_queue_depth", "Texts waiting for the micro-batcher", registry=r)
+        self.queue_depth = Gauge("rxt_triage_queue_depth", "Texts waiting for the micro-batcher", registry=r,
+                                 multiprocess_mode="livesum")
         self.rejected = Counter(
             "rxt_triage_rejected", "Triage texts refused before prediction", ["reason"], registry=r
         )
@@ -59,14 +82,27 @@ class Metrics:
         self.model_info = Gauge(
             "rxt_triage_model_info", "1 for the triage model version serving now",
             ["version", "taxonomy_version"], registry=r,
+            multiprocess_mode="liveall",  # one sample per live worker (label pid): each worker's version
         )
         self.reloads = Counter("rxt_model_reloads", "Model reload attempts by model and outcome", ["model", "outcome"],
                                registry=r)
 
     def set_model(self, version: str | None, taxonomy_version: str | None) -> None:
-        self.model_info.clear()
+        previous = getattr(self, "_model_labels", None)
+        if previous is not None and multiprocess_dir():
+            # a worker's samples live in its file until it exits: the old version is set to 0, not forgotten
+            self.model_info.labels(*previous).set(0)
+        self._model_labels = None if version is None else (str(version), str(taxonomy_version))
+        if not multiprocess_dir():  # (prometheus_client cannot clear labels in multiprocess mode)
+            self.model_info.clear()
         if version is not None:
             self.model_info.labels(version=str(version), taxonomy_version=str(taxonomy_version)).set(1)
 
     def render(self) -> tuple[bytes, str]:
+        if multiprocess_dir():
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

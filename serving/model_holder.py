@@ -173,7 +173,9 @@ class ModelHolder:
             return None
         registry.configure(self.settings)
         target = registry.get_alias_version(*alias)
-        if target is None or target == self.version or target == self._failed_alias_version:
+        model = self._model
+        current = getattr(model, "registry_version", None) or self.version  # a quick model's is "<v>+quick"
+        if target is None or target == current or target == self._failed_alias_version:
             return None
         result = self.reload()
         if not result.reloaded:

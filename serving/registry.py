@@ -97,7 +97,50 @@ def resolve_model_dir(uri: str, settings: Settings | None = None) -> tuple[Path,
         raise ModelNotFoundError(f"registry has no {uri}: {exc.message}") from exc
     dest = settings.work_dir / "model-cache" / name / str(mv.version)
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dest))
+        local = _fetch_once(mv.source, dest)
     except Exception as exc:  # noqa: BLE001 - any storage failure means the artifact is unusable
         raise ModelNotFoundError(f"artifacts of {uri} (version {mv.version}) cannot be fetched: {exc}") from exc
     return Path(local), str(mv.version)
+
+
+_COMPLETE = ".rxt-complete"  # written last into a fetched copy: its files are all there
+
+
+def _fetch_once(source: str, dest: Path) -> Path:
+    """The artifact folder of a registered version, fetched once into ``dest`` and shared by every process.
+
+    A registered version's artifacts never change, so a complete copy is reused.  A copy is fetched into a
+    private temp folder and renamed into place, so worker processes that fetch the same version at the same
+    moment (a promotion seen by every worker's poller) never read one another's half-written files.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    def folder_of(root: Path) -> Path:
+        entries = [p for p in root.iterdir() if p.name != _COMPLETE]
+        return entries[0] if len(entries) == 1 and entries[0].is_dir() else root
+
+    if (dest / _COMPLETE).is_file():
+        return folder_of(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp))
+        (tmp / _COMPLETE).write_text("")
+        try:
+            os.rename(tmp, dest)  # atomic; fails when dest exists
+        except OSError:
+            if (dest / _COMPLETE).is_file():  # another process finished first
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:  # an incomplete copy (an interrupted fetch of an older version of this code): replace it
+                stale = dest.with_name(f".{dest.name}.stale.{os.getpid()}")
+                os.rename(dest, stale)
+                os.rename(tmp, dest)
+                shutil.rmtree(stale, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder_of(dest)

@@ -170,14 +170,7 @@ class CheckRecord:
     audit_id: int
 
 
-def record_check(session: Session, *, prescription: dict, result: dict, actor: str,
-                 queue_min_severity: str) -> CheckRecord:
-    """Store a flagged check as a pending review (plus its audit entry) in the caller's transaction.
-
-    ``prescription`` is the request (``Prescription.model_dump(mode="json")``), ``result`` the checker's answer
-    (``CheckResult.model_dump(mode="json")``).  Checks that are not queued get a light audit entry only
-    (verdict, rule ids, versions and the prescription's sha256; no patient data).
-    """
+def _summarise(prescription: dict, result: dict) -> tuple[list[dict], str, str | None, dict]:
     findings = list(result.get("findings") or [])
     verdict = result["verdict"]
     worst = max_severity(findings)
@@ -191,42 +184,114 @@ def record_check(session: Session, *, prescription: dict, result: dict, actor: s
         "model_version": result.get("model_version"),
         "prescription_sha256": sha256_json(prescription),
     }
+    return findings, verdict, worst, summary
+
+
+def _review_row(prescription: dict, result: dict, actor: str, findings: list[dict], verdict: str,
+                worst: str) -> dict:
+    return {
+        "created_at": utcnow(),
+        "submitted_by": actor,
+        "prescription_ref": prescription.get("id"),
+        "prescriber_id": prescription.get("prescriber_id"),
+        "prescription": {k: v for k, v in prescription.items() if k != "patient"},
+        "patient": prescription.get("patient") or {},
+        "findings": findings,
+        "normalized_items": list(result.get("items") or []),
+        "verdict": verdict,
+        "max_severity": worst,
+        "severity_rank": SEVERITY_RANK[worst],
+        "kb_version": str(result.get("kb_version") or "unknown"),
+        "model_version": result.get("model_version"),
+        "model_status": result.get("model_status") or None,
+        "status": "pending",
+        "decision": None, "reason_code": None, "note": None, "decided_at": None, "decided_by": None,
+        "version": 1,
+    }
+
+
+def _finding_rows(review_id: int, findings: list[dict]) -> list[dict]:
+    return [{"review_id": review_id, "rule_id": str(f.get("rule_id") or "unknown"),
+             "category": str(f.get("category") or "unknown"), "severity": str(f.get("severity"))}
+            for f in findings]
+
+
+def _unqueued_subject(prescription: dict, summary: dict) -> str:
+    return f"prescription:{prescription.get('id') or summary['prescription_sha256'][:16]}"
+
+
+def record_check(session: Session, *, prescription: dict, result: dict, actor: str,
+                 queue_min_severity: str) -> CheckRecord:
+    """Store a flagged check as a pending review (plus its audit entry) in the caller's transaction.
+
+    ``prescription`` is the request (``Prescription.model_dump(mode="json")``), ``result`` the checker's answer
+    (``CheckResult.model_dump(mode="json")``).  Checks that are not queued get a light audit entry only
+    (verdict, rule ids, versions and the prescription's sha256; no patient data).
+    """
+    findings, verdict, worst, summary = _summarise(prescription, result)
     if not should_queue(verdict, findings, queue_min_severity):
-        subject = f"prescription:{prescription.get('id') or summary['prescription_sha256'][:16]}"
-        audit_id = audit.record(session, actor=actor, action="prescription.check", subject=subject,
-                                after={**summary, "queued": False})
+        audit_id = audit.record(session, actor=actor, action="prescription.check",
+                                subject=_unqueued_subject(prescription, summary), after={**summary, "queued": False})
         return CheckRecord(False, None, audit_id)
     # plain Core inserts (no ORM unit of work): this runs once per flagged check, on the request path
     review_id = session.execute(
         _INSERT_REVIEW.returning(Review.__table__.c.id),
-        {
-            "created_at": utcnow(),
-            "submitted_by": actor,
-            "prescription_ref": prescription.get("id"),
-            "prescriber_id": prescription.get("prescriber_id"),
-            "prescription": {k: v for k, v in prescription.items() if k != "patient"},
-            "patient": prescription.get("patient") or {},
-            "findings": findings,
-            "normalized_items": list(result.get("items") or []),
-            "verdict": verdict,
-            "max_severity": worst,
-            "severity_rank": SEVERITY_RANK[worst],
-            "kb_version": str(result.get("kb_version") or "unknown"),
-            "model_version": result.get("model_version"),
-            "model_status": result.get("model_status") or None,
-            "status": "pending",
-            "decision": None, "reason_code": None, "note": None, "decided_at": None, "decided_by": None,
-            "version": 1,
-        },
+        _review_row(prescription, result, actor, findings, verdict, worst),
     ).scalar_one()
-    session.execute(_INSERT_FINDING, [
-        {"review_id": review_id, "rule_id": str(f.get("rule_id") or "unknown"),
-         "category": str(f.get("category") or "unknown"), "severity": str(f.get("severity"))}
-        for f in findings
-    ])
+    session.execute(_INSERT_FINDING, _finding_rows(review_id, findings))
     audit_id = audit.record(session, actor=actor, action="prescription.check", subject=f"review:{review_id}",
                             after={**summary, "queued": True, "review_id": review_id, "status": "pending"})
     return CheckRecord(True, review_id, audit_id)
+
+
+@dataclass(frozen=True)
+class CheckJob:
+    """One check waiting to be recorded (the arguments of :func:`record_check`)."""
+
+    prescription: dict
+    result: dict
+    actor: str
+    queue_min_severity: str
+
+
+def record_checks(session: Session, jobs: list[CheckJob]) -> list[CheckRecord]:
+    """:func:`record_check` for several checks in the caller's transaction, with a number of statements that
+    does not grow with the number of checks: the flagged ones' reviews in one INSERT ... RETURNING, their
+    findings in one executemany, every audit entry through :func:`serving.audit.append_many` (the head taken
+    and moved once).  The reviews, findings and chain are the same as ``len(jobs)`` calls of
+    :func:`record_check` in list order.  Used by the group commit (``serving.group_commit``)."""
+    prepared = []
+    for job in jobs:
+        findings, verdict, worst, summary = _summarise(job.prescription, job.result)
+        prepared.append((job, findings, verdict, worst, summary,
+                         should_queue(verdict, findings, job.queue_min_severity)))
+    queued = [p for p in prepared if p[5]]
+    review_ids: list[int] = []
+    if queued:
+        review_ids = list(session.execute(
+            _INSERT_REVIEW.returning(Review.__table__.c.id, sort_by_parameter_order=True),
+            [_review_row(job.prescription, job.result, job.actor, findings, verdict, worst)
+             for job, findings, verdict, worst, _, _ in queued],
+        ).scalars())
+        finding_rows = [row for (_, findings, *_), rid in zip(queued, review_ids)
+                        for row in _finding_rows(rid, findings)]
+        if finding_rows:
+            session.execute(_INSERT_FINDING, finding_rows)
+    ids = iter(review_ids)
+    entries, review_of = [], []
+    for job, _, _, _, summary, is_queued in prepared:
+        if is_queued:
+            rid = next(ids)
+            entries.append({"actor": job.actor, "action": "prescription.check", "subject": f"review:{rid}",
+                            "after": {**summary, "queued": True, "review_id": rid, "status": "pending"}})
+        else:
+            rid = None
+            entries.append({"actor": job.actor, "action": "prescription.check",
+                            "subject": _unqueued_subject(job.prescription, summary),
+                            "after": {**summary, "queued": False}})
+        review_of.append(rid)
+    appended = audit.append_many(session, entries)
+    return [CheckRecord(rid is not None, rid, audit_id) for rid, (audit_id, _) in zip(review_of, appended)]
 
 
 def clean_idempotency_key(key: str | None) -> str | None:

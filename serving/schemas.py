@@ -193,9 +193,17 @@ class ComponentState(BaseModel):
     detail: str
 
 
+class WorkerState(BaseModel):
+    pid: int = Field(description="Process id of the worker that answered (several with --workers N).")
+    triage_model_version: str | None = Field(description="Triage model version this worker serves (a quick "
+                                             "first-start model says so: '<version>+quick').")
+    ddi_model_version: str | None = Field(description="DDI model version this worker serves; null: rules-only.")
+
+
 class ReadinessResponse(BaseModel):
     ready: bool
     components: dict[str, ComponentState]
+    worker: WorkerState | None = None
 
 
 class FieldError(BaseModel):

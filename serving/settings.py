@@ -90,6 +90,26 @@ class Settings(BaseSettings):
     db_ping_timeout_s: float = Field(
         default=1.0, gt=0, description="Longest /readyz waits for the database probe."
     )
+    db_group_commit: bool = Field(
+        default=True,
+        description="Record concurrent prescription checks in one transaction per batch (one writer per process; "
+        "each answer is still sent only after its check is committed). False: one transaction per request.",
+    )
+    db_group_commit_max: int = Field(default=64, ge=1, description="Most checks one group commit records.")
+    workers: int = Field(
+        default=1, ge=1,
+        description="Worker processes of 'python -m serving' (--workers wins; scripts/run defaults to one per core).",
+    )
+    db_migrate: bool = Field(
+        default=True,
+        description="Run the review database's migrations at start-up ('python -m serving --workers N' runs them "
+        "once in the parent and sets this to false for its workers).",
+    )
+    ort_intra_op_threads: int = Field(
+        default=0, ge=0,
+        description="onnxruntime intra-op threads of the triage model; 0: 2 (one process), 1 per worker when "
+        "--workers > 1.",
+    )
     batch_max_size: int = Field(default=32, ge=1)
     batch_max_wait_ms: float = Field(default=3.0, ge=0)
     log_patient_text: bool = False

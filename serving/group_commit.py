@@ -1,0 +1,228 @@
+"""Group commit of prescription checks: one writer per process records concurrent checks in one transaction.
+
+Why (issue #16): with one transaction per request, 16 concurrent checks meant 16 threads each taking the review
+database's write lock (SQLite ``BEGIN IMMEDIATE``; PostgreSQL the audit chain head's row lock, which serialises
+every append).  Only one can hold it; on SQLite the others sleep in SQLite's busy handler (back-off sleeps of up to
+100 ms each, so p99 went past a second), on PostgreSQL they queue on the row lock, each paying its own round trips
+and commit; and the threads fight over the GIL and churn pooled connections.
+
+How: a check's request puts its job on this process's queue and awaits a future.  One writer task takes every job
+waiting (up to ``max_batch``) and records them on the database's threads in *one* transaction
+(:func:`serving.review_queue.record_checks`: a constant number of statements per batch, the audit head taken and
+moved once), then resolves each future -- so an answer is still sent only after its check is committed.  While a
+batch is being written, the next requests gather and form the next batch: the batch size follows the load, and an
+idle service writes batches of one (no timer, no added wait).
+
+- ``Idempotency-Key`` jobs ride in the batch too: the stored answer is looked up first (a mismatch fails that job
+  alone with 422 and writes nothing for it), its key row is written with the others.  Two jobs with the same key in
+  one batch: the later one is recorded after the batch commits (and so gets the first one's answer, replayed).
+- When a batch fails for any reason other than an unreachable database (e.g. a key committed at the same moment by
+  another process: a unique violation), every job of it is retried on its own
+  (:func:`serving.review_queue.record_check_once`), so one bad job never fails the others.
+- An unreachable or frozen database fails the whole batch with :class:`DatabaseUnavailable` (-> 503, nothing
+  reported).  A job that already waited ``socket_timeout_s`` before its batch starts is answered 503 without
+  being written, so a frozen database cannot build an unbounded queue of waiting requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field
+
+from serving import review_queue
+from serving.db.models import CheckIdempotencyKey, utcnow
+from serving.db.session import Database, DatabaseUnavailable, describe
+from serving.logs import SERVICE_LOGGER
+from serving.review_queue import CheckJob, CheckOutcome, ReviewError
+
+log = logging.getLogger(SERVICE_LOGGER)
+
+__all__ = ["GroupCommitter", "committer_for", "stop_committer", "write_batch"]
+
+
+@dataclass
+class _Item:
+    job: CheckJob
+    key: str | None
+    future: asyncio.Future
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+def _body(job: CheckJob, record) -> dict:
+    return {**job.result, "queued": record.queued, "review_id": record.review_id, "audit_id": record.audit_id}
+
+
+def write_batch(db: Database, jobs: list[tuple[CheckJob, str | None]]) -> list[CheckOutcome | BaseException]:
+    """Record ``jobs`` (``(job, idempotency_key)``) in one transaction; one outcome (or per-job error) each.
+
+    Blocking: runs on the database's threads (``Database.run``).  Jobs whose key already appeared earlier in the
+    batch are recorded after the commit, each in its own transaction (they replay the first one's answer).
+    """
+    outcomes: list[CheckOutcome | BaseException | None] = [None] * len(jobs)
+    later: list[int] = []
+    with db.session() as session:
+        seen: set[str] = set()
+        fresh: list[int] = []
+        hashes: dict[int, str] = {}
+        for i, (job, key) in enumerate(jobs):
+            if key is None:
+                fresh.append(i)
+                continue
+            if key in seen:
+                later.append(i)
+                continue
+            seen.add(key)
+            hashes[i] = review_queue.sha256_json({"prescription": job.prescription, "actor": job.actor})
+            try:
+                stored = review_queue._stored_answer(  # noqa: SLF001 - the same look-up as record_check_once
+                    session, CheckIdempotencyKey, key, hashes[i],
+                    lambda _: "a different prescription check; use a new key for a new check")
+            except ReviewError as exc:  # 422 for this job alone; nothing was written for it
+                outcomes[i] = exc
+                continue
+            if stored is not None:
+                outcomes[i] = CheckOutcome(stored.response, replayed=True)
+            else:
+                fresh.append(i)
+        records = review_queue.record_checks(session, [jobs[i][0] for i in fresh])
+        keyed = []
+        for i, record in zip(fresh, records):
+            job, key = jobs[i]
+            body = _body(job, record)
+            outcomes[i] = CheckOutcome(body)
+            if key is not None:
+                keyed.append({"key": key, "request_hash": hashes[i], "actor": job.actor,
+                              "audit_id": record.audit_id, "response": body, "created_at": utcnow()})
+        if keyed:
+            session.execute(CheckIdempotencyKey.__table__.insert(), keyed)
+    for i in later:
+        outcomes[i] = _one(db, *jobs[i])
+    return outcomes  # type: ignore[return-value]
+
+
+def _one(db: Database, job: CheckJob, key: str | None) -> CheckOutcome | BaseException:
+    try:
+        return review_queue.record_check_once(db, prescription=job.prescription, result=job.result,
+                                              actor=job.actor, queue_min_severity=job.queue_min_severity,
+                                              idempotency_key=key)
+    except Exception as exc:  # noqa: BLE001 - handed to that job's request (503 / 422 / logged 500)
+        return exc
+
+
+def _write_or_split(db: Database, jobs: list[tuple[CheckJob, str | None]]) -> list[CheckOutcome | BaseException]:
+    try:
+        return write_batch(db, jobs)
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad job must not fail the others: each on its own
+        if len(jobs) > 1:
+            log.warning("group commit of %d checks failed (%s); recording each on its own", len(jobs),
+                        exc.__class__.__name__)
+        return [_one(db, job, key) for job, key in jobs]
+
+
+class GroupCommitter:
+    """One per :class:`Database` and event loop (see the module docstring)."""
+
+    def __init__(self, db: Database, max_batch: int = 64) -> None:
+        self.db = db
+        self.max_batch = max(1, max_batch)
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.batches = 0
+        self.jobs = 0
+
+    def _ensure_writer(self) -> asyncio.Queue:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._task is None or self._task.done():
+            if self._loop is not loop or self._queue is None:
+                self._queue = asyncio.Queue()
+            self._loop = loop
+            self._task = loop.create_task(self._writer(self._queue), name="rxt-group-commit")
+        return self._queue
+
+    async def submit(self, job: CheckJob, idempotency_key: str | None = None) -> CheckOutcome:
+        """Record ``job``; return its outcome once its batch is committed (raises the job's error)."""
+        queue = self._ensure_writer()
+        future = asyncio.get_running_loop().create_future()
+        queue.put_nowait(_Item(job, idempotency_key, future))
+        return await future
+
+    async def _writer(self, queue: asyncio.Queue) -> None:
+        limit = self.db.timeouts.socket_timeout_s
+        while True:
+            items = [await queue.get()]
+            while len(items) < self.max_batch and not queue.empty():
+                items.append(queue.get_nowait())
+            now = time.monotonic()
+            live = []
+            for item in items:
+                if item.future.done():  # its request is gone (client disconnected, cancelled)
+                    continue
+                if now - item.queued_at > limit:
+                    item.future.set_exception(DatabaseUnavailable(
+                        f"review database {describe(self.db.url)} is busy: the check waited more than {limit:g} s "
+                        "to be recorded"))
+                    continue
+                live.append(item)
+            if not live:
+                continue
+            try:
+                outcomes = await self.db.run(_write_or_split, self.db, [(i.job, i.key) for i in live])
+            except asyncio.CancelledError:
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(DatabaseUnavailable("the service is shutting down"))
+                raise
+            except Exception as exc:  # noqa: BLE001 - DatabaseUnavailable (or worse): every job of the batch
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.jobs += len(live)
+            for item, outcome in zip(live, outcomes):
+                if item.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    item.future.set_exception(outcome)
+                else:
+                    item.future.set_result(outcome)
+
+    async def stop(self) -> None:
+        if self.batches:
+            log.info("group commit: %d checks recorded in %d transactions (%.1f per transaction)", self.jobs,
+                     self.batches, self.jobs / self.batches)
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+        queue = self._queue
+        while queue is not None and not queue.empty():
+            item = queue.get_nowait()
+            if not item.future.done():
+                item.future.set_exception(DatabaseUnavailable("the service is shutting down"))
+
+
+_committers: "weakref.WeakKeyDictionary[Database, GroupCommitter]" = weakref.WeakKeyDictionary()
+
+
+def committer_for(db: Database, max_batch: int = 64) -> GroupCommitter:
+    """This process's writer for ``db`` (created on first use)."""
+    committer = _committers.get(db)
+    if committer is None:
+        committer = _committers[db] = GroupCommitter(db, max_batch)
+    return committer
+
+
+async def stop_committer(db: Database) -> None:
+    committer = _committers.pop(db, None)
+    if committer is not None:
+        await committer.stop()

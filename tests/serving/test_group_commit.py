@@ -1,0 +1,205 @@
+"""Group commit of prescription checks (serving.group_commit, review_queue.record_checks, audit.append_many), on
+SQLite and the real PostgreSQL: the chain stays valid with concurrent writers, answers come after the commit, one
+bad job never fails the others, Idempotency-Keys keep their meaning inside a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from serving import audit, group_commit, review_queue
+from serving.db import AuditEntryRow, Database, Review, ReviewFinding
+from serving.review_queue import CheckJob, IdempotencyMismatch
+from tests.plugins.db import auth
+
+FLAGGED = {"verdict": "review", "kb_version": "kb-t", "model_version": None, "model_status": "rules-only", "items": [],
+           "findings": [{"rule_id": "DDI-T", "category": "interaction", "severity": "major"},
+                        {"rule_id": "DOSE-T", "category": "dose", "severity": "moderate"}]}
+CLEAN = {"verdict": "pass", "kb_version": "kb-t", "model_version": None, "model_status": "rules-only", "items": [],
+         "findings": []}
+
+
+def job(i: int, flagged: bool, actor: str = "prescriber:k1") -> CheckJob:
+    rx = {"id": f"rx-{i}", "prescriber_id": "dr-1", "patient": {"age_years": 40 + i % 30},
+          "items": [{"drug": "warfarin"}, {"drug": "ibuprofen"}]}
+    return CheckJob(rx, FLAGGED if flagged else CLEAN, actor, "moderate")
+
+
+def counts(db: Database) -> tuple[int, int, int]:
+    with db.sessions() as s:
+        return (s.scalar(select(func.count()).select_from(Review)),
+                s.scalar(select(func.count()).select_from(ReviewFinding)),
+                s.scalar(select(func.count()).select_from(AuditEntryRow)))
+
+
+def test_record_checks_writes_what_record_check_writes(review_db):
+    jobs = [job(i, flagged=i % 3 != 0) for i in range(9)]
+    with review_db.session() as s:
+        records = review_queue.record_checks(s, jobs)
+    assert [r.queued for r in records] == [i % 3 != 0 for i in range(9)]
+    assert [r.audit_id for r in records] == list(range(1, 10))
+    with review_db.session() as s:  # one more through the single path: the chain continues from the batch
+        single = review_queue.record_check(s, prescription=jobs[1].prescription, result=FLAGGED,
+                                           actor="prescriber:k1", queue_min_severity="moderate")
+    assert single.audit_id == 10
+    with review_db.sessions() as s:
+        assert audit.verify_chain(s).ok
+        assert audit.verify_reviews(s).ok
+        entries = audit.history(s)
+        for record, entry in zip(records, entries):
+            assert entry.action == "prescription.check"
+            if record.queued:
+                assert entry.subject == f"review:{record.review_id}"
+                assert entry.after["review_id"] == record.review_id and entry.after["status"] == "pending"
+                review = s.get(Review, record.review_id)
+                assert review.status == "pending" and review.max_severity == "major"
+            else:
+                assert entry.subject.startswith("prescription:rx-") and entry.after["queued"] is False
+    assert counts(review_db) == (7, 14, 10)
+
+
+def test_concurrent_group_commits_and_per_request_writers_keep_one_chain(db_url):
+    """Two 'processes' (two Database objects, each with its own writer) and plain per-request writers at once."""
+    dbs = [Database(db_url), Database(db_url)]
+    dbs[0].ensure_ready()
+    per_loop, loops, threads_plain, per_thread = 40, 2, 3, 5
+    errors: list[BaseException] = []
+    audit_ids: list[int] = []
+    lock = threading.Lock()
+
+    def run_loop(k: int) -> None:
+        async def main() -> None:
+            committer = group_commit.GroupCommitter(dbs[k], max_batch=16)
+            try:
+                outcomes = await asyncio.gather(*(committer.submit(job(1000 * k + i, i % 2 == 0))
+                                                  for i in range(per_loop)))
+                assert committer.batches < per_loop  # they were grouped
+            finally:
+                await committer.stop()
+            with lock:
+                audit_ids.extend(o.body["audit_id"] for o in outcomes)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def run_plain(t: int) -> None:
+        try:
+            for i in range(per_thread):
+                out = review_queue.record_check_once(dbs[t % 2], prescription=job(5000 + 10 * t + i, True).prescription,
+                                                     result=FLAGGED, actor="prescriber:k2", queue_min_severity="moderate")
+                with lock:
+                    audit_ids.append(out.body["audit_id"])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run_loop, args=(k,)) for k in range(loops)]
+    workers += [threading.Thread(target=run_plain, args=(t,)) for t in range(threads_plain)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    try:
+        assert not errors, errors
+        total = loops * per_loop + threads_plain * per_thread
+        assert sorted(audit_ids) == list(range(1, total + 1))  # every answer names its own committed entry
+        with dbs[0].sessions() as s:
+            result = audit.verify_chain(s)
+            assert result.ok and result.checked == total, result
+            assert audit.verify_reviews(s).ok
+        flagged = loops * (per_loop // 2) + threads_plain * per_thread
+        assert counts(dbs[0]) == (flagged, 2 * flagged, total)
+    finally:
+        for db in dbs:
+            db.dispose()
+
+
+def test_one_bad_job_does_not_fail_its_batch(review_db):
+    bad = CheckJob(job(1, True).prescription, FLAGGED, "x" * 300, "moderate")  # actor too long for the audit log
+
+    async def main():
+        committer = group_commit.GroupCommitter(review_db)
+        try:
+            return await asyncio.gather(committer.submit(job(0, True)), committer.submit(bad),
+                                        committer.submit(job(2, False)), return_exceptions=True)
+        finally:
+            await committer.stop()
+
+    first, second, third = asyncio.run(main())
+    # SQLite: the audit module's own check (ValueError); PostgreSQL refuses the review row first (DataError)
+    assert isinstance(second, Exception) and not isinstance(second, review_queue.CheckOutcome)
+    assert first.body["queued"] is True and third.body["queued"] is False
+    assert counts(review_db) == (1, 2, 2)
+    with review_db.sessions() as s:
+        assert audit.verify_chain(s).ok
+
+
+def test_idempotency_keys_inside_one_batch(review_db):
+    same = job(7, True)
+    other = job(8, True)
+
+    async def main():
+        committer = group_commit.GroupCommitter(review_db)
+        try:
+            first = await asyncio.gather(committer.submit(same, "key-a"), committer.submit(same, "key-a"),
+                                         committer.submit(job(9, False), "key-b"), committer.submit(job(10, True)))
+            again = await asyncio.gather(committer.submit(same, "key-a"), committer.submit(other, "key-a"),
+                                         committer.submit(job(11, False)), return_exceptions=True)
+            return first, again
+        finally:
+            await committer.stop()
+
+    (a1, a2, b, plain), (a3, mismatch, plain2) = asyncio.run(main())
+    assert a1.replayed is False and a2.replayed is True and a3.replayed is True
+    assert a1.body == a2.body == a3.body
+    assert b.body["queued"] is False and plain.body["queued"] is True and plain2.body["queued"] is False
+    assert isinstance(mismatch, IdempotencyMismatch)
+    # key-a recorded once, key-b once, two plain checks
+    assert counts(review_db) == (2, 4, 4)
+
+
+def test_http_answers_after_commit_with_group_commit(review_app, db_url, rx_checker):
+    """Concurrent HTTP checks: every answer's audit entry and review exist, the chain is intact."""
+    app = review_app(db_url, db_group_commit=True)
+    bodies = [{"id": f"http-{i}", "patient": {"age_years": 50},
+               "items": ([{"sig": "warfarin 5 mg daily"}, {"sig": "ibuprofen 400mg q8h prn pain"}] if i % 2
+                         else [{"sig": "omeprazole 20 mg daily"}])} for i in range(24)]
+    answers = []
+    with TestClient(app) as client:
+        def post(body):
+            r = client.post("/v1/prescriptions/check", json=body, headers=auth("prescriber"))
+            answers.append(r)
+
+        pool = [threading.Thread(target=post, args=(b,)) for b in bodies]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(60)
+        db = app.state.rxt.db
+        assert all(r.status_code == 200 for r in answers), [r.text for r in answers if r.status_code != 200]
+        with db.sessions() as s:
+            for r in answers:
+                body = r.json()
+                entry = s.get(AuditEntryRow, body["audit_id"])
+                assert entry is not None
+                if body["queued"]:
+                    assert s.get(Review, body["review_id"]) is not None
+            assert audit.verify_chain(s).ok
+        assert sorted(r.json()["audit_id"] for r in answers) == list(range(1, 25))
+        assert sum(r.json()["queued"] for r in answers) == 12
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_setting_switches_the_write_path(review_app, tmp_path, enabled):
+    app = review_app(f"sqlite:///{tmp_path / 'gc.db'}", db_group_commit=enabled)
+    with TestClient(app) as client:
+        r = client.post("/v1/prescriptions/check", json={"items": [{"sig": "omeprazole 20 mg daily"}]},
+                        headers=auth("prescriber"))
+        assert r.status_code == 200
+        db = app.state.rxt.db
+        assert (db in group_commit._committers) is enabled  # noqa: SLF001
