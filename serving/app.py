@@ -28,7 +28,7 @@ from serving.db.session import Database, DatabaseUnavailable, DbTimeouts, descri
 from serving.logs import SERVICE_LOGGER, log_event
 from serving.metrics import Metrics
 from serving.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
-from serving.routes import admin, docs, health, prescriptions, review_page, reviews, triage
+from serving.routes import admin, docs, health, outcomes, prescriptions, review_page, reviews, triage
 from serving.security import session_secret
 from serving.settings import Settings, get_settings
 from serving.state import ServiceState
@@ -40,6 +40,8 @@ log = logging.getLogger(SERVICE_LOGGER)
 async def _poll_models(state: ServiceState, every: float) -> None:
     """Reload a model when its registry alias moves: triage and DDI."""
     pollers = {"triage": state.triage.holder.poll_once, "ddi": state.checker.poll_ddi}
+    if state.triage.shadow is not None and state.triage.shadow.enabled:
+        pollers["challenger"] = state.triage.shadow.poll_once
     while True:
         await asyncio.sleep(every)
         for name, poll in pollers.items():
@@ -67,6 +69,7 @@ async def lifespan(app: FastAPI):
     await asyncio.gather(asyncio.to_thread(state.triage.holder.load),
                          asyncio.to_thread(state.triage.load_red_flags))
     await state.triage.start()
+    await state.triage.start_feedback()  # answers recorded for outcomes; the shadow challenger (issue 15)
 
     # prescription review: session secret, database, checker (+ DDI model)
     state.session_secret = session_secret(settings)
@@ -89,6 +92,7 @@ async def lifespan(app: FastAPI):
                 await task
             except asyncio.CancelledError:
                 pass
+        await state.triage.stop_feedback()  # writes what is queued before the database goes
         await asyncio.to_thread(state.db.dispose)
         await state.triage.stop()
 
@@ -113,6 +117,7 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
         triage=TriageService(settings, metrics), checker=CheckerService(settings, checker),
         db=Database(settings.resolved_database_url(), DbTimeouts.from_settings(settings)),
     )
+    state.triage.enable_feedback(state.db)
     state.readiness.update({
         "triage_model": state.triage.holder.is_ready,
         "red_flags": state.triage.red_flags_ready,
@@ -127,6 +132,6 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
-    for module in (health, triage, admin, prescriptions, reviews, review_page, docs):
+    for module in (health, triage, outcomes, admin, prescriptions, reviews, review_page, docs):
         app.include_router(module.router)
     return app
