@@ -389,6 +389,17 @@ async def remove_outcome(db: Database, request_id: str) -> dict:
 # --- the writer -------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Raw:
+    request_id: str
+    text: str
+    language: str | None
+    consent: bool | None
+    outcome: Any
+    answered_center: str
+    at: datetime
+
+
 @dataclass
 class _Live:
     """The last ``window`` answers of one model version, behind the rxt_triage_live_* gauges."""
@@ -428,6 +439,12 @@ class FeedbackRecorder:
             self.metrics.feedback_dropped.labels(reason=f"{kind}_queue_full").inc()
             return False
 
+    def offer_answer(self, request_id: str, text: str, language: str | None, consent: bool | None, outcome: Any,
+                     answered_center: str) -> bool:
+        """The answering path's hand-off: the raw pieces only (a tuple); hashing, the Latin-script share and the
+        sketch are computed by the writer thread (``make_record``)."""
+        return self.offer(_Raw(request_id, text, language, consent, outcome, answered_center, datetime.now(UTC)))
+
     def pending(self) -> int:
         return self._queue.unfinished_tasks
 
@@ -446,7 +463,9 @@ class FeedbackRecorder:
         self._thread = threading.Thread(target=self._run, name="rxt-feedback-writer", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 3.0) -> None:
+        """Write what is queued (at most ``timeout`` s), then end the thread (a frozen database cannot hold the
+        shutdown longer than that plus one database deadline; what is left is dropped)."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
@@ -482,6 +501,9 @@ class FeedbackRecorder:
                     self._queue.task_done()
 
     def _write(self, items: list) -> None:
+        items = [make_record(self.settings, i.request_id, i.text, i.language, i.consent, i.outcome,
+                             {"centers": [{"id": i.answered_center}]}, now=i.at) if isinstance(i, _Raw) else i
+                 for i in items]
         records = [i for i in items if isinstance(i, AnswerRecord)]
         shadows = [i for i in items if isinstance(i, ShadowRow)]
         for attempt in range(RETRIES):

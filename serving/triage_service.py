@@ -23,7 +23,7 @@ from typing import Any
 
 from serving.batching import MicroBatcher
 from serving.errors import ServiceUnavailableError
-from serving.feedback import FeedbackRecorder, make_record
+from serving.feedback import FeedbackRecorder
 from serving.logs import SERVICE_LOGGER, log_event, log_extra
 from serving.metrics import Metrics
 from serving.model_holder import ModelHolder, model_version_of
@@ -291,8 +291,9 @@ class TriageService:
         ``put_nowait`` calls, nothing that can delay or change the answer."""
         try:
             if self.feedback is not None and self.feedback.enabled:
-                self.feedback.offer(make_record(self.settings, request_id, item.text, item.language, consent,
-                                                outcome, answer))
+                centers = answer.get("centers") or []
+                self.feedback.offer_answer(request_id, item.text, item.language, consent, outcome,
+                                           centers[0]["id"] if centers else "")
             if self.shadow is not None and self.shadow.enabled:
                 self.shadow.offer(request_id, item.text, outcome)
         except Exception as exc:  # noqa: BLE001 - bookkeeping never costs a patient the answer

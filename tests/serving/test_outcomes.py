@@ -165,3 +165,22 @@ def test_writer_records_in_the_background_and_drops_under_pressure(tmp_path):
     assert "rxt_feedback_recorded_total 2.0" in text and "rxt_triage_live_window 2.0" in text
     assert "rxt_triage_live_confidence_mean 0.8" in text
     db.dispose()
+
+
+def test_request_ids_stay_unique_in_forked_workers():
+    """Outcomes are matched by request id: a forked worker must not repeat its parent's ids."""
+    import os
+
+    from serving.logs import new_request_id
+
+    read, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one id, then out without running any cleanup of the parent's
+        os.write(write_end, new_request_id(None).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    os.close(read)
+    parent = new_request_id(None)
+    assert len(child) == len(parent) == 32 and child[:20] != parent[:20]
