@@ -3,7 +3,7 @@
 For each serving mode (``batched``: the configured ``batch_max_size``/``batch_max_wait_ms``;
 ``unbatched``: ``batch_max_size=1``) the script
 
-1. starts the service as a separate process (``python -m serving --no-train``) on a free loopback
+1. starts the service as a separate process (``python -m serving``) on a free loopback
    port with the real model (the registered champion, or ``--model PATH_OR_URI``) and waits for
    ``/readyz``;
 2. runs a separate client process (httpx async) per concurrency level (1, 8, 64 by default),
@@ -177,7 +177,7 @@ class Server:
         if work_dir:
             env["RXT_WORK_DIR"] = work_dir
         env.update(extra_env or {})
-        cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port), "--no-train"]
+        cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port)]
         if model:
             cmd += ["--model", model]
         self.log = open(log_path, "ab")

@@ -18,14 +18,20 @@ Drift tests per window (each flags when past its threshold, ``THRESHOLDS``; docs
 - ``confidence``, ``text_chars``, ``latin_share``: two-sample Kolmogorov-Smirnov (scipy) against the reference
   sample, flagged at p < 0.01 *and* a statistic >= 0.2 (large samples make tiny shifts significant);
 - ``predicted_center``: Jensen-Shannon distance (base 2) between the window's and the reference's center
-  shares, flagged at >= 0.3;
-- ``handoff_rate``: flagged when it moved by >= 0.15 (absolute) from the reference's;
-- ``nonlatin_share``: flagged when it rose by >= 0.10 from the reference's;
+  shares, flagged at >= 0.3 *and* a chi-square test of homogeneity of the counts at p < 0.01 (with 19 centers
+  and a window of 80 answers, sampling noise alone gives a distance near 0.3-0.4);
+- ``handoff_rate``: flagged when it moved by >= 0.15 (absolute) from the reference's *and* a 2x2 chi-square test
+  says p < 0.01;
+- ``nonlatin_share``: flagged when it rose by >= 0.10 from the reference's *and* p < 0.01 (same test);
 - ``embedding``: a domain classifier (logistic regression on the 16-number embedding sketches, 5-fold
   cross-validated ROC AUC: can it tell the window from the reference?) flagged at AUC >= 0.75, plus the mean
   shift (mean |window mean - reference mean| / reference std; also the service's
   ``rxt_triage_live_embedding_shift`` gauge) flagged at >= 0.5.
-A window with fewer than ``MIN_WINDOW`` answers is reported but not tested.
+A window with fewer than ``MIN_WINDOW`` answers is reported but not tested.  Every test needs an effect size
+*and* significance: the first runs of the synthetic-shift test (tests/training/test_feedback_loop.py) flagged
+its unshifted English day on the center mix and then on the hand-off rate with effect-size thresholds alone
+(sampling noise at 80 answers against a reference sample of ~95); the chi-square requirements were added then,
+the effect-size thresholds were not changed.
 
 Why not Evidently: the library the issue suggests was tried first.  evidently 0.7.23 (the newest release pip
 finds here) installs beside our pins but fails at import under pandas 3.1: it imports
@@ -57,7 +63,9 @@ THRESHOLDS = {
     "ks_p": 0.01,
     "ks_statistic": 0.2,
     "center_js": 0.3,
+    "center_chi2_p": 0.01,
     "handoff_delta": 0.15,
+    "proportion_p": 0.01,
     "nonlatin_delta": 0.10,
     "embedding_auc": 0.75,
     "embedding_shift": 0.5,
@@ -130,6 +138,30 @@ def _js(window: dict[str, float], reference: dict[str, float]) -> float:
     return float(jensenshannon([window.get(k, 0.0) for k in keys], [reference.get(k, 0.0) for k in keys], base=2))
 
 
+def _chi2_p(window, reference) -> float | None:
+    """Chi-square test of homogeneity of the window's and the reference sample's center counts."""
+    from scipy.stats import chi2_contingency
+
+    w, r = pd.Series(list(window)).value_counts(), pd.Series(list(reference)).value_counts()
+    keys = sorted(set(w.index) | set(r.index))
+    if len(keys) < 2 or not len(r):
+        return None
+    return float(chi2_contingency([[int(w.get(k, 0)) for k in keys], [int(r.get(k, 0)) for k in keys]]).pvalue)
+
+
+def _proportion_p(window, reference) -> float | None:
+    """Chi-square test (2x2) that a yes/no share is the same in the window and the reference sample."""
+    from scipy.stats import chi2_contingency
+
+    if reference is None or not len(reference):
+        return None
+    w, r = [bool(x) for x in window], [bool(x) for x in reference]
+    table = [[sum(w), len(w) - sum(w)], [sum(r), len(r) - sum(r)]]
+    if min(sum(col) for col in zip(*table)) == 0:  # a column of zeros: no difference to test
+        return 1.0
+    return float(chi2_contingency(table).pvalue)
+
+
 def _domain_auc(live: np.ndarray, ref: np.ndarray, seed: int = 15) -> float | None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -175,13 +207,23 @@ def window_report(part: pd.DataFrame, ref: dict) -> dict:
                 drift[column] = _ks(part[column], sample[key])
         if ref.get("center_share"):
             js = _js(out["center_share"], ref["center_share"])
-            drift["predicted_center"] = {"js_distance": round(js, 4), "drift": js >= THRESHOLDS["center_js"]}
+            p = _chi2_p(part["center"], sample.get("center") or [])
+            drift["predicted_center"] = {"js_distance": round(js, 4), "chi2_p_value": p,
+                                         "drift": bool(js >= THRESHOLDS["center_js"]
+                                                       and (p is None or p < THRESHOLDS["center_chi2_p"]))}
         if ref.get("handoff_rate") is not None:
             delta = out["handoff_rate"] - ref["handoff_rate"]
-            drift["handoff_rate"] = {"delta": round(delta, 4), "drift": abs(delta) >= THRESHOLDS["handoff_delta"]}
+            p = _proportion_p(part["abstained"], sample.get("abstained"))
+            drift["handoff_rate"] = {"delta": round(delta, 4), "p_value": p,
+                                     "drift": bool(abs(delta) >= THRESHOLDS["handoff_delta"]
+                                                   and (p is None or p < THRESHOLDS["proportion_p"]))}
         if ref.get("nonlatin_share") is not None:
             delta = out["nonlatin_share"] - ref["nonlatin_share"]
-            drift["nonlatin_share"] = {"delta": round(delta, 4), "drift": delta >= THRESHOLDS["nonlatin_delta"]}
+            ref_nonlatin = None if not sample.get("latin_share") else [x < NON_LATIN for x in sample["latin_share"]]
+            p = _proportion_p(part["latin_share"] < NON_LATIN, ref_nonlatin)
+            drift["nonlatin_share"] = {"delta": round(delta, 4), "p_value": p,
+                                       "drift": bool(delta >= THRESHOLDS["nonlatin_delta"]
+                                                     and (p is None or p < THRESHOLDS["proportion_p"]))}
         sketches = np.asarray([s for s in part["sketch"] if s is not None], dtype=float)
         ref_sketch = np.asarray(sample.get("sketch") or [], dtype=float)
         if len(sketches) >= MIN_WINDOW and len(ref_sketch):
