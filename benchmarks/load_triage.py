@@ -281,14 +281,14 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
 
-    print("\nconcurrency | " + " | ".join(f"{m}: req/s  p50  p95  p99  err" for m in results) + (" | batched/unbatched req/s" if len(results) == 2 else ""))
+    print("\nconcurrency | " + " | ".join(f"{m}: req/s  p50  p95  p99  err" for m in results) + (" | batched/unbatched req/s" if set(results) == {"batched", "unbatched"} else ""))
     for i, c in enumerate(args.concurrency):
         cells = []
         for m in results:
             r = results[m][i]
             cells.append(f"{r['rps']:.0f}  {r['p50_ms']}  {r['p95_ms']}  {r['p99_ms']}  {r['errors']}")
         ratio = ""
-        if len(results) == 2 and results["unbatched"][i]["rps"]:
+        if set(results) == {"batched", "unbatched"} and results["unbatched"][i]["rps"]:
             ratio = f" | {results['batched'][i]['rps'] / results['unbatched'][i]['rps']:.2f}x"
         print(f"{c:>11} | " + " | ".join(cells) + ratio)
     first = next(iter(results))

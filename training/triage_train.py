@@ -742,9 +742,14 @@ def write_reference(run: Run) -> None:
     """``reference.json`` beside the artefact: the served int8 model's embedding sketch and prediction statistics
     over the validation texts, the reference of drift monitoring (serving.feedback, training.monitor)."""
     clf = TriageClassifier.from_folder(run.model_dir, variant="int8", intra_op_threads=run.opts.threads)
-    texts = run.texts["val"]
+    # live traffic is patients' text: the reference is the external (public-source) validation rows, without the
+    # team-written seed phrases (they differ in style and in how often the model hands them off), when enough
+    val = run.df[(run.df["split"] == "val") & (run.df["origin"] == "external")]
+    external = len(val) >= 30
+    texts = list(val["text"]) if external else run.texts["val"]
     ref = reference_stats(texts, clf.predict(texts))
-    ref["source"] = "validation split of this training run"
+    ref["source"] = ("external rows of the validation split" if external else "validation split") + \
+        " of this training run"
     (run.model_dir / REFERENCE_FILE).write_text(json.dumps(ref))
     run.results["reference"] = {"n": ref["n"], "confidence_mean": ref["confidence_mean"],
                                 "handoff_rate": ref["handoff_rate"]}
