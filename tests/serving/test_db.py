@@ -53,7 +53,7 @@ def test_migrations_create_the_schema_and_are_idempotent(review_db):
             "shadow_scores"} <= names
     upgrade(review_db.engine)  # running again is a no-op
     with review_db.session() as s:
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003_feedback"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         assert s.execute(text("SELECT count(*) FROM audit_chain_head")).scalar() == 1
 
 

@@ -6,8 +6,8 @@
   request id (idempotent).
 - ``shadow_scores``: the challenger's top center and confidence beside the champion's, per shadow-scored request.
 
-Revision ID: 0003_feedback
-Revises: 0002
+Revision ID: 0005
+Revises: 0004 (CDS Hooks)
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_feedback"
-down_revision = "0002"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
