@@ -3,7 +3,7 @@
 For each serving mode (``batched``: the configured ``batch_max_size``/``batch_max_wait_ms``;
 ``unbatched``: ``batch_max_size=1``) the script
 
-1. starts the service as a separate process (``python -m serving --no-train``) on a free loopback
+1. starts the service as a separate process (``python -m serving``) on a free loopback
    port with the real model (the registered champion, or ``--model PATH_OR_URI``) and waits for
    ``/readyz``;
 2. runs a separate client process (httpx async) per concurrency level (1, 8, 64 by default),
@@ -13,6 +13,12 @@ For each serving mode (``batched``: the configured ``batch_max_size``/``batch_ma
 
     .venv/bin/python benchmarks/load_triage.py --model var/runs/triage/<stamp>/model
     .venv/bin/python benchmarks/load_triage.py --duration 5 --concurrency 1 8 64 --json out.json
+    .venv/bin/python benchmarks/load_triage.py --modes batched shadow --concurrency 64   # shadow challenger cost
+
+Modes ``nofeedback`` (answers not recorded: RXT_FEEDBACK_ENABLED=false) and ``shadow`` (the challenger, by default
+the same model, scores ``--shadow-fraction`` of the requests off the answering path) are batched serving with one
+setting changed, for the cost of issue 15's feedback recording and shadow scoring; every mode records into its own
+temporary SQLite database.
 
 Goal on the 2-core machine: >= 400 req/s with p99 < 100 ms and zero errors.
 
@@ -205,7 +211,7 @@ def inprocess_pipeline(model: str | None, work_dir: str | None, seconds: float, 
 # ------------------------------------------------------------------------------- server
 class Server:
     def __init__(self, model: str | None, batch_max_size: int, batch_max_wait_ms: float, log_path: Path,
-                 work_dir: str | None, workers: int = 1):
+                 work_dir: str | None, workers: int = 1, extra_env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
@@ -223,6 +229,7 @@ class Server:
         env.pop("RXT_API_KEYS_FILE")
         if work_dir:
             env["RXT_WORK_DIR"] = work_dir
+        env.update(extra_env or {})
         cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port),
                "--workers", str(workers)]
         if workers > 1:
@@ -273,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-requests", type=int, default=20000, help="cap per concurrency level")
     p.add_argument("--batch-max-size", type=int, default=32)
     p.add_argument("--batch-max-wait-ms", type=float, default=3.0)
-    p.add_argument("--modes", nargs="+", default=["batched", "unbatched"], choices=["batched", "unbatched"])
+    p.add_argument("--modes", nargs="+", default=["batched", "unbatched"],
+                   choices=["batched", "unbatched", "nofeedback", "shadow"])
+    p.add_argument("--shadow-fraction", type=float, default=1.0, help="shadow mode: RXT_SHADOW_FRACTION")
+    p.add_argument("--challenger", help="shadow mode: the challenger's URI or folder (default: --model)")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--wrk", action="store_true", help="drive the service with wrk instead of the Python client")
     p.add_argument("--workers", type=int, nargs="+", default=[1], help="service worker processes, one run each")
@@ -294,9 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict]] = {}
     log_dir = Path(tempfile.mkdtemp(prefix="load-triage-"))
     for mode in args.modes:
-        size = args.batch_max_size if mode == "batched" else 1
+        size = 1 if mode == "unbatched" else args.batch_max_size
+        extra = {"RXT_DATABASE_URL": f"sqlite:///{log_dir / f'feedback-{mode}.db'}"}
+        if mode == "nofeedback":
+            extra["RXT_FEEDBACK_ENABLED"] = "false"
+        if mode == "shadow":
+            extra["RXT_SHADOW_FRACTION"] = str(args.shadow_fraction)
+            challenger = args.challenger or args.model
+            if challenger:
+                extra["RXT_CHALLENGER_MODEL_URI"] = challenger
         server = Server(args.model, size, args.batch_max_wait_ms, log_dir / f"server-{mode}.log", args.work_dir,
-                        args.workers[0])
+                        args.workers[0], extra)
         try:
             ready = server.wait_ready()
             model = ready["components"]["triage_model"]["detail"]
@@ -313,19 +331,39 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             results[mode] = rows
+            if mode in ("shadow", "batched", "nofeedback"):  # how much background work was done (or dropped)
+                import httpx
+
+                text = httpx.get(f"{server.url}/metrics", timeout=10).text
+                counters = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+                            if line.startswith(("rxt_shadow_scored_total", "rxt_shadow_dropped_total",
+                                                "rxt_feedback_recorded_total", "rxt_feedback_dropped_total",
+                                                "rxt_triage_predictions_total", "rxt_shadow_agreement_rate"))}
+                rows[-1]["background"] = counters
+                print(f"  background work: {counters}", flush=True)
         finally:
             server.stop()
 
-    print("\nconcurrency | " + " | ".join(f"{m}: req/s  p50  p95  p99  err" for m in results) + (" | batched/unbatched req/s" if len(results) == 2 else ""))
+    print("\nconcurrency | " + " | ".join(f"{m}: req/s  p50  p95  p99  err" for m in results) + (" | batched/unbatched req/s" if set(results) == {"batched", "unbatched"} else ""))
     for i, c in enumerate(args.concurrency):
         cells = []
         for m in results:
             r = results[m][i]
             cells.append(f"{r['rps']:.0f}  {r['p50_ms']}  {r['p95_ms']}  {r['p99_ms']}  {r['errors']}")
         ratio = ""
-        if len(results) == 2 and results["unbatched"][i]["rps"]:
+        if set(results) == {"batched", "unbatched"} and results["unbatched"][i]["rps"]:
             ratio = f" | {results['batched'][i]['rps'] / results['unbatched'][i]['rps']:.2f}x"
         print(f"{c:>11} | " + " | ".join(cells) + ratio)
+    first = next(iter(results))
+    if len(results) > 1:
+        print(f"\np99 and req/s relative to {first}:")
+        for m in list(results)[1:]:
+            cells = []
+            for i, c in enumerate(args.concurrency):
+                a, b = results[first][i], results[m][i]
+                if a["p99_ms"] and b["p99_ms"] and a["rps"]:
+                    cells.append(f"c={c}: p99 x{b['p99_ms'] / a['p99_ms']:.3f}, req/s x{b['rps'] / a['rps']:.3f}")
+            print(f"  {m}: " + "; ".join(cells))
     from evaluation.cpu_info import describe_cpu
 
     print(f"(server logs in {log_dir}; cpu: {describe_cpu()}; load average now {os.getloadavg()[0]:.2f})")
@@ -352,7 +390,7 @@ def wrk_main(args) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="load-triage-wrk-"))
     rows = []
     for mode in args.modes:
-        size = args.batch_max_size if mode == "batched" else 1
+        size = 1 if mode == "unbatched" else args.batch_max_size
         for workers in args.workers:
             server = Server(args.model, size, args.batch_max_wait_ms, log_dir / f"server-{mode}-{workers}.log",
                             args.work_dir, workers)

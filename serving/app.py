@@ -29,7 +29,7 @@ from serving.db.session import Database, DatabaseUnavailable, DbTimeouts, descri
 from serving.logs import SERVICE_LOGGER, log_event
 from serving.metrics import Metrics
 from serving.middleware import BodyLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
-from serving.routes import admin, alert_tiers, dashboard, docs, health, prescriptions, review_page, reviews, triage
+from serving.routes import admin, alert_tiers, dashboard, docs, health, outcomes, prescriptions, review_page, reviews, triage
 from serving.routes import cds_hooks as cds_hooks_routes
 from serving.security import session_secret
 from serving.settings import Settings, get_settings
@@ -42,6 +42,8 @@ log = logging.getLogger(SERVICE_LOGGER)
 async def _poll_models(state: ServiceState, every: float) -> None:
     """Reload a model when its registry alias moves: triage and DDI."""
     pollers = {"triage": state.triage.holder.poll_once, "ddi": state.checker.poll_ddi}
+    if state.triage.shadow is not None and state.triage.shadow.enabled:
+        pollers["challenger"] = state.triage.shadow.poll_once
     while True:
         await asyncio.sleep(every)
         for name, poll in pollers.items():
@@ -83,6 +85,7 @@ async def lifespan(app: FastAPI):
     await asyncio.gather(asyncio.to_thread(state.triage.holder.load),
                          asyncio.to_thread(state.triage.load_red_flags))
     await state.triage.start()
+    await state.triage.start_feedback()  # answers recorded for outcomes; the shadow challenger (issue 15)
 
     # prescription review: session secret, database, checker (+ DDI model)
     state.session_secret = session_secret(settings)
@@ -108,6 +111,7 @@ async def lifespan(app: FastAPI):
                 await task
             except asyncio.CancelledError:
                 pass
+        await state.triage.stop_feedback()  # writes what is queued before the database goes
         await group_commit.stop_committer(state.db)
         await asyncio.to_thread(state.db.dispose)
         await state.triage.stop()
@@ -135,6 +139,7 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
     )
     if not settings.db_migrate:
         state.db.assume_migrated()
+    state.triage.enable_feedback(state.db)
     state.readiness.update({
         "triage_model": state.triage.holder.is_ready,
         "red_flags": state.triage.red_flags_ready,
@@ -149,7 +154,7 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
-    for module in (health, triage, admin, alert_tiers, prescriptions, reviews, dashboard, review_page, docs):
+    for module in (health, triage, outcomes, admin, alert_tiers, prescriptions, reviews, dashboard, review_page, docs):
         app.include_router(module.router)
     app.include_router(cds_hooks_routes.router)
     return app

@@ -15,6 +15,7 @@ import contextvars
 import itertools
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -33,6 +34,18 @@ SERVICE_LOGGER = "rxtriage.serving"
 # characters like a uuid4, and free of the os.urandom call per request (5% of the event loop under load)
 _ID_PREFIX = uuid.uuid4().hex[:20]
 _ID_COUNTER = itertools.count()
+
+
+def _reseed_request_ids() -> None:
+    """A forked worker (several service processes) draws its own prefix: request ids stay unique across workers,
+    which outcome feedback relies on (serving.feedback matches outcomes by request id)."""
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX = uuid.uuid4().hex[:20]
+    _ID_COUNTER = itertools.count()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed_request_ids)
 
 
 def new_request_id(presented: str | None) -> str:

@@ -18,6 +18,14 @@ With several worker processes (``python -m serving --workers N``, ``PROMETHEUS_M
 and histograms are summed over workers, ``rxt_triage_queue_depth`` is summed over live workers, and
 ``rxt_triage_model_info`` has one sample per live worker (label ``pid``), so a promotion that some worker has not
 picked up yet is visible.
+- feedback and live monitoring (``serving.feedback``, ``serving.shadow``; thresholds in docs/lifecycle.md):
+  ``rxt_feedback_recorded_total``, ``rxt_feedback_dropped_total{reason}``, ``rxt_triage_outcomes_total{match}``;
+  gauges over the last ``RXT_MONITOR_WINDOW`` answers of the serving version: ``rxt_triage_live_window``,
+  ``rxt_triage_live_confidence_mean``, ``rxt_triage_live_handoff_rate``, ``rxt_triage_live_nonlatin_share``,
+  ``rxt_triage_live_text_chars_mean``, ``rxt_triage_live_embedding_shift``; the shadow challenger:
+  ``rxt_shadow_scored_total``, ``rxt_shadow_dropped_total{reason}``, ``rxt_shadow_agreement_rate``,
+  ``rxt_shadow_challenger_info{version}``.  The gauges are per process (``multiprocess_mode="livemostrecent"``
+  when prometheus_client runs in multiprocess mode).
 """
 
 from __future__ import annotations
@@ -86,6 +94,39 @@ class Metrics:
         )
         self.reloads = Counter("rxt_model_reloads", "Model reload attempts by model and outcome", ["model", "outcome"],
                                registry=r)
+
+        # --- feedback, live monitoring, shadow challenger (issue 15) ---
+        live = dict(registry=r, multiprocess_mode="livemostrecent")
+        self.feedback_recorded = Counter("rxt_feedback_recorded", "Triage answers recorded for outcome matching",
+                                         registry=r)
+        self.feedback_dropped = Counter("rxt_feedback_dropped", "Feedback records dropped (never the answer)",
+                                        ["reason"], registry=r)
+        self.outcomes = Counter("rxt_triage_outcomes", "Outcomes recorded, by whether the model's top center matched",
+                                ["match"], registry=r)
+        self.live_window = Gauge("rxt_triage_live_window", "Answers behind the rxt_triage_live_* gauges", **live)
+        self.live_confidence = Gauge("rxt_triage_live_confidence_mean", "Mean top-center probability, recent answers",
+                                     **live)
+        self.live_handoff = Gauge("rxt_triage_live_handoff_rate", "Share of recent answers handed to a human",
+                                  **live)
+        self.live_nonlatin = Gauge("rxt_triage_live_nonlatin_share", "Share of recent texts mostly not Latin script",
+                                   **live)
+        self.live_text_chars = Gauge("rxt_triage_live_text_chars_mean", "Mean length of recent texts", **live)
+        self.live_embedding_shift = Gauge(
+            "rxt_triage_live_embedding_shift",
+            "Mean |live - reference| / reference std of the embedding sketch (reference.json of the model)", **live)
+        self.shadow_scored = Counter("rxt_shadow_scored", "Requests the challenger scored in shadow", registry=r)
+        self.shadow_dropped = Counter("rxt_shadow_dropped", "Shadow work dropped (never the answer)", ["reason"],
+                                      registry=r)
+        self.shadow_agreement = Gauge("rxt_shadow_agreement_rate",
+                                      "Share of recent shadow-scored requests where both models' top center agree",
+                                      **live)
+        self.shadow_info = Gauge("rxt_shadow_challenger_info", "1 for the challenger version scored in shadow",
+                                 ["version"], **live)
+
+    def set_challenger(self, version: str | None) -> None:
+        self.shadow_info.clear()
+        if version is not None:
+            self.shadow_info.labels(version=str(version)).set(1)
 
     def set_model(self, version: str | None, taxonomy_version: str | None) -> None:
         previous = getattr(self, "_model_labels", None)

@@ -56,6 +56,13 @@ class TriageRequest(BaseModel):
         description="Language of `text`. The classifier and red-flag rules are English-only; "
         "`zh` is accepted and answered, with a lower-confidence caveat in `urgency_reasons`.",
     )
+    feedback_consent: bool | None = Field(
+        default=None,
+        strict=True,
+        description="The patient agreed that this complaint's text may be kept to improve the model. The text is "
+        "kept only when this is true AND the deployment enables it (RXT_FEEDBACK_KEEP_TEXT); otherwise only a "
+        "sha256 of it. Ignored by /v1/triage/batch (batch answers are not recorded).",
+    )
 
 
 class TriageBatchRequest(BaseModel):

@@ -19,8 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CURATED_DRUG_TABLES_DIR = PROJECT_ROOT / "datasets" / "drugs"  # the curated tables a KB artefact is built from
 
-Role = Literal["chat", "prescriber", "pharmacist", "admin", "ml"]
-ROLES: tuple[str, ...] = ("chat", "prescriber", "pharmacist", "admin", "ml")
+Role = Literal["chat", "prescriber", "pharmacist", "admin", "ml", "clinician"]
+ROLES: tuple[str, ...] = ("chat", "prescriber", "pharmacist", "admin", "ml", "clinician")
 
 
 class Settings(BaseSettings):
@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="Unset: sqlite:///<work_dir>/rxtriage.db")
     api_keys: dict[str, Role] = Field(
         default_factory=dict,
-        description='JSON object {"<key>": "<role>"}; roles: chat, prescriber, pharmacist, admin, ml',
+        description='JSON object {"<key>": "<role>"}; roles: chat, prescriber, pharmacist, admin, ml, clinician',
     )
     api_keys_file: Path | None = Field(
         default=None, description="A JSON file with the same shape as RXT_API_KEYS."
@@ -175,6 +175,51 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = json.loads(value) if value.strip() else {}
         return value
+
+    # --- feedback, shadow challenger, live monitoring (docs/lifecycle.md) ---------------------
+    feedback_enabled: bool = Field(
+        default=True,
+        description="Record every /v1/triage answer (request id, model version, text sha256, prediction) so outcomes "
+        "can be matched (POST /v1/triage/outcomes). Off: nothing is recorded and outcomes answer 404.",
+    )
+    feedback_keep_text: bool = Field(
+        default=False,
+        description="Keep the complaint text of a triage request for training, and only when that request also "
+        "carried feedback_consent: true. Off: only a sha256 of the text is kept.",
+    )
+    feedback_retention_days: float = Field(
+        default=90.0, gt=0,
+        description="Kept complaint texts and embedding sketches older than this are deleted by the purge (at "
+        "start-up, then hourly in the service; python -m serving.feedback purge); triage records older than this "
+        "without an outcome are deleted.",
+    )
+    feedback_outcome_days: float = Field(
+        default=30.0, gt=0,
+        description="An outcome is accepted for a triage answer at most this old; an older one is refused with 410.",
+    )
+    feedback_queue: int = Field(
+        default=10_000, ge=1,
+        description="Triage records waiting for the database writer; past it new records are dropped (counted in "
+        "rxt_feedback_dropped_total), never the answer.",
+    )
+    challenger_model_uri: str = Field(
+        default="models:/triage-classifier@challenger",
+        description="The model scored in shadow beside the champion (when RXT_SHADOW_FRACTION > 0).",
+    )
+    shadow_fraction: float = Field(
+        default=0.0, ge=0, le=1,
+        description="Share of /v1/triage requests the challenger also scores, off the answering path; 0 disables "
+        "shadow scoring (the challenger is then not loaded).",
+    )
+    shadow_queue: int = Field(
+        default=256, ge=1,
+        description="Texts waiting for the shadow scorer; past it shadow work is dropped (never the answer).",
+    )
+    shadow_threads: int = Field(default=1, ge=1, le=8, description="onnxruntime threads of the challenger.")
+    monitor_window: int = Field(
+        default=500, ge=10,
+        description="The last N recorded answers behind the rxt_triage_live_* gauges.",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -16,16 +16,19 @@ top k-1 centers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from serving.batching import MicroBatcher
 from serving.errors import ServiceUnavailableError
+from serving.feedback import FeedbackRecorder
 from serving.logs import SERVICE_LOGGER, log_event, log_extra
 from serving.metrics import Metrics
 from serving.model_holder import ModelHolder, model_version_of
 from serving.settings import Settings
+from serving.shadow import ShadowScorer
 from triage.classifier import latin_share
 from triage.redflags import RedFlagMatcher
 from triage.taxonomy import URGENCY_LEVELS, load_taxonomy
@@ -81,6 +84,7 @@ class TriageOutcome:
     taxonomy_version: str
     urgency_source: str = "default"
     urgency_probabilities: dict[str, float] | None = None
+    embedding: Any = field(default=None, compare=False, repr=False)  # pooled embedding (drift sketch), if any
 
 
 def _plain(value: Any) -> Any:
@@ -112,6 +116,9 @@ class TriageService:
             metrics=metrics,
         )
         self._names = {c.id: (c.name_en, c.name_zh) for c in taxonomy.centers}
+        # issue 15: answers recorded for outcome matching, and the shadow challenger (set by serving.app)
+        self.feedback: FeedbackRecorder | None = None
+        self.shadow: ShadowScorer | None = None
 
     # -- start-up pieces (run in a worker thread by the lifespan) ----------------------------
     def load_red_flags(self) -> None:
@@ -203,6 +210,7 @@ class TriageService:
                     urgency_source=source,
                     urgency_probabilities=getattr(decision, "probabilities", None),
                     taxonomy_version=taxonomy_version,
+                    embedding=getattr(pred, "embedding", None),
                 )
             )
         return outcomes
@@ -271,6 +279,44 @@ class TriageService:
             if self.settings.log_patient_text:
                 fields["text"] = item.text
             triage_log.info("triage", extra=log_extra(fields))
+
+    def enable_feedback(self, db: Any) -> None:
+        """Wire the feedback writer (on ``db``) and the shadow challenger (issue 15; serving.app calls this)."""
+        self.feedback = FeedbackRecorder(db, self.settings, self.metrics, reference_for=self._model_folder)
+        self.shadow = ShadowScorer(self.settings, self.metrics, self.taxonomy, sink=self.feedback.offer)
+
+    def _model_folder(self, version: str) -> Any:
+        model = self.holder.model
+        return getattr(model, "folder", None) if model is not None and model_version_of(model) == version else None
+
+    async def start_feedback(self) -> None:
+        """Load the challenger (when shadow scoring is on) and start both background threads."""
+        if self.shadow is not None and self.shadow.enabled:
+            await asyncio.to_thread(self.shadow.load)
+            self.shadow.start()
+        if self.feedback is not None:
+            self.feedback.start()
+
+    async def stop_feedback(self) -> None:
+        if self.shadow is not None:
+            await asyncio.to_thread(self.shadow.stop)
+        if self.feedback is not None:
+            await asyncio.to_thread(self.feedback.stop)
+
+    def after_answer(self, request_id: str, item: TriageInput, outcome: TriageOutcome, answer: dict[str, Any],
+                     consent: bool | None) -> None:
+        """Hand the answer to the feedback writer and (for the configured fraction) the shadow challenger: two
+        ``put_nowait`` calls, nothing that can delay or change the answer."""
+        try:
+            if self.feedback is not None and self.feedback.enabled:
+                centers = answer.get("centers") or []
+                self.feedback.offer_answer(request_id, item.text, item.language, consent, outcome,
+                                           centers[0]["id"] if centers else "")
+            if self.shadow is not None and self.shadow.enabled:
+                self.shadow.offer(request_id, item.text, outcome)
+        except Exception as exc:  # noqa: BLE001 - bookkeeping never costs a patient the answer
+            self.metrics.feedback_dropped.labels(reason="error").inc()
+            log_event(log, "feedback hand-off failed", level=logging.WARNING, error=exc.__class__.__name__)
 
     # -- life cycle --------------------------------------------------------------------------
     async def start(self) -> None:

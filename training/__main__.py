@@ -30,6 +30,8 @@ COMMANDS = {
     "rollback": ("training.lifecycle", "main", "move the champion alias back, with a reason (audited)"),
     "history": ("training.lifecycle", "main", "alias changes; --at TIME says which version was serving then"),
     "card": ("training.lifecycle", "main", "the model card of a registered version"),
+    "snapshot": ("training.feedback_data", "main", "snapshot feedback|decisions: versioned Parquet of outcomes"),
+    "monitor": ("training.monitor", "main", "drift and quality report of live triage traffic per time window"),
 }
 TRAINERS = {"triage": "training.triage_train", "ddi": "training.ddi_train"}
 

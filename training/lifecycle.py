@@ -4,6 +4,7 @@ Both registered models go through the same verbs::
 
     python -m training evaluate triage --version 3 [--dataset test]
     python -m training compare  triage 3 4
+    python -m training compare  triage --live [--since TIME] [CHALLENGER_VERSION]
     python -m training promote  triage 4 [--gates FILE] [--force --reason "..."] [--actor NAME]
     python -m training rollback triage [--to 3] --reason "..." [--actor NAME]
     python -m training history  triage [--at 2026-11-23T20:00:00Z]
@@ -30,6 +31,7 @@ from serving.db.session import session_scope
 from serving.settings import Settings, get_settings
 from training import registry
 from training.lifecycle_eval import redflag_recall
+from training.live import compare_live, live_gate_checks
 from training.model_card import model_card
 
 GATES_DIR = Path(__file__).resolve().parent / "gates"
@@ -199,6 +201,10 @@ def promote(kind_key: str, version: str, *, settings: Settings | None = None, ga
     champion = evaluate_version(kind, current, gates["dataset"], settings) if current else None
     extra = _extra_gate_values(kind, version, settings, gates)
     report = apply_gates(gates, candidate, champion, extra)
+    if kind.key == "triage":  # the shadow challenger's live sample (gate "live"; off unless min_samples > 0)
+        for name, passed, detail in live_gate_checks(gates, version, settings):
+            report.checks.append(GateCheck(name, passed, detail))
+        report.passed = all(c.passed for c in report.checks)
     if not report.passed and not force:
         return {"promoted": False, "model": kind.registered_name, "version": version, "champion": current,
                 "gate": report, "candidate": candidate, "champion_metrics": champion}
@@ -310,6 +316,13 @@ def _print(obj) -> None:
     print(json.dumps(obj, indent=2, default=default))
 
 
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -318,11 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("kind", choices=list(KINDS))
     ev.add_argument("--version", required=True)
     ev.add_argument("--dataset")
-    cp = sub.add_parser("compare", help="two versions side by side with per-class deltas")
+    cp = sub.add_parser("compare", help="two versions side by side with per-class deltas; --live: the shadow "
+                        "challenger against the champion on live traffic")
     cp.add_argument("kind", choices=list(KINDS))
-    cp.add_argument("a")
-    cp.add_argument("b")
+    cp.add_argument("a", nargs="?")
+    cp.add_argument("b", nargs="?")
     cp.add_argument("--dataset")
+    cp.add_argument("--live", action="store_true", help="live figures from shadow scores and outcomes (triage)")
+    cp.add_argument("--since", help="--live: shadow scores at or after this ISO time")
+    cp.add_argument("--until", help="--live: shadow scores before this ISO time")
     pr = sub.add_parser("promote", help="make a version champion if it passes the gates")
     pr.add_argument("kind", choices=list(KINDS))
     pr.add_argument("version")
@@ -354,7 +371,13 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         if args.verb == "evaluate":
             _print(evaluate_version(kind_of(args.kind), _existing_version(kind_of(args.kind), args.version),
                                     args.dataset, settings))
+        elif args.verb == "compare" and args.live:
+            if args.kind != "triage":
+                raise LifecycleError("--live compares the triage shadow challenger; the DDI model has no shadow mode")
+            _print(compare_live(settings, _time(args.since), _time(args.until), challenger=args.b or args.a))
         elif args.verb == "compare":
+            if not (args.a and args.b):
+                raise LifecycleError("compare needs two versions (or --live)")
             kind = kind_of(args.kind)
             a = evaluate_version(kind, _existing_version(kind, args.a), args.dataset, settings)
             b = evaluate_version(kind, _existing_version(kind, args.b), args.dataset, settings)

@@ -39,8 +39,9 @@ import numpy as np
 import pandas as pd
 
 from evaluation import triage_eval as ev
+from serving.feedback import REFERENCE_FILE, reference_stats
 from serving.settings import PROJECT_ROOT, Settings, get_settings
-from training import onnx_export, registry, urgency_data, urgency_train
+from training import feedback_data, onnx_export, registry, urgency_data, urgency_train
 from training.onnx_export import _by_length, torch_logits
 from training.sources import hashes_for
 from training.triage_data import (
@@ -106,6 +107,10 @@ class TrainOptions:
     urgency_limit: int | None = None  # statements per level (fast runs)
     urgency_external: bool = True  # also measure on the blind set and AcuityBench
     quick: bool = False  # a first-start model (training.bootstrap --quick): meta.json says so, the service too
+    # issue 15: a feedback snapshot (python -m training snapshot feedback) merged in; its rows with kept text are
+    # split by time: older ones join the training split, the newest feedback_test_fraction are a time-based test
+    feedback: Path | None = None
+    feedback_test_fraction: float = 0.3
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -555,6 +560,7 @@ class Run:
     run_id: str | None = None
     stamp: str = ""
     urgency_frame: object = None  # the urgency examples and their split (joint training)
+    feedback: dict | None = None  # the feedback snapshot's manifest, frame and time split (issue 15)
     urgency_weights: tuple | None = None  # (weights, bias) of the jointly trained urgency head
 
 
@@ -581,6 +587,8 @@ def prepare(settings: Settings, opts: TrainOptions, examples=None) -> Run:
             raise ValueError(f"the {name} split is empty; more examples are needed")
     for name, part in parts.items():
         run.texts[name], run.y[name] = list(part["text"]), part["center"].map(index).to_numpy()
+    if opts.feedback:
+        _merge_feedback(run, index)
     run.texts["base_train"], run.y["base_train"] = list(run.texts["train"]), run.y["train"]
     if opts.few_shot in ("prototypes", "both"):
         extra_t, extra_y = _description_rows(taxonomy, labels)
@@ -588,7 +596,28 @@ def prepare(settings: Settings, opts: TrainOptions, examples=None) -> Run:
         run.y["train"] = np.concatenate([run.y["train"], np.asarray(extra_y)])
     run.results = {"taxonomy_version": taxonomy.version, "n_labels": len(labels), "layers": opts.layers,
                    "max_length": opts.max_length, "few_shot": opts.few_shot}
+    if run.feedback is not None:
+        run.results["feedback"] = run.feedback["summary"]
     return run
+
+
+def _merge_feedback(run: Run, index: dict) -> None:
+    """Older feedback rows (kept text, a routable center) join the training split; the newest are the time-based
+    test (``feedback_data.time_split``).  Their texts are not written to split.csv (feedback_split.csv lists
+    request ids, times and split only)."""
+    frame, manifest = feedback_data.load_snapshot(run.opts.feedback)
+    train, test, cut = feedback_data.time_split(frame, run.labels, run.opts.feedback_test_fraction)
+    run.texts["train"] = run.texts["train"] + list(train["text"])
+    run.y["train"] = np.concatenate([run.y["train"], train["actual_center"].map(index).to_numpy()])
+    if len(test):
+        run.texts["feedback_time_test"] = list(test["text"])
+        run.y["feedback_time_test"] = test["actual_center"].map(index).to_numpy()
+    split = pd.concat([train.assign(split="train"), test.assign(split="feedback_time_test")])
+    split[["request_id", "answered_at", "split"]].to_csv(run.report_dir / "feedback_split.csv", index=False)
+    run.feedback = {"manifest": manifest, "frame": frame}
+    run.feedback["summary"] = {"snapshot": manifest["version"], "sha256": manifest["sha256"],
+                               "rows": manifest["rows"], "rows_with_text": manifest.get("rows_with_text"),
+                               "n_train": int(len(train)), "n_time_test": int(len(test)), "time_cut": cut}
 
 
 def log_inputs(run: Run) -> None:
@@ -609,6 +638,9 @@ def log_inputs(run: Run) -> None:
                      "model_name": TRIAGE_MODEL_NAME, **{f"data.{k}": v for k, v in hashes.items()}})
     mlflow.log_dict(hashes, "data/dataset_sha256.json")
     mlflow.log_artifact(str(run.report_dir / "split.csv"), "data")
+    if run.feedback is not None:
+        feedback_data.log_snapshot_input(run.feedback["frame"], run.feedback["manifest"])
+        mlflow.log_artifact(str(run.report_dir / "feedback_split.csv"), "data")
     run.results["support"] = _support(run.df)
 
 
@@ -659,6 +691,17 @@ def evaluate_test(run: Run) -> tuple[np.ndarray, np.ndarray]:
         "model": _eval_block(test_y, probs, labels, run.choice["threshold"]),
         "tfidf_logreg": _eval_block(test_y, base_probs, labels, None),
     }
+    if "feedback_time_test" in run.texts:  # the time-based split, beside the usual held-out figures
+        fb_y, fb_texts = run.y["feedback_time_test"], run.texts["feedback_time_test"]
+        fb_probs = ev.softmax(predict_logits(run.model, run.tokenizer, fb_texts, run.opts.max_length), run.temperature)
+        fb_base = ev.tfidf_baseline(run.texts["base_train"], run.y["base_train"], fb_texts, len(labels), run.opts.seed)
+        run.results["test_feedback_time"] = {"n": len(fb_texts), "time_cut": run.results["feedback"]["time_cut"],
+                                             "model_accuracy": float((fb_probs.argmax(1) == fb_y).mean()),
+                                             "baseline_accuracy": float((fb_base.argmax(1) == fb_y).mean()),
+                                             "model_top3_accuracy": ev.top_k_accuracy(fb_y, fb_probs, 3)}
+        run.flat.update({"feedback_time_test_n": float(len(fb_texts)),
+                         "feedback_time_test_accuracy": run.results["test_feedback_time"]["model_accuracy"],
+                         "feedback_time_test_baseline_accuracy": run.results["test_feedback_time"]["baseline_accuracy"]})
     test = run.df[(run.df["split"] == "test") & (run.df["origin"] == "external")]
     run.results["test_by_source"] = {}
     for source, _part in test.groupby("source"):
@@ -694,6 +737,23 @@ def export(run: Run) -> None:
                 "max_length": opts.max_length}, run.out / "torch_model.pt")
     (run.model_dir / "labels.json").write_text(json.dumps(run.labels, indent=1))
     write_meta(run)  # preliminary: the urgency step loads the served artifact
+
+
+def write_reference(run: Run) -> None:
+    """``reference.json`` beside the artefact: the served int8 model's embedding sketch and prediction statistics
+    over the validation texts, the reference of drift monitoring (serving.feedback, training.monitor)."""
+    clf = TriageClassifier.from_folder(run.model_dir, variant="int8", intra_op_threads=run.opts.threads)
+    # live traffic is patients' text: the reference is the external (public-source) validation rows, without the
+    # team-written seed phrases (they differ in style and in how often the model hands them off), when enough
+    val = run.df[(run.df["split"] == "val") & (run.df["origin"] == "external")]
+    external = len(val) >= 30
+    texts = list(val["text"]) if external else run.texts["val"]
+    ref = reference_stats(texts, clf.predict(texts))
+    ref["source"] = ("external rows of the validation split" if external else "validation split") + \
+        " of this training run"
+    (run.model_dir / REFERENCE_FILE).write_text(json.dumps(ref))
+    run.results["reference"] = {"n": ref["n"], "confidence_mean": ref["confidence_mean"],
+                                "handoff_rate": ref["handoff_rate"]}
 
 
 def train_urgency(run: Run) -> None:
@@ -829,6 +889,7 @@ def train_triage(settings: Settings | None = None, examples=None, **options) -> 
         calibrate(run)
         probs_raw, probs = evaluate_test(run)
         export(run)
+        write_reference(run)
         head = getattr(run.model, "urgency_classifier", None)
         if head is not None:
             run.urgency_weights = (head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy())
@@ -877,6 +938,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--urgency-per-statement", type=int, default=d.urgency_per_statement,
                    help="first-person complaints generated per guidance statement")
     p.add_argument("--urgency-limit", type=int, default=None, help="guidance statements per level (fast runs)")
+    p.add_argument("--feedback", type=Path, default=None,
+                   help="a feedback snapshot folder (python -m training snapshot feedback): rows with kept text "
+                   "join training (older) and a time-based test (newest), logged as an MLflow dataset input")
+    p.add_argument("--feedback-test-fraction", type=float, default=d.feedback_test_fraction,
+                   help="share of the newest feedback rows held out as the time-based test")
     p.add_argument("--no-urgency-external", dest="urgency_external", action="store_false",
                    help="skip the blind-set and AcuityBench measurement of the urgency decision")
     return p
@@ -889,7 +955,8 @@ def main(argv: list[str] | None = None) -> int:
     m = result.metrics
     print(f"run {result.run_id} -> {TRIAGE_MODEL_NAME} version {result.version}; artifact {result.model_dir}")
     for key in ("test_accuracy", "test_macro_f1", "baseline_test_accuracy", "test_ece_after", "threshold",
-                "test_selective_accuracy", "test_coverage", "onnx_max_abs_diff", "onnx_int8_drop"):
+                "test_selective_accuracy", "test_coverage", "onnx_max_abs_diff", "onnx_int8_drop",
+                "feedback_time_test_accuracy", "feedback_time_test_baseline_accuracy"):
         if key in m:
             print(f"  {key:<26} {m[key]:.4f}")
     for key in sorted(k for k in m if k.startswith("xsrc_")):

@@ -23,7 +23,7 @@ import os
 import threading
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +122,8 @@ class Prediction:
     urgency: dict[str, float] | None = None
     # per urgent level, the closest cited presentation (text, source URL, cosine similarity), when the head has them
     urgency_evidence: dict[str, dict] | None = None
+    # the pooled sentence embedding of this text (artifacts with an embedding output), for drift monitoring
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def top(self) -> tuple[str, float]:
@@ -383,7 +385,8 @@ class TriageClassifier:
             if urgency is not None:
                 levels = {level: float(p) for level, p in zip(self.urgency_head.labels, urgency[k])}
                 evidence = self.urgency_head.closest(embeddings[k]) or None
-            results.append(Prediction(centers, abstained, reason, levels, evidence))
+            results.append(Prediction(centers, abstained, reason, levels, evidence,
+                                      None if embeddings is None else embeddings[k]))
         return results
 
     def info(self) -> dict:

@@ -15,6 +15,8 @@ Tables
 - ``cds_cards``, ``cds_feedback``, ``cds_jwt_ids``: CDS Hooks cards (uuid -> rule id), the EHR's feedback on them, and
   the JWT ids seen (replay protection); see ``serving.cds_hooks``.
 - ``audit_log`` + ``audit_chain_head``: the append-only, hash-chained audit trail (see ``serving.audit``).
+- ``triage_records``, ``triage_outcomes``, ``shadow_scores``: triage answers, their outcomes and the shadow
+  challenger's scores (``serving.feedback``, ``serving.shadow``; docs/lifecycle.md).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -36,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from prescription_check.schemas import SEVERITIES
+from triage.taxonomy import URGENCY_LEVELS
 
 STATUSES: tuple[str, ...] = ("pending", "approved", "rejected", "changes_requested")
 DECISIONS: tuple[str, ...] = ("approve", "reject", "request_change")
@@ -181,6 +186,7 @@ class AuditChainHead(Base):
     last_hash: Mapped[str] = mapped_column(String(64))
 
 
+<<<<<<< HEAD
 class AlertTierSettings(Base):
     """One row (id = 1) when a pharmacist lead has tuned the alert tiers: which tiers queue, per category and
     severity (``prescription_check.tiers.QueueSettings.as_dict``).  No row: the shipped ``default`` preset.
@@ -254,3 +260,76 @@ class CdsJwtId(Base):
     iss: Mapped[str] = mapped_column(String(300), primary_key=True)
     jti: Mapped[str] = mapped_column(String(200), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+=======
+# --- triage feedback (issue 15): answers, outcomes, shadow scores -------------------------------------------
+
+
+class TriageRecord(Base):
+    """One ``POST /v1/triage`` answer, kept so an outcome can be matched to it (``serving.feedback``).
+
+    ``text`` is set only when the deployment keeps texts (RXT_FEEDBACK_KEEP_TEXT) and the request carried
+    ``feedback_consent: true``; otherwise only ``text_sha256``.  ``sketch`` is a 16-number random projection of
+    the champion's pooled embedding (drift monitoring), not the embedding itself.  The purge deletes texts and
+    sketches past RXT_FEEDBACK_RETENTION_DAYS."""
+
+    __tablename__ = "triage_records"
+    __table_args__ = (Index("ix_triage_records_created_at", "created_at"),)
+
+    request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    model_version: Mapped[str] = mapped_column(String(100))
+    taxonomy_version: Mapped[str | None] = mapped_column(String(50))
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    text_chars: Mapped[int] = mapped_column(Integer)
+    latin_share: Mapped[float] = mapped_column(Float)
+    language: Mapped[str | None] = mapped_column(String(8))  # as declared by the caller
+    consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    text: Mapped[str | None] = mapped_column(Text)
+    predicted_center: Mapped[str] = mapped_column(String(64))  # the model's top center
+    confidence: Mapped[float] = mapped_column(Float)  # its calibrated probability
+    answered_center: Mapped[str] = mapped_column(String(64))  # first center of the answer (emergency override)
+    urgency: Mapped[str] = mapped_column(String(16))
+    abstained: Mapped[bool] = mapped_column(Boolean)
+    red_flags: Mapped[int] = mapped_column(Integer, default=0)
+    sketch: Mapped[list[Any] | None] = mapped_column(JSON)
+    purged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TriageOutcome(Base):
+    """Where the patient was actually seen (and the urgency a clinician assigned) for one triage answer."""
+
+    __tablename__ = "triage_outcomes"
+    __table_args__ = (
+        CheckConstraint(f"clinician_urgency IS NULL OR {_in('clinician_urgency', URGENCY_LEVELS)}",
+                        name="ck_triage_outcomes_urgency"),
+        Index("ix_triage_outcomes_recorded_at", "recorded_at"),
+    )
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("triage_records.request_id", ondelete="CASCADE"),
+                                            primary_key=True)
+    actual_center: Mapped[str] = mapped_column(String(64))
+    clinician_urgency: Mapped[str | None] = mapped_column(String(16))
+    body_sha256: Mapped[str] = mapped_column(String(64))  # idempotency: same body -> same answer, else 409
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    recorded_by: Mapped[str] = mapped_column(String(200))
+
+
+class ShadowScore(Base):
+    """The challenger's opinion on one live request, scored off the answering path (``serving.shadow``)."""
+
+    __tablename__ = "shadow_scores"
+    __table_args__ = (Index("ix_shadow_scores_versions", "challenger_version", "champion_version"),)
+
+    request_id: Mapped[str] = mapped_column(ForeignKey("triage_records.request_id", ondelete="CASCADE"),
+                                            primary_key=True)
+    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    champion_version: Mapped[str] = mapped_column(String(100))
+    challenger_version: Mapped[str] = mapped_column(String(100))
+    champion_center: Mapped[str] = mapped_column(String(64))
+    challenger_center: Mapped[str] = mapped_column(String(64))
+    champion_confidence: Mapped[float] = mapped_column(Float)
+    challenger_confidence: Mapped[float] = mapped_column(Float)
+    champion_abstained: Mapped[bool] = mapped_column(Boolean)
+    challenger_abstained: Mapped[bool] = mapped_column(Boolean)
+    agree: Mapped[bool] = mapped_column(Boolean)
+>>>>>>> issue15

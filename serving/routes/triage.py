@@ -99,6 +99,7 @@ async def triage(body: TriageRequest, request: Request, _: ChatUser, triage: Tri
     outcome = await service.batcher.submit(item)
     result = service.shape(item, outcome, k)
     result["request_id"] = request.state.request_id
+    service.after_answer(result["request_id"], item, outcome, result, body.feedback_consent)
     return _JSON(result)
 
 

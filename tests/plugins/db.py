@@ -26,6 +26,7 @@ ROLE_KEYS = {
     "pharmacist2": "pharmacist2-key-0123456789",
     "admin": "admin-key-0123456789",
     "ml": "ml-key-0123456789",
+    "clinician": "clinician-key-0123456789",
 }
 API_KEYS = {key: ("pharmacist" if name == "pharmacist2" else name) for name, key in ROLE_KEYS.items()}
 

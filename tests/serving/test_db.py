@@ -49,10 +49,11 @@ def store(db: Database, res: dict, rx: dict = RX, min_sev: str = "moderate") -> 
 def test_migrations_create_the_schema_and_are_idempotent(review_db):
     names = set(inspect(review_db.engine).get_table_names())
     assert {"reviews", "review_findings", "idempotency_keys", "audit_log", "audit_chain_head",
-            "check_idempotency_keys", "revoked_sessions", "alembic_version"} <= names
+            "check_idempotency_keys", "revoked_sessions", "alembic_version", "triage_records", "triage_outcomes",
+            "shadow_scores"} <= names
     upgrade(review_db.engine)  # running again is a no-op
     with review_db.session() as s:
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         assert s.execute(text("SELECT count(*) FROM audit_chain_head")).scalar() == 1
 
 

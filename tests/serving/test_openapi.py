@@ -29,6 +29,8 @@ OPERATION_IDS = {
     ("get", "/v1/admin/alert-tiers"): "get_alert_tiers", ("put", "/v1/admin/alert-tiers"): "put_alert_tiers",
     ("get", "/cds-services"): "cds_discovery", ("post", "/cds-services/{service_id}"): "cds_call",
     ("post", "/cds-services/{service_id}/feedback"): "cds_feedback",
+    ("post", "/v1/triage/outcomes"): "record_triage_outcome",
+    ("delete", "/v1/triage/outcomes/{request_id}"): "delete_triage_outcome",
 }
 ERROR_REF = "#/components/schemas/ErrorResponse"
 
@@ -138,7 +140,8 @@ def _call_every_endpoint(app) -> None:
                               ("triage", "triage"), ("triage", "triage_batch"), ("admin", "reload_model"),
                               ("prescriptions", "check_prescription"), ("reviews", "list_reviews"),
                               ("reviews", "list_reason_codes"), ("reviews", "get_override_stats"),
-                              ("reviews", "get_review"), ("reviews", "decide_review")]}
+                              ("reviews", "get_review"), ("reviews", "decide_review"),
+                              ("triage", "record_triage_outcome"), ("triage", "delete_triage_outcome")]}
     assert api is not None
     with TestClient(app) as http:
         app.state.rxt.triage.holder._model = _TinyClassifier()
@@ -173,6 +176,14 @@ def _call_every_endpoint(app) -> None:
         check("triage_batch", op["triage_batch"].sync_detailed(
             client=client("chat"), body=models.TriageBatchRequest(items=[models.TriageRequest(text="dry cough")])),
             models.TriageBatchResponse)
+        check("record_triage_outcome", op["record_triage_outcome"].sync_detailed(
+            client=client("clinician"), body=models.OutcomeRequest(request_id=called["triage"].request_id,
+                                                                   actual_center="cardiology")),
+            models.OutcomeResponse)
+        assert called["record_triage_outcome"].created is True
+        check("delete_triage_outcome", op["delete_triage_outcome"].sync_detailed(
+            called["triage"].request_id, client=client("clinician")), models.OutcomeDeleted)
+        assert called["delete_triage_outcome"].outcome_deleted is True
         check("reload_model", op["reload_model"].sync_detailed(client=client("admin")), models.ReloadResponse)
 
         rx = models.Prescription.from_dict(FLAGGED)
