@@ -1,6 +1,6 @@
 """Distilled student vs its teacher, side by side in one run: speed, accuracy, calibration, hand-offs, blind sets.
 
-    .venv/bin/python benchmarks/student_vs_teacher.py --student models:/triage-classifier/2   # teacher: @champion
+    .venv/bin/python benchmarks/student_vs_teacher.py --student models:/triage-classifier/2   # its recorded teacher
     .venv/bin/python benchmarks/student_vs_teacher.py --teacher DIR --student DIR --rounds 5
 
 Both models are loaded the way the service loads them (``serving.components.load_triage_classifier``: int8, one
@@ -51,6 +51,17 @@ def newest_student() -> str:
     return str(runs[-1].parent)
 
 
+def recorded_teacher(meta: dict) -> str:
+    """The teacher a distilled artefact names: its registry version (an alias may have moved since), else its URI."""
+    d = meta.get("distillation") or {}
+    if d.get("teacher_version") and str(d.get("teacher_uri", "")).startswith("models:/"):
+        name = str(d["teacher_uri"])[len("models:/"):].split("@")[0].rsplit("/", 1)[0]
+        return f"models:/{name}/{d['teacher_version']}"
+    if d.get("teacher_uri"):
+        return str(d["teacher_uri"])
+    raise SystemExit("the student's meta.json names no teacher; pass --teacher")
+
+
 def loadavg() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -79,7 +90,8 @@ def quality(clf, texts: list[str], y: np.ndarray) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--teacher", default="models:/triage-classifier@champion")
+    p.add_argument("--teacher", default=None,
+                   help="registry URI or folder (default: the teacher the student's meta.json names, by version)")
     p.add_argument("--student", default=None, help="registry URI or folder (default: newest var/runs/distill run)")
     p.add_argument("--n", type=int, default=320, help="test texts timed in calls of 32")
     p.add_argument("--n-single", type=int, default=96, help="test texts timed one per call")
@@ -98,8 +110,10 @@ def main(argv=None) -> int:
     from triage.redflags import RedFlagMatcher
 
     settings = get_settings()
-    uris = {"teacher": args.teacher, "student": args.student or newest_student()}
-    models = {name: load_triage_classifier(uri, settings) for name, uri in uris.items()}
+    student_uri = args.student or newest_student()
+    student = load_triage_classifier(student_uri, settings)
+    uris = {"teacher": args.teacher or recorded_teacher(student.meta), "student": student_uri}
+    models = {"teacher": load_triage_classifier(uris["teacher"], settings), "student": student}
     seeds = {name: int(m.meta.get("seed", 13)) for name, m in models.items()}
     if models["teacher"].labels != models["student"].labels:
         raise SystemExit("teacher and student have different label sets")
