@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     p.add_argument("--n-single", type=int, default=96, help="test texts timed one per call")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-padded", dest="padded", action="store_false", help="skip the one-padded-call mode")
+    p.add_argument("--speed-only", action="store_true",
+                   help="texts/s only (e.g. for a student whose weights are not trained yet: speed depends on shape)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
 
@@ -163,6 +165,12 @@ def main(argv=None) -> int:
                               "b32_median": statistics.median(s["b32"]), "b1_ratio": r1, "b32_ratio": r32}
         print(f"| {name} | {b1:.0f} | {statistics.median(s['b1']):.0f} | {b32:.0f} | "
               f"{statistics.median(s['b32']):.0f} | {r1:.2f}x | {r32:.2f}x |")
+
+    if args.speed_only:
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2, default=float))
+        print(f"\nload average at the end: {loadavg()}")
+        return 0
 
     # ------------------------------------------------------------------ quality on the same rows
     q = {name: quality(m, texts, y) for name, m in models.items()}
