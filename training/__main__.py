@@ -17,6 +17,7 @@ COMMANDS = {
     "ddi": ("training.ddi_train", "main", "same as 'train ddi'"),
     "kb": ("training.kb_build", "main", "build the prescription knowledge-base artefact"),
     "urgency-head": ("training.urgency_train", "main", "copy a triage artifact and fit its urgency head anew"),
+    "distill": ("training.distill", "main", "distil a registered triage model into a smaller student (own version)"),
     "gold": ("training.rx_gold", "main", "rebuild the prescription gold set datasets/drugs/gold_prescriptions.jsonl"),
     "eval-rx": ("training.offline_eval", "rx_main", "the checker on the gold set, the sig parser on its line set"),
     "eval-regimens": ("training.offline_eval", "regimens_main", "everyday guideline regimens: share sent to review"),
