@@ -186,7 +186,6 @@ class AuditChainHead(Base):
     last_hash: Mapped[str] = mapped_column(String(64))
 
 
-<<<<<<< HEAD
 class AlertTierSettings(Base):
     """One row (id = 1) when a pharmacist lead has tuned the alert tiers: which tiers queue, per category and
     severity (``prescription_check.tiers.QueueSettings.as_dict``).  No row: the shipped ``default`` preset.
@@ -260,7 +259,6 @@ class CdsJwtId(Base):
     iss: Mapped[str] = mapped_column(String(300), primary_key=True)
     jti: Mapped[str] = mapped_column(String(200), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-=======
 # --- triage feedback (issue 15): answers, outcomes, shadow scores -------------------------------------------
 
 
@@ -332,4 +330,3 @@ class ShadowScore(Base):
     champion_abstained: Mapped[bool] = mapped_column(Boolean)
     challenger_abstained: Mapped[bool] = mapped_column(Boolean)
     agree: Mapped[bool] = mapped_column(Boolean)
->>>>>>> issue15
