@@ -5,6 +5,7 @@
     python -m training eval-redflags [--phrases PATH] [--table PATH] [--json]
     python -m training eval-urgency [--model URI_OR_FOLDER] [--sets blind,acuitybench] [--log-mlflow] [--json]
     python -m training eval-routing [--model URI_OR_FOLDER] [--set CSV] [--log-mlflow] [--json]
+    python -m training eval-ddi-coverage [--kb PATH] [--pairs CSV] [--ddi-model] [--show-misses N] [--json]
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 from evaluation.acuity_eval import evaluate_acuity
+from evaluation.ddi_coverage import evaluate_coverage, load_pairs
+from evaluation.ddi_coverage import markdown as coverage_markdown
 from evaluation.acuity_eval import render_markdown as acuity_markdown
 from evaluation.redflag_eval import DEFAULT_PHRASES_PATH, evaluate_redflags
 from evaluation.redflag_eval import render_markdown as redflag_markdown
@@ -246,3 +249,36 @@ def routing_main(argv: list[str] | None = None) -> int:
                                 "routing_blind_selective_accuracy": o["selective_accuracy"] or 0.0})
             mlflow.log_dict(report, "routing_eval/report.json")
     return 0
+
+
+def ddi_coverage_main(argv: list[str] | None = None) -> int:
+    """Interaction coverage on an outside set of documented pairs (default: the blind label set)."""
+    parser = argparse.ArgumentParser(prog="python -m training eval-ddi-coverage",
+                                     description="Share of documented interacting pairs the checker flags.")
+    parser.add_argument("--kb", type=Path, default=None)
+    parser.add_argument("--pairs", type=Path, default=LABEL_PAIRS)
+    parser.add_argument("--ddi-model", action="store_true", help="also load the registered DDI model")
+    parser.add_argument("--show-misses", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.kb is not None:
+        settings = settings.model_copy(update={"kb_path": args.kb})
+    print(ensure_kb(settings), file=sys.stderr)
+    checker = load_checker(settings, model_status="rules-only: DDI model not requested")
+    if args.ddi_model:
+        service = CheckerService(settings)
+        service.load()
+        checker = service.require()
+    report = evaluate_coverage(checker, load_pairs(args.pairs))
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "misses"} | {"kb_version": checker.kb_version}))
+        return 0
+    print(f"KB {checker.kb_version}; model: {checker.model_version or '-'} ({checker.model_status})\n")
+    print(coverage_markdown(report, title=args.pairs.name))
+    for m in report["misses"][:args.show_misses]:
+        print("-", m)
+    return 0
+
+
+LABEL_PAIRS = Path(__file__).resolve().parents[1] / "datasets" / "drugs" / "eval" / "label_ddi_pairs.csv"
