@@ -121,3 +121,42 @@ def markdown(report: dict, title: str = "outside documented pairs") -> str:
         lines.append(f"| {says} | {c.get('n', 0)} | {c.get('flagged', 0)} | {c.get('major+', 0)} |")
     lines += ["", "flagged by origin: " + ", ".join(f"{k} {v}" for k, v in sorted(r["by_origin"].items()))]
     return "\n".join(lines) + "\n"
+
+
+def load_regimens(path: Path) -> list[dict]:
+    rows = load_pairs(path)
+    for r in rows:
+        r["drug_list"] = [d.strip() for d in r["drugs"].split("|") if d.strip()]
+    return rows
+
+
+def regimen_report(checker, regimens: list[dict]) -> dict:
+    """Per regimen (all drugs prescribed together): verdict, documented interaction findings >= moderate,
+    predicted findings (and how many at >= moderate)."""
+    rows = []
+    for r in regimens:
+        res = checker.check(Prescription.model_validate({"items": [{"drug": d} for d in r["drug_list"]]}))
+        doc = [f for f in res.findings if f.category == "interaction" and SEVERITY_RANK[f.severity] <= MODERATE]
+        pred = [f for f in res.findings if f.predicted]
+        rows.append({"regimen_id": r["regimen_id"], "condition": r["condition"], "verdict": res.verdict,
+                     "documented_moderate_plus": len(doc),
+                     "documented": [f"{'+'.join(f.drugs)}: {f.severity} ({f.rule_id})" for f in doc],
+                     "predicted": len(pred),
+                     "predicted_list": [f"{'+'.join(f.drugs)}: {f.severity} p={f.probability:.2f}" for f in pred]})
+    n = len(rows)
+    return {"n": n, "review_or_block": sum(r["verdict"] != "pass" for r in rows),
+            "predicted_total": sum(r["predicted"] for r in rows),
+            "predicted_per_regimen": sum(r["predicted"] for r in rows) / n if n else 0.0,
+            "regimens_with_predicted": sum(r["predicted"] > 0 for r in rows), "rows": rows}
+
+
+def regimen_markdown(rep: dict) -> str:
+    lines = [f"### Guideline regimens ({rep['n']})", "",
+             f"- sent to review or blocked: **{rep['review_or_block']} / {rep['n']}**",
+             f"- predicted findings: **{rep['predicted_total']}** in all ({rep['predicted_per_regimen']:.2f} per "
+             f"regimen; {rep['regimens_with_predicted']} regimens with at least one)", "",
+             "| regimen | condition | verdict | documented >= moderate | predicted |", "|---|---|---|---:|---:|"]
+    for r in rep["rows"]:
+        lines.append(f"| {r['regimen_id']} | {r['condition']} | {r['verdict']} | {r['documented_moderate_plus']} | "
+                     f"{r['predicted']} |")
+    return "\n".join(lines) + "\n"

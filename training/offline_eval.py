@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from evaluation.acuity_eval import evaluate_acuity
-from evaluation.ddi_coverage import evaluate_coverage, load_pairs
+from evaluation.ddi_coverage import evaluate_coverage, load_pairs, load_regimens, regimen_markdown, regimen_report
 from evaluation.ddi_coverage import markdown as coverage_markdown
 from evaluation.acuity_eval import render_markdown as acuity_markdown
 from evaluation.redflag_eval import DEFAULT_PHRASES_PATH, evaluate_redflags
@@ -259,6 +259,9 @@ def ddi_coverage_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=Path, default=LABEL_PAIRS)
     parser.add_argument("--ddi-model", action="store_true", help="also load the registered DDI model")
     parser.add_argument("--show-misses", type=int, default=0)
+    parser.add_argument("--regimens", type=Path, default=None,
+                        help="also check these guideline regimens (CSV with a '|'-separated 'drugs' column) and count "
+                             "predicted findings per regimen, e.g. datasets/drugs/eval/regimens_ddi_check.csv")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     settings = get_settings()
@@ -271,13 +274,20 @@ def ddi_coverage_main(argv: list[str] | None = None) -> int:
         service.load()
         checker = service.require()
     report = evaluate_coverage(checker, load_pairs(args.pairs))
+    regimens = regimen_report(checker, load_regimens(args.regimens)) if args.regimens else None
     if args.json:
-        print(json.dumps({k: v for k, v in report.items() if k != "misses"} | {"kb_version": checker.kb_version}))
+        print(json.dumps({k: v for k, v in report.items() if k != "misses"} | {"kb_version": checker.kb_version}
+                         | ({"regimens": regimens} if regimens else {})))
         return 0
     print(f"KB {checker.kb_version}; model: {checker.model_version or '-'} ({checker.model_status})\n")
     print(coverage_markdown(report, title=args.pairs.name))
     for m in report["misses"][:args.show_misses]:
         print("-", m)
+    if regimens:
+        print(regimen_markdown(regimens))
+        for r in regimens["rows"]:
+            if r["predicted_list"] or r["documented"]:
+                print(f"- {r['regimen_id']}: documented {r['documented']}; predicted {r['predicted_list']}")
     return 0
 
 
