@@ -317,6 +317,7 @@ DEFAULTS = {
     "class_weight_power": 0.5,
     "baseline_class_weight_power": 0.0,
     "limit": None,
+    "evaluate_severity": True,     # False: skip the severity model's split evaluations (the served fit is the same)
     # the interaction detector (training.ddi_detect): does a reference list an interaction for this pair?
     "detector": True,
     "detector_min_degree": 50,     # "well-documented" drugs: at least this many DDInter pairs
@@ -468,7 +469,11 @@ def fit_scenario(run: DDIRun, scenario: str, tr: np.ndarray, tests: dict[str, np
 
 
 def evaluate_scenarios(run: DDIRun) -> None:
-    """Every scenario of ``split_pairs`` in turn (``fit_scenario``): random, then drug-disjoint."""
+    """Every scenario of ``split_pairs`` in turn (``fit_scenario``): random, then drug-disjoint (skipped with
+    ``evaluate_severity=False``: a run that only needs the served fit and the detector)."""
+    if not run.opts["evaluate_severity"]:
+        log.info("severity split evaluations skipped (evaluate_severity=False)")
+        return
     for scenario, (tr, tests) in run.scenarios.items():
         fit_scenario(run, scenario, tr, tests)
 
@@ -577,7 +582,8 @@ def write_report(run: DDIRun) -> None:
         level=run.y, random_train=run.random_train, random_test=run.random_test, cold_train=cold["train"],
         one_unseen=cold["one_unseen"], both_unseen=cold["both_unseen"], test_drugs=np.array(cold["test_drugs"]),
     )
-    reliability_plot(run.curves, build / "reliability.png")
+    if run.curves:
+        reliability_plot(run.curves, build / "reliability.png")
     report = render_report(run.metrics, run.parity, run.n_iters, run.opts, run.timings, len(pairs), run.n_all, cold)
     if run.detector is not None:
         ddi_detect.detector_plot(run.detector_curves, build / "detector.png")
@@ -603,7 +609,8 @@ def log_run(run: DDIRun) -> None:
     mlflow.set_tags({f"data.{k}": v[:16] for k, v in run.data_hashes.items()} | {"fast": str(run.fast)})
     mlflow.log_dict(run.data_hashes, "data_sha256.json")
     mlflow.log_artifact(str(build / "report.md"))
-    mlflow.log_artifact(str(build / "reliability.png"), "plots")
+    if (build / "reliability.png").exists():
+        mlflow.log_artifact(str(build / "reliability.png"), "plots")
     if run.detector is not None:
         mlflow.log_metrics({f"detector.{split}.{k}": float(v) for split, m in run.detector_metrics.items()
                             if split in {"random", "one_unseen", "both_unseen"} for k, v in m.items()
@@ -735,6 +742,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--max-iter", type=int, help="boosting iterations (early stopping may stop sooner)")
     parser.add_argument("--class-weight-power", type=float, help="0 unweighted .. 1 balanced")
+    parser.add_argument("--skip-severity-eval", action="store_true",
+                        help="skip the severity model's random / drug-disjoint evaluations (saves ~2/3 of its time; "
+                             "the served model and the interaction detector are trained as always)")
+    parser.add_argument("--detector-limit", type=int, help="pairs sampled for the interaction detector")
     parser.add_argument("--alias", help="point this registry alias (e.g. champion) at the new version")
     parser.add_argument("--no-register", action="store_true", help="log the run but register no version")
     parser.add_argument("--threads", type=int, default=1,
@@ -752,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     result = train_ddi(
         fast=args.fast, alias=args.alias, register=not args.no_register, limit=args.limit, seed=args.seed,
         max_iter=args.max_iter, class_weight_power=args.class_weight_power,
+        evaluate_severity=False if args.skip_severity_eval else None, detector_limit=args.detector_limit,
     )
     print((result.model_dir.parent / "report.md").read_text())
     print(f"run {result.run_id}  version {result.version}  model {result.model_dir}")
