@@ -46,8 +46,9 @@ def test_predict_pairs_symmetric_batched_and_normalised(predictor):
     out = predictor.predict_pairs(pairs)
     assert len(out) == len(pairs)
     for p in out:
-        assert set(p) == {"major", "moderate", "minor"}
-        assert abs(sum(p.values()) - 1) < 1e-5
+        assert set(p) == {"major", "moderate", "minor", "interaction"}  # + the detector's calibrated probability
+        assert abs(sum(v for k, v in p.items() if k != "interaction") - 1) < 1e-5
+        assert 0 <= p["interaction"] <= 1
     for i in (0, 2):
         for k in out[i]:
             assert out[i][k] == pytest.approx(out[i + 1][k], abs=1e-6)
