@@ -62,7 +62,7 @@ def test_unknown_drugs_and_self_pairs_get_no_prediction(predictor):
     out = predictor.predict_pairs([("warfarin", "not-a-drug-xyz"), ("warfarin", "Warfarin"),
                                    ("warfarin", "aspirin")])
     assert out[0] == {} and out[1] == {}
-    assert set(out[2]) == {"major", "moderate", "minor"}
+    assert set(out[2]) == {"major", "moderate", "minor", "interaction"}
     assert predictor.predict_pairs([]) == []
 
 
@@ -162,4 +162,8 @@ def test_service_with_the_model_names_it_in_readiness_and_responses(ddi_model_di
         body = client.post("/v1/prescriptions/check", json=rx, headers=auth("prescriber")).json()
         assert body["model_status"] == "ok" and body["model_version"] == version
         predicted = [f for f in body["findings"] if f["predicted"]]
-        assert predicted and all(f["source"] == f"ddi-severity model {version}" for f in predicted)
+        # with the interaction detector a predicted finding appears only at or above the artifact's threshold
+        model = DDIPredictor.load(ddi_model_dir)
+        p = model.predict_pairs([("amoxicillin", "escitalopram")])[0]
+        assert bool(predicted) == (p["interaction"] >= model.detector_threshold)
+        assert all(f["source"] == f"ddi-severity model {version} (interaction detector)" for f in predicted)
