@@ -26,6 +26,8 @@ MODEL_FILE = "model.onnx"
 FEATURES_FILE = "drug_features.npz"
 LABELS_FILE = "labels.json"
 META_FILE = "meta.json"
+DETECTOR_FILE = "detector.onnx"   # optional: the calibrated interaction detector (artifacts from 2026-12-07 on)
+DETECTOR_META = "detector.json"
 
 
 class DDIModelNotFoundError(FileNotFoundError):
@@ -182,6 +184,20 @@ class DDIPredictor:
         self._input = self._session.get_inputs()[0].name
         outputs = [o.name for o in self._session.get_outputs()]
         self._prob_output = "probabilities" if "probabilities" in outputs else outputs[-1]
+        # the interaction detector: "does a reference list an interaction for this pair?" (calibrated), optional
+        self.detector_threshold: float | None = None
+        self.detector_meta: dict = {}
+        self._detector = None
+        if (model_dir / DETECTOR_FILE).is_file() and (model_dir / DETECTOR_META).is_file():
+            self.detector_meta = json.loads((model_dir / DETECTOR_META).read_text())
+            self._calib_x = np.asarray(self.detector_meta["calibration_x"], dtype=np.float64)
+            self._calib_y = np.asarray(self.detector_meta["calibration_y"], dtype=np.float64)
+            self.detector_threshold = float(self.detector_meta["threshold"])
+            self._detector = ort.InferenceSession(str(model_dir / DETECTOR_FILE), opts,
+                                                  providers=["CPUExecutionProvider"])
+            outs = [o.name for o in self._detector.get_outputs()]
+            self._detector_output = "probabilities" if "probabilities" in outs else outs[-1]
+            self._detector_input = self._detector.get_inputs()[0].name
         expected = self.meta.get("n_features")
         if expected is not None and expected != self.context.n_features:
             raise ValueError(f"ddi-severity artifact {model_dir}: features give {self.context.n_features} columns, "
@@ -234,14 +250,32 @@ class DDIPredictor:
         out = self._session.run([self._prob_output], {self._input: np.ascontiguousarray(x, dtype=np.float32)})[0]
         return np.asarray(out, dtype=np.float32)
 
+    @property
+    def has_detector(self) -> bool:
+        return self._detector is not None
+
+    def interaction_proba(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probability that a reference lists an interaction, per feature row (detector artifacts)."""
+        if self._detector is None:
+            raise ValueError("this ddi-severity artifact has no interaction detector")
+        if len(x) == 0:
+            return np.zeros(0, dtype=np.float64)
+        raw = self._detector.run([self._detector_output],
+                                 {self._detector_input: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return np.interp(np.asarray(raw, dtype=np.float64)[:, 1], self._calib_x, self._calib_y)
+
     def predict_pairs(self, pairs: list[tuple[str, str]]) -> list[dict[str, float]]:
-        """``{"major": p, "moderate": p, "minor": p}`` per pair, in one onnxruntime call.
+        """``{"major": p, "moderate": p, "minor": p}`` per pair, in one onnxruntime call; with a detector
+        artifact also ``"interaction"``: the calibrated probability that a reference lists an interaction.
 
         A pair with a drug the model does not know (see :meth:`knows`), or a drug paired with
         itself, gets ``{}`` (no prediction)."""
         x, keep = self.features(list(pairs))
         probs = self.predict_proba(x)
+        inter = self.interaction_proba(x) if self._detector is not None else None
         result: list[dict[str, float]] = [{} for _ in pairs]
-        for k, p in zip(keep.tolist(), probs):
+        for n, (k, p) in enumerate(zip(keep.tolist(), probs)):
             result[k] = {label: float(v) for label, v in zip(self.labels, p)}
+            if inter is not None:
+                result[k]["interaction"] = float(inter[n])
         return result

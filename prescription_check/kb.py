@@ -20,6 +20,7 @@ KB_FORMAT = 1  # the artefact layout this reader understands (``training.kb_buil
 CURATED_TABLES: tuple[str, ...] = (
     "dose_limits.csv", "renal_dosing.csv", "hepatic_dosing.csv", "pregnancy_lactation.csv", "age_rules.csv",
     "condition_contraindications.csv", "allergy_classes.csv", "cross_sensitivity.csv", "interactions_curated.csv",
+    "interaction_classes.csv", "interaction_class_rules.csv",
 )
 ABBREVIATIONS_TABLE = "abbreviations.csv"
 
@@ -78,6 +79,10 @@ class KnowledgeBase:
         self.ddinter: dict[str, str] = kb["ddinter"]
         self.ddinter_levels: dict[str, str] = kb["ddinter_levels"]
         self.interactions: dict[str, dict] = kb["interactions"]
+        # class-level interaction rules (rule id -> message, management, source) and the citation of each class
+        # membership they were expanded through (member key -> source); older artefacts have neither
+        self.class_rules: dict[str, dict] = kb.get("interaction_class_rules", {})
+        self.class_members: dict[str, dict] = kb.get("interaction_class_members", {})
         self.tables: dict[str, list[dict]] = kb["tables"]
         self.missing_tables: list[str] = kb.get("missing_tables", [])
         # duplicate classes: ATC prefix -> class id (longest prefix wins)

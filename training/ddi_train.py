@@ -36,8 +36,10 @@ import pandas as pd
 
 from evaluation.triage_eval import expected_calibration_error
 from prescription_check.ddi_model import DrugContext
+from prescription_check.kb import KnowledgeBase
 from serving.settings import Settings, get_settings
-from training import ddi_data, registry
+from training import ddi_data, ddi_detect, registry
+from training.kb_build import ensure_kb
 from training.sources import hashes_for
 from training.weights import balanced_class_weights
 
@@ -315,8 +317,16 @@ DEFAULTS = {
     "class_weight_power": 0.5,
     "baseline_class_weight_power": 0.0,
     "limit": None,
+    "evaluate_severity": True,     # False: skip the severity model's split evaluations (the served fit is the same)
+    # the interaction detector (training.ddi_detect): does a reference list an interaction for this pair?
+    "detector": True,
+    "detector_min_degree": 50,     # "well-documented" drugs: at least this many DDInter pairs
+    "detector_limit": 120_000,     # pairs sampled (uniformly) among their observable pairs
+    "detector_precision": 0.8,     # the served threshold meets this precision on validation pairs
+    "detector_exclude_kb": True,   # drop candidate negatives any other KB source lists
 }
-FAST = {"morgan_bits": 256, "include_external_drugs": False, "max_iter": 30, "limit": 4000, "n_iter_no_change": 5}
+FAST = {"morgan_bits": 256, "include_external_drugs": False, "max_iter": 30, "limit": 4000, "n_iter_no_change": 5,
+        "detector_limit": 6000, "detector_exclude_kb": False}
 
 
 def _resolve_opts(fast: bool, overrides: dict) -> dict:
@@ -388,6 +398,12 @@ class DDIRun:
     parity: dict = field(default_factory=dict)
     data_hashes: dict = field(default_factory=dict)
     version: str | None = None
+    table: object = None  # ddi_data.DrugTable (names, ATC codes, aliases) the features were built from
+    detector: object = None  # ddi_detect.DetectorResult: the served interaction detector
+    detector_metrics: dict = field(default_factory=dict)  # ddi_detect.run_detector's figures
+    detector_curves: dict = field(default_factory=dict)
+    detector_data: object = None
+    detector_parity: dict = field(default_factory=dict)
 
 
 def prepare_data(settings: Settings, opts: dict, fast: bool, started: float) -> DDIRun:
@@ -408,7 +424,7 @@ def prepare_data(settings: Settings, opts: dict, fast: bool, started: float) -> 
     hgb_opts = {k: opts[k] for k in ("max_iter", "learning_rate", "max_leaf_nodes", "min_samples_leaf",
                                      "l2_regularization", "max_features", "n_iter_no_change",
                                      "class_weight_power", "seed")}
-    return DDIRun(settings, opts, fast, started, pairs, n_all, feats, fz, ra, rb, y, hgb_opts, timings)
+    return DDIRun(settings, opts, fast, started, pairs, n_all, feats, fz, ra, rb, y, hgb_opts, timings, table=table)
 
 
 def split_pairs(run: DDIRun) -> None:
@@ -453,7 +469,11 @@ def fit_scenario(run: DDIRun, scenario: str, tr: np.ndarray, tests: dict[str, np
 
 
 def evaluate_scenarios(run: DDIRun) -> None:
-    """Every scenario of ``split_pairs`` in turn (``fit_scenario``): random, then drug-disjoint."""
+    """Every scenario of ``split_pairs`` in turn (``fit_scenario``): random, then drug-disjoint (skipped with
+    ``evaluate_severity=False``: a run that only needs the served fit and the detector)."""
+    if not run.opts["evaluate_severity"]:
+        log.info("severity split evaluations skipped (evaluate_severity=False)")
+        return
     for scenario, (tr, tests) in run.scenarios.items():
         fit_scenario(run, scenario, tr, tests)
 
@@ -467,6 +487,20 @@ def fit_final(run: DDIRun) -> None:
     run.n_iters["final"] = int(run.final.n_iter_)
     run.timings["final_s"] = time.perf_counter() - ts
     run.n_features = run.x_all.shape[1]
+
+
+def fit_detector(run: DDIRun) -> None:
+    """The interaction detector (``training.ddi_detect``): its scenarios and the served, calibrated model."""
+    if not run.opts["detector"]:
+        return
+    kb_interactions = None
+    if run.opts["detector_exclude_kb"]:
+        log.info("%s", ensure_kb(run.settings))
+        kb_interactions = KnowledgeBase.load(run.settings.resolved_kb_path()).interactions
+    ts = time.perf_counter()
+    ddi_detect.run_detector(run, {**run.hgb_opts, **{k: run.opts[k] for k in run.opts if k.startswith("detector")},
+                                  "profile_mask_rate": run.opts["profile_mask_rate"]}, kb_interactions)
+    run.timings["detector_s"] = time.perf_counter() - ts
 
 
 def export(run: DDIRun) -> None:
@@ -493,6 +527,10 @@ def export(run: DDIRun) -> None:
         alias_keys=np.array(keys), alias_rows=np.array([f.aliases[k] for k in keys], dtype=np.int64),
     )
     (run.model_dir / "labels.json").write_text(json.dumps(LABELS))
+    if run.detector is not None:
+        path = export_onnx(run.detector.model, run.n_features, run.model_dir / ddi_detect.DETECTOR_FILE)
+        run.detector_parity = onnx_parity(path, run.detector.model, ddi_detect.parity_rows(run))
+        ddi_detect.write_meta(run, run.model_dir, run.detector_parity)
 
 
 def write_meta(run: DDIRun) -> None:
@@ -519,7 +557,10 @@ def write_meta(run: DDIRun) -> None:
         "n_pairs": int(len(run.pairs)),
         "n_pairs_all_labelled": int(run.n_all),
         "unknown_level": "excluded (DDInter 'Unknown' = interaction listed, severity not given)",
-        "negatives": "none (pairs DDInter does not list are not evidence of no interaction)",
+        "negatives": "severity model: none; interaction detector (detector.onnx): pairs of well-documented drugs "
+                     "that no source lists, an assumption (noisy negatives)",
+        "detector": ({"threshold": run.detector.threshold, "metrics": run.detector_metrics,
+                      "parity": run.detector_parity} if run.detector is not None else None),
         "options": run.opts,
         "n_iter": run.n_iters,
         "metrics": run.metrics,
@@ -541,8 +582,12 @@ def write_report(run: DDIRun) -> None:
         level=run.y, random_train=run.random_train, random_test=run.random_test, cold_train=cold["train"],
         one_unseen=cold["one_unseen"], both_unseen=cold["both_unseen"], test_drugs=np.array(cold["test_drugs"]),
     )
-    reliability_plot(run.curves, build / "reliability.png")
+    if run.curves:
+        reliability_plot(run.curves, build / "reliability.png")
     report = render_report(run.metrics, run.parity, run.n_iters, run.opts, run.timings, len(pairs), run.n_all, cold)
+    if run.detector is not None:
+        ddi_detect.detector_plot(run.detector_curves, build / "detector.png")
+        report += detector_report(run.detector_metrics)
     (build / "report.md").write_text(report)
 
 
@@ -564,7 +609,16 @@ def log_run(run: DDIRun) -> None:
     mlflow.set_tags({f"data.{k}": v[:16] for k, v in run.data_hashes.items()} | {"fast": str(run.fast)})
     mlflow.log_dict(run.data_hashes, "data_sha256.json")
     mlflow.log_artifact(str(build / "report.md"))
-    mlflow.log_artifact(str(build / "reliability.png"), "plots")
+    if (build / "reliability.png").exists():
+        mlflow.log_artifact(str(build / "reliability.png"), "plots")
+    if run.detector is not None:
+        mlflow.log_metrics({f"detector.{split}.{k}": float(v) for split, m in run.detector_metrics.items()
+                            if split in {"random", "one_unseen", "both_unseen"} for k, v in m.items()
+                            if isinstance(v, (int, float)) and np.isfinite(v)}
+                           | {"detector.threshold": run.detector.threshold}
+                           | {f"detector.{k}": v for k, v in run.detector_parity.items()})
+        mlflow.log_dict(run.detector_metrics, "detector_metrics.json")
+        mlflow.log_artifact(str(build / "detector.png"), "plots")
     mlflow.log_artifact(str(build / "splits.npz"), "splits")
     mlflow.log_artifacts(str(run.model_dir), "model")
 
@@ -605,6 +659,7 @@ def train_ddi(settings: Settings | None = None, *, fast: bool = False, alias: st
     split_pairs(run)
     evaluate_scenarios(run)
     fit_final(run)
+    fit_detector(run)
     run.tracking_uri = registry.configure(settings)
     exp_id = registry.experiment_id(EXPERIMENT, settings)
     with mlflow.start_run(experiment_id=exp_id, run_name="ddi-fast" if fast else "ddi") as active:
@@ -640,6 +695,25 @@ def _versions() -> dict:
             "pandas": pd.__version__}
 
 
+def detector_report(m: dict) -> str:
+    lines = ["\n## Interaction detector (does a reference list an interaction for the pair?)\n",
+             "data: " + json.dumps(m.get("data", {})) + "\n",
+             f"served threshold (calibrated p): {m.get('served', {}).get('threshold', float('nan')):.3f}\n",
+             "| split | n | positive share | AUPR | AUROC | precision @thr | recall @thr | negatives flagged | "
+             "threshold | Brier |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for split in ("random", "one_unseen", "both_unseen"):
+        if split in m:
+            r = m[split]
+            lines.append(f"| {split} | {r['n']} | {r['positive_share']:.3f} | {r['aupr']:.3f} | {r['auroc']:.3f} | "
+                         f"{r['precision']:.3f} | {r['recall']:.3f} | {r['negatives_flagged_share']:.3f} | "
+                         f"{r['threshold']:.3f} | {r['brier']:.3f} |")
+    for k, v in m.get("served", {}).items():
+        if isinstance(v, dict):
+            lines.append(f"\nserved detector, {k}: precision {v['precision']:.3f}, recall {v['recall']:.3f}, "
+                         f"AUPR {v['aupr']:.3f}, own threshold {v['own_threshold']:.3f} (n={v['n']})")
+    return "\n".join(lines) + "\n"
+
+
 def render_report(metrics, parity, n_iters, opts, timings, n_pairs, n_all, cold) -> str:
     lines = ["# ddi-severity run report\n", f"pairs used: {n_pairs} of {n_all} labelled (Unknown excluded); "
              f"held-out drugs: {len(cold['test_drugs'])}; trees (iterations): {n_iters}\n",
@@ -668,6 +742,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--max-iter", type=int, help="boosting iterations (early stopping may stop sooner)")
     parser.add_argument("--class-weight-power", type=float, help="0 unweighted .. 1 balanced")
+    parser.add_argument("--skip-severity-eval", action="store_true",
+                        help="skip the severity model's random / drug-disjoint evaluations (saves ~2/3 of its time; "
+                             "the served model and the interaction detector are trained as always)")
+    parser.add_argument("--detector-limit", type=int, help="pairs sampled for the interaction detector")
     parser.add_argument("--alias", help="point this registry alias (e.g. champion) at the new version")
     parser.add_argument("--no-register", action="store_true", help="log the run but register no version")
     parser.add_argument("--threads", type=int, default=1,
@@ -685,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     result = train_ddi(
         fast=args.fast, alias=args.alias, register=not args.no_register, limit=args.limit, seed=args.seed,
         max_iter=args.max_iter, class_weight_power=args.class_weight_power,
+        evaluate_severity=False if args.skip_severity_eval else None, detector_limit=args.detector_limit,
     )
     print((result.model_dir.parent / "report.md").read_text())
     print(f"run {result.run_id}  version {result.version}  model {result.model_dir}")

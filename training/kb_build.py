@@ -86,6 +86,9 @@ _NUM = "num"
 _SEV = "sev"
 _INT = "int"
 HEPATIC_GRADES = ("mild", "moderate", "severe")  # patient.hepatic_impairment, least to most severe (after "none")
+# where a class rule comes from: an FDA label statement, the ONC high-priority list (Phansalkar 2012), the FDA table of
+# CYP substrates/inhibitors/inducers, an FDA Drug Safety Communication
+CLASS_RULE_ORIGINS = ("label", "onc_high_priority", "fda_cyp_table", "fda_dsc")
 CURATED_SCHEMAS: dict[str, dict[str, object]] = {
     "dose_limits.csv": {
         "ingredient": "req", "route": ("oral", "iv", "im", "sc", "rectal", "inhaled", "topical", "any"),
@@ -126,6 +129,16 @@ CURATED_SCHEMAS: dict[str, dict[str, object]] = {
     "interactions_curated.csv": {
         "drug_a": "req", "drug_b": "req", "severity": ("contraindicated", "major", "moderate", "minor"),
         "message": "req", "management": "opt",
+    },
+    # class membership for class-level interaction rules: one member (ingredient or ATC prefix) per row, each cited
+    "interaction_classes.csv": {
+        "class_id": "req", "class_name": "req", "ingredient": "opt", "atc_prefix": "opt", "licence": "req",
+    },
+    # class x class (or "drug:<ingredient>") interaction rules, expanded into ingredient pairs at build time
+    "interaction_class_rules.csv": {
+        "rule_id": "req", "class_a": "req", "class_b": "req",
+        "severity": ("contraindicated", "major", "moderate", "minor"), "message": "req", "management": "req",
+        "licence": "req", "origin": CLASS_RULE_ORIGINS,
     },
 }
 
@@ -289,7 +302,9 @@ class KBBuild:
     atc: dict[str, list[str]] = field(default_factory=dict)  # ingredient -> ATC codes
     strengths: dict[str, dict] = field(default_factory=dict)  # abbreviation -> strengths per unit
     ddinter: dict[str, str] = field(default_factory=dict)  # "a|b" -> most severe DDInter level
-    interactions: dict[str, dict] = field(default_factory=dict)  # "a|b" -> cited seed / curated interaction
+    interactions: dict[str, dict] = field(default_factory=dict)  # "a|b" -> cited seed / class rule / curated
+    class_rules: dict[str, dict] = field(default_factory=dict)  # class rule id -> message, source, classes
+    class_members: dict[str, dict] = field(default_factory=dict)  # membership row -> class and its source
     tables: dict[str, list[dict]] = field(default_factory=dict)  # curated tables (but interactions), canonicalised
     unresolved: list[str] = field(default_factory=list)  # curated names not in the name index
 
@@ -522,11 +537,88 @@ def add_curated_interactions(b: KBBuild) -> None:
                                "source": r["source"], "origin": "curated", "row": r["_row"]}
 
 
+def _class_members(b: KBBuild) -> dict[str, dict[str, str]]:
+    """class id -> {ingredient: the membership row that put it there} (listed ingredients, and every indexed
+    ingredient with a single-substance ATC code under a listed prefix); the first row wins.  Level-5 codes 50-99
+    are combinations in the WHO scheme (e.g. M01AE52 naproxen and esomeprazole): an ingredient that holds only such
+    a code is not a member (esomeprazole is not an NSAID)."""
+    out: dict[str, dict[str, str]] = {}
+    l5_name = dict(reversed(b.l5))  # code -> cleaned WHO name (first per code)
+
+    def own_codes(ing: str, codes: list[str]) -> list[str]:
+        # an ingredient with a WHO code of its own name keeps only those: a synonym-table slip (drug_ner maps
+        # "clofezone", M01AA05, to rabeprazole) must not make rabeprazole an NSAID; synonyms (paracetamol ->
+        # acetaminophen) still count for ingredients WHO lists under another name
+        exact = [c for c in codes if l5_name.get(c) == ing]
+        return exact or codes
+
+    for r in b.curated.get("interaction_classes.csv") or []:
+        members = out.setdefault(r["class_id"], {})
+        if r["ingredient"]:
+            members.setdefault(b.canon_curated(r["ingredient"], r["_row"]), r["_row"])
+        else:
+            prefix = r["atc_prefix"].upper()
+            for ing, codes in b.atc.items():
+                if any(c.startswith(prefix) and (len(c) < 7 or not c[5:7].isdigit() or int(c[5:7]) < 50)
+                       for c in own_codes(ing, codes)):
+                    members.setdefault(ing, r["_row"])
+    return out
+
+
+def add_class_interactions(b: KBBuild) -> None:
+    """``interaction_class_rules.csv`` expanded into ingredient pairs through ``interaction_classes.csv``
+    (``drug:<name>`` is a class of one).  Per pair the most severe rule wins; a pair already held by a cited seed
+    row keeps the more severe of the two; when DDInter grades the pair more severely, the entry takes DDInter's
+    severity and says so (``ddinter_level``).  Curated rows (added after) override all of this."""
+    rules = b.curated.get("interaction_class_rules.csv")
+    if not rules:
+        return
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
+    members = _class_members(b)
+    classes = {r["class_id"]: r["class_name"] for r in b.curated.get("interaction_classes.csv") or []}
+    b.class_members = {r["_row"]: {"class_id": r["class_id"], "source": r["source"], "licence": r["licence"]}
+                       for r in b.curated.get("interaction_classes.csv") or []}
+    for r in rules:
+        sides = []
+        for col in ("class_a", "class_b"):
+            ref = r[col]
+            if ref.startswith("drug:"):
+                ing = b.canon_curated(ref.removeprefix("drug:"), r["_row"])
+                sides.append(({ing: ""}, ing))
+            elif ref in members:
+                sides.append((members[ref], classes.get(ref, ref)))
+            else:
+                raise KBBuildError(f"{r['_row']}: {col} {ref!r} is neither a class of interaction_classes.csv "
+                                   "nor drug:<ingredient>")
+        b.class_rules[r["rule_id"]] = {
+            "severity": r["severity"], "message": r["message"], "management": r["management"], "source": r["source"],
+            "licence": r["licence"], "origin": r["origin"], "row": r["_row"],
+            "class_a": sides[0][1], "class_b": sides[1][1]}
+        (ma, _), (mb, _) = sides
+        for x, row_x in ma.items():
+            for y, row_y in mb.items():
+                if x == y:
+                    continue
+                key = "|".join(sorted((x, y)))
+                sev = r["severity"]
+                old = b.interactions.get(key)
+                if old is not None and rank[old["severity"]] <= rank[sev]:
+                    continue
+                entry = {"severity": sev, "origin": "class_rule", "rule": r["rule_id"],
+                         "members": {x: row_x, y: row_y}}
+                level = b.ddinter.get(key)
+                if level is not None and rank[DDINTER_LEVELS.get(level, "minor")] < rank[sev]:
+                    entry["severity"] = DDINTER_LEVELS[level]
+                    entry["ddinter_level"] = level
+                b.interactions[key] = entry
+
+
 def canonicalise_tables(b: KBBuild) -> None:
     """The other curated tables with canonical ingredient names, '|' lists split and codes upper-cased; every
     curated name the index does not know is logged (it is kept as written)."""
     for name, rows in b.curated.items():
-        if rows is None or name == "interactions_curated.csv":
+        if rows is None or name in {"interactions_curated.csv", "interaction_classes.csv",
+                                     "interaction_class_rules.csv"}:
             continue
         for r in rows:
             if r.get("ingredient"):
@@ -570,6 +662,8 @@ def assemble(b: KBBuild, started: float) -> dict:
         "ddinter": b.ddinter,
         "ddinter_levels": DDINTER_LEVELS,
         "interactions": b.interactions,
+        "interaction_class_rules": b.class_rules,
+        "interaction_class_members": b.class_members,
         "duplicate_classes": DUPLICATE_CLASSES,
         "duplicate_source": DUPLICATE_SOURCE,
         "tables": b.tables,
@@ -585,7 +679,7 @@ def assemble(b: KBBuild, started: float) -> dict:
 def build_kb(settings: Settings | None = None, curated_dir: Path = CURATED_DIR) -> dict:
     """The KB as named steps: curated tables (validated first) -> names (drug_ner synonyms) -> WHO ATC -> DDInter
     -> name index -> FDA names -> project abbreviations -> ATC links -> interactions (DDInter grades, cited seed
-    rules, curated overrides) -> curated tables canonicalised -> assembled and versioned."""
+    rules, class rules, curated overrides) -> curated tables canonicalised -> assembled and versioned."""
     settings = settings or get_settings()
     started = time.perf_counter()
     b = KBBuild(settings, curated_dir)
@@ -599,6 +693,7 @@ def build_kb(settings: Settings | None = None, curated_dir: Path = CURATED_DIR) 
     link_atc_codes(b)
     grade_ddinter_pairs(b)
     add_seed_interactions(b)
+    add_class_interactions(b)
     add_curated_interactions(b)
     canonicalise_tables(b)
     return assemble(b, started)

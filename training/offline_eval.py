@@ -4,6 +4,7 @@
     python -m training eval-acuity [--vignettes PATH] [--field vignette_text|opening_utterance] [--json]
     python -m training eval-redflags [--phrases PATH] [--table PATH] [--json]
     python -m training eval-urgency [--model URI_OR_FOLDER] [--sets blind,acuitybench] [--log-mlflow] [--json]
+    python -m training eval-ddi-coverage [--kb PATH] [--pairs CSV] [--ddi-model] [--show-misses N] [--json]
     python -m training eval-routing [--model URI_OR_FOLDER] [--set CSV] [--log-mlflow] [--json]
 """
 
@@ -14,6 +15,10 @@ import json
 import sys
 from pathlib import Path
 
+from evaluation.ddi_coverage import evaluate_coverage, load_pairs, regimen_report
+from evaluation.ddi_coverage import load_regimens as load_ddi_regimens
+from evaluation.ddi_coverage import markdown as coverage_markdown
+from evaluation.ddi_coverage import regimen_markdown as ddi_regimen_markdown
 from evaluation.acuity_eval import evaluate_acuity
 from evaluation.acuity_eval import render_markdown as acuity_markdown
 from evaluation.redflag_eval import DEFAULT_PHRASES_PATH, evaluate_redflags
@@ -262,3 +267,46 @@ def regimens_main(argv: list[str] | None = None) -> int:
 def with_preset(checker: Checker, settings, name: str) -> Checker:
     """The same checker (KB, model) under one of the shipped queue-settings presets."""
     return Checker(checker.kb, policy_from_settings(settings, PRESETS[name]), checker.ddi, checker.model_status)
+
+
+def ddi_coverage_main(argv: list[str] | None = None) -> int:
+    """Interaction coverage on an outside set of documented pairs (default: the blind label set)."""
+    parser = argparse.ArgumentParser(prog="python -m training eval-ddi-coverage",
+                                     description="Share of documented interacting pairs the checker flags.")
+    parser.add_argument("--kb", type=Path, default=None)
+    parser.add_argument("--pairs", type=Path, default=LABEL_PAIRS)
+    parser.add_argument("--ddi-model", action="store_true", help="also load the registered DDI model")
+    parser.add_argument("--show-misses", type=int, default=0)
+    parser.add_argument("--regimens", type=Path, default=None,
+                        help="also check these guideline regimens (CSV with a '|'-separated 'drugs' column) and count "
+                             "predicted findings per regimen, e.g. datasets/drugs/eval/regimens_ddi_check.csv")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    if args.kb is not None:
+        settings = settings.model_copy(update={"kb_path": args.kb})
+    print(ensure_kb(settings), file=sys.stderr)
+    checker = load_checker(settings, model_status="rules-only: DDI model not requested")
+    if args.ddi_model:
+        service = CheckerService(settings)
+        service.load()
+        checker = service.require()
+    report = evaluate_coverage(checker, load_pairs(args.pairs))
+    regimens = regimen_report(checker, load_ddi_regimens(args.regimens)) if args.regimens else None
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "misses"} | {"kb_version": checker.kb_version}
+                         | ({"regimens": regimens} if regimens else {})))
+        return 0
+    print(f"KB {checker.kb_version}; model: {checker.model_version or '-'} ({checker.model_status})\n")
+    print(coverage_markdown(report, title=args.pairs.name))
+    for m in report["misses"][:args.show_misses]:
+        print("-", m)
+    if regimens:
+        print(ddi_regimen_markdown(regimens))
+        for r in regimens["rows"]:
+            if r["predicted_list"] or r["documented"]:
+                print(f"- {r['regimen_id']}: documented {r['documented']}; predicted {r['predicted_list']}")
+    return 0
+
+
+LABEL_PAIRS = Path(__file__).resolve().parents[1] / "datasets" / "drugs" / "eval" / "label_ddi_pairs.csv"

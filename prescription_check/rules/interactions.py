@@ -37,6 +37,35 @@ def _label(ctx: Ctx, ing: str) -> str:
     return f"{ing} ({name})" if name else ing
 
 
+def _class_finding(ctx: Ctx, a: str, b: str, la: str, lb: str, key: str, entry: dict) -> Finding:
+    """A pair matched by a class-level rule: the rule's message and source, and the citation of each drug's
+    class membership (WHO ATC code, FDA table or label) in the evidence."""
+    rule = ctx.kb.class_rules[entry["rule"]]
+    sev = entry["severity"]
+    members = {}
+    for ing, row in entry.get("members", {}).items():
+        m = ctx.kb.class_members.get(row)
+        members[ing] = {"class": m["class_id"], "membership_source": m["source"], "row": row} if m else {
+            "class": f"drug:{ing}"}
+    msg = (f"{a} + {b}: {rule['message']} ({a}: {_member_text(members.get(a))}; {b}: "
+           f"{_member_text(members.get(b))}.)")
+    if entry.get("ddinter_level"):
+        msg += f" DDInter grades this pair {entry['ddinter_level']}, so it is reported at that severity."
+    return Finding(rule_id=f"DDI-CLASS-{entry['rule']}", category="interaction", severity=sev, drugs=[a, b],
+                   message=msg,
+                   evidence={"pair": key, "written": [la, lb], "origin": "class_rule", "rule": entry["rule"],
+                             "rule_origin": rule["origin"], "row": rule["row"], "rule_severity": rule["severity"],
+                             "members": members, "licence": rule["licence"],
+                             **({"ddinter_level": entry["ddinter_level"]} if entry.get("ddinter_level") else {})},
+                   source=rule["source"], action=rule.get("management") or DEFAULT_ACTIONS[sev])
+
+
+def _member_text(member: dict | None) -> str:
+    if not member or member["class"].startswith("drug:"):
+        return "named in the rule"
+    return f"class {member['class']} per {member['membership_source']}"
+
+
 def run(ctx: Ctx) -> list[Finding]:
     out: list[Finding] = []
     unknown: list[tuple[str, str, str, str]] = []
@@ -55,6 +84,9 @@ def run(ctx: Ctx) -> list[Finding]:
             source = DDINTER_SOURCE.format(level=level)
             action = DEFAULT_ACTIONS[sev]
             rule = f"DDI-DDINTER-{level.upper()}"
+        elif entry.get("origin") == "class_rule":
+            out.append(_class_finding(ctx, a, b, la, lb, key, entry))
+            continue
         else:
             msg = f"{a} + {b}: {entry['message']}"
             source = entry["source"]

@@ -46,8 +46,9 @@ def test_predict_pairs_symmetric_batched_and_normalised(predictor):
     out = predictor.predict_pairs(pairs)
     assert len(out) == len(pairs)
     for p in out:
-        assert set(p) == {"major", "moderate", "minor"}
-        assert abs(sum(p.values()) - 1) < 1e-5
+        assert set(p) == {"major", "moderate", "minor", "interaction"}  # + the detector's calibrated probability
+        assert abs(sum(v for k, v in p.items() if k != "interaction") - 1) < 1e-5
+        assert 0 <= p["interaction"] <= 1
     for i in (0, 2):
         for k in out[i]:
             assert out[i][k] == pytest.approx(out[i + 1][k], abs=1e-6)
@@ -61,7 +62,7 @@ def test_unknown_drugs_and_self_pairs_get_no_prediction(predictor):
     out = predictor.predict_pairs([("warfarin", "not-a-drug-xyz"), ("warfarin", "Warfarin"),
                                    ("warfarin", "aspirin")])
     assert out[0] == {} and out[1] == {}
-    assert set(out[2]) == {"major", "moderate", "minor"}
+    assert set(out[2]) == {"major", "moderate", "minor", "interaction"}
     assert predictor.predict_pairs([]) == []
 
 
@@ -104,26 +105,42 @@ def test_predictions_match_the_trained_models_classes(predictor):
 
 
 def test_checker_reports_predictions_for_undocumented_pairs_only(predictor, rx_checker):
-    """Integration with the engine (prescription_check.Checker): none of these 10 pairs is in DDInter,
-    so each one the KB lacks reaches the model and comes back marked as predicted, never documented."""
+    """Integration with the engine (prescription_check.Checker): none of these 10 pairs is in DDInter, so each
+    one the KB lacks reaches the model; with the interaction detector a finding appears only where its calibrated
+    probability reaches the artifact's threshold, marked as predicted, never documented, never above moderate."""
     from prescription_check import Checker, Prescription
 
+    assert predictor.has_detector and predictor.detector_threshold is not None
     drugs = ["amoxicillin", "escitalopram", "docusate", "melatonin", "cyanocobalamin"]
     rx = Prescription.model_validate({"patient": {"age_years": 50}, "items": [{"drug": d} for d in drugs]})
     result = Checker.load(rx_checker.kb.path, ddi_predictor=predictor).check(rx)
     assert result.model_status == "ok" and result.model_version == predictor.version
-    predicted = [f for f in result.findings if f.category == "predicted_interaction"]
-    assert predicted, result.findings
+    predicted = {frozenset(f.drugs): f for f in result.findings if f.category == "predicted_interaction"}
     documented = {frozenset(f.drugs) for f in result.findings if f.category == "interaction"}
-    for f in predicted:
-        assert f.predicted and 0 <= f.probability <= 1
-        assert "predicted by model, not a documented interaction" in f.message
-        assert frozenset(f.drugs) not in documented
-        expected = predictor.predict_pairs([tuple(f.drugs)])[0]
-        assert f.severity == max(expected, key=expected.get)
+    asked = [(a, b) for i, a in enumerate(drugs) for b in drugs[i + 1:]
+             if frozenset((a, b)) not in documented and rx_checker.kb.interaction(a, b) is None]
+    assert asked
+    for (a, b), p in zip(asked, predictor.predict_pairs(asked)):
+        f = predicted.get(frozenset((a, b)))
+        if not p or p["interaction"] < predictor.detector_threshold:
+            assert f is None, (a, b, p)
+            continue
+        assert f is not None and f.predicted and f.probability == pytest.approx(p["interaction"])
+        assert f.severity in {"moderate", "minor"} and "Possible interaction" in f.message
+        assert "not documented" in f.message
     rules_only = Checker.load(rx_checker.kb.path).check(rx)
     assert rules_only.model_status.startswith("rules-only")
     assert not [f for f in rules_only.findings if f.predicted]
+
+
+def test_detector_probabilities_are_calibrated_values(predictor):
+    """The detector's output goes through the artifact's isotonic map: values lie in the calibration's range."""
+    out = predictor.predict_pairs([("sertraline", "tramadol"), ("amoxicillin", "melatonin")])
+    ys = predictor.detector_meta["calibration_y"]
+    for p in out:
+        assert min(ys) - 1e-9 <= p["interaction"] <= max(ys) + 1e-9
+    assert predictor.detector_meta["target_precision"] == 0.8
+    assert predictor.detector_meta["max_predicted_severity"] == "moderate"
 
 
 def test_service_with_the_model_names_it_in_readiness_and_responses(ddi_model_dir, rx_checker_settings, tmp_path):
@@ -145,4 +162,8 @@ def test_service_with_the_model_names_it_in_readiness_and_responses(ddi_model_di
         body = client.post("/v1/prescriptions/check", json=rx, headers=auth("prescriber")).json()
         assert body["model_status"] == "ok" and body["model_version"] == version
         predicted = [f for f in body["findings"] if f["predicted"]]
-        assert predicted and all(f["source"] == f"ddi-severity model {version}" for f in predicted)
+        # with the interaction detector a predicted finding appears only at or above the artifact's threshold
+        model = DDIPredictor.load(ddi_model_dir)
+        p = model.predict_pairs([("amoxicillin", "escitalopram")])[0]
+        assert bool(predicted) == (p["interaction"] >= model.detector_threshold)
+        assert all(f["source"] == f"ddi-severity model {version} (interaction detector)" for f in predicted)

@@ -93,6 +93,34 @@ def test_predicted_interactions_only_for_pairs_without_kb_entry(rx_checker):
                    for f in r.findings)
 
 
+class _FakeDetectorDDI(_FakeDDI):
+    """A predictor with an interaction detector: 'interaction' is the calibrated probability."""
+
+    detector_threshold = 0.6
+
+    def predict_pairs(self, pairs):
+        return [{"major": 0.9, "moderate": 0.08, "minor": 0.02, "interaction": 0.7 if i == 0 else 0.4}
+                for i, _ in enumerate(pairs)]
+
+
+def test_detector_gates_predicted_findings_and_caps_their_severity(rx_checker):
+    checker = Checker(rx_checker.kb, rx_checker.policy, _FakeDetectorDDI())
+    common = ["amlodipine", "montelukast", "cetirizine", "famotidine", "loratadine", "tamsulosin", "finasteride",
+              "latanoprost", "mupirocin", "nystatin", "docusate", "cholecalciferol", "folic acid", "albuterol"]
+    free = [(a, b, c) for i, a in enumerate(common) for j, b in enumerate(common[i + 1:], i + 1)
+            for c in common[j + 1:]
+            if all(rx_checker.kb.interaction(x, y) is None for x, y in ((a, b), (a, c), (b, c)))]
+    a, b, c = free[0]
+    r = checker.check(rx([{"drug": a}, {"drug": b}, {"drug": c}], age_years=40))
+    pf = [f for f in r.findings if f.category == "predicted_interaction"]
+    assert len(pf) == 1  # only the first pair (p=0.7) reaches the threshold 0.6; the others (0.4) are silent
+    f = pf[0]
+    assert f.severity == "moderate"  # major 0.9 given an interaction, but a prediction is never graded major
+    assert f.probability == pytest.approx(0.7) and "Possible interaction" in f.message and "(p=0.70)" in f.message
+    assert f.evidence["threshold"] == 0.6 and f.evidence["severity_probabilities"]["major"] == 0.9
+    assert r.verdict == "pass"  # a predicted moderate never sends to review under the default policy
+
+
 def test_load_existing_artefact(tmp_path, rx_checker):
     # Checker.load reads an existing artefact given by path; the version is the content hash
     c = Checker.load(rx_checker.kb.path, warm=False)

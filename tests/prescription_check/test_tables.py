@@ -39,6 +39,9 @@ SCHEMAS: dict[str, list[str]] = {
     "allergy_classes.csv": ["class_id", "name", "atc_prefixes", "ingredients", "aliases", *SOURCE_COLS],
     "cross_sensitivity.csv": ["allergy_class", "cross_class", "severity", "message", *SOURCE_COLS],
     "interactions_curated.csv": ["drug_a", "drug_b", "severity", "message", "management", *SOURCE_COLS],
+    "interaction_classes.csv": ["class_id", "class_name", "ingredient", "atc_prefix", *SOURCE_COLS, "licence"],
+    "interaction_class_rules.csv": ["rule_id", "class_a", "class_b", "severity", "message", "management",
+                                    *SOURCE_COLS, "licence", "origin"],
 }
 
 SEVERITIES = {"contraindicated", "major", "moderate", "minor", "info"}
@@ -343,6 +346,13 @@ def test_ingredient_names_are_canonical():
                         ("interactions_curated.csv", ["drug_a", "drug_b"])]:
         for row in load(table):
             unknown |= {(table, row[c]) for c in cols if row[c] and row[c] not in names}
+    for row in load("interaction_classes.csv"):
+        unknown |= {("interaction_classes.csv", row["ingredient"])} if row["ingredient"] and row["ingredient"] not in names else set()
+    for row in load("interaction_class_rules.csv"):
+        for c in ("class_a", "class_b"):
+            name = row[c].removeprefix("drug:")
+            if row[c].startswith("drug:") and name not in names:
+                unknown.add(("interaction_class_rules.csv", name))
     for row in load("allergy_classes.csv"):
         unknown |= {("allergy_classes.csv", x) for x in row["ingredients"].split("|") if x and x not in names}
     assert not unknown, f"names not in drug_ner_synonyms canonical list: {sorted(unknown)}"
@@ -371,3 +381,25 @@ def test_paediatric_age_bands():
     for ing in ("cetirizine", "loratadine"):
         r = ped[(ing, "oral", "730", "2191")]
         assert float(r["max_daily_mg"]) == 5 and not r["max_daily_mg_per_kg"]
+def test_interaction_class_tables():
+    classes = load("interaction_classes.csv")
+    for i, row in enumerate(classes, start=2):
+        where = f"interaction_classes.csv:{i}"
+        assert bool(row["ingredient"]) != bool(row["atc_prefix"]), f"{where}: exactly one of ingredient / atc_prefix"
+        if row["atc_prefix"]:
+            assert ATC_PREFIX.match(row["atc_prefix"]), f"{where}: ATC prefix {row['atc_prefix']!r}"
+        else:
+            check_name(row["ingredient"], where)
+        assert row["licence"].strip(), f"{where}: empty licence"
+    ids = {r["class_id"] for r in classes}
+    rules = load("interaction_class_rules.csv")
+    for i, row in enumerate(rules, start=2):
+        where = f"interaction_class_rules.csv:{i}"
+        assert row["severity"] in SEVERITIES - {"info"}, f"{where}: severity {row['severity']!r}"
+        assert row["origin"] in {"label", "onc_high_priority", "fda_cyp_table", "fda_dsc"}, where
+        assert row["management"].strip() and row["licence"].strip(), where
+        for c in ("class_a", "class_b"):
+            assert row[c].startswith("drug:") or row[c] in ids, f"{where}: {c} {row[c]!r} is not a class"
+    by_id = {r["rule_id"]: r for r in rules}
+    assert by_id["ONC-MAOI-SEROTONERGIC"]["severity"] == "contraindicated"
+    assert by_id["LBL-NSAID-ANTICOAGULANT"]["severity"] == "major"

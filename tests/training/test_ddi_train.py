@@ -138,6 +138,18 @@ def test_train_exports_checks_parity_logs_and_registers(settings):
     # the held-out drugs are saved with the run
     splits = np.load(res.model_dir.parent / "splits.npz")
     assert len(splits["test_drugs"]) > 0
+    # the interaction detector: ONNX + calibration + threshold in the artifact, its figures on the run
+    assert (res.model_dir / "detector.onnx").is_file()
+    det = json.loads((res.model_dir / "detector.json").read_text())
+    assert det["target_precision"] == 0.8 and det["max_predicted_severity"] == "moderate"
+    assert len(det["calibration_x"]) == len(det["calibration_y"]) >= 2
+    assert 0 <= det["threshold"] <= 1.01 and det["parity"]["parity_max_abs_prob_diff"] < 1e-4
+    assert {"random", "one_unseen", "both_unseen", "served", "data"} <= set(det["metrics"])
+    assert det["metrics"]["data"]["positive_share"] < 0.5  # assumed negatives outnumber listed pairs
+    assert meta["detector"]["threshold"] == det["threshold"]
+    assert "detector.threshold" in run.data.metrics and "detector.one_unseen.aupr" in run.data.metrics
+    assert "plots/detector.png" in {a.path for a in MlflowClient().list_artifacts(res.run_id, "plots")}
+    assert "## Interaction detector" in (res.model_dir.parent / "report.md").read_text()
 
 
 # ------------------------------------------------------------------------------ pipeline steps, one at a time
