@@ -32,6 +32,6 @@ def test_dev_api_keys_are_written_once_with_private_mode(tmp_path):
     with_keys, path = ensure_api_keys(settings)
     assert path is not None and (path.stat().st_mode & 0o777) == 0o600
     roles = sorted(with_keys.resolved_api_keys().values())
-    assert roles == sorted({"chat", "prescriber", "pharmacist", "admin", "ml"})
+    assert roles == sorted({"chat", "prescriber", "pharmacist", "admin", "ml", "clinician"})
     again, _ = ensure_api_keys(settings)
     assert again.resolved_api_keys() == with_keys.resolved_api_keys()
