@@ -29,6 +29,9 @@ COMMANDS = {
     "rollback": ("training.lifecycle", "main", "move the champion alias back, with a reason (audited)"),
     "history": ("training.lifecycle", "main", "alias changes; --at TIME says which version was serving then"),
     "card": ("training.lifecycle", "main", "the model card of a registered version"),
+    "rescreen": ("training.rescreen", "main", "re-screen stored prescriptions on a KB/model version (local or Spark)"),
+    "export-prescriptions": ("training.rx_export", "main", "the review database's prescriptions as rescreen input"),
+    "synth-prescriptions": ("training.rx_synth", "main", "synthetic prescriptions from the gold set, for load"),
 }
 TRAINERS = {"triage": "training.triage_train", "ddi": "training.ddi_train"}
 
