@@ -37,20 +37,20 @@ import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from prescription_check import Checker, Prescription
-from prescription_check.kb import KBError
+from prescription_check.kb import KBError, stale_reason
 from prescription_check.schemas import SEVERITIES, SEVERITY_RANK
 from serving.components import load_checker, load_ddi_predictor
 from serving.db.session import DatabaseUnavailable, database_for, describe
 from serving.registry import ModelNotFoundError, configure, resolve_model_dir
 from serving.review_queue import ReviewError, record_check_once, should_queue
-from serving.settings import Settings, get_settings
+from serving.settings import CURATED_DRUG_TABLES_DIR, Settings, get_settings
 
 log = logging.getLogger("training.rescreen")
 
@@ -200,30 +200,38 @@ def _kb_from_mlflow(version: str, settings: Settings) -> Path | None:
 def build_spec(kb: str, ddi_model: str | None, settings: Settings) -> tuple[JobSpec, Checker]:
     """Resolve ``--kb`` and ``--ddi-model`` once, on the driver, and load the checker exactly as the service does
     (with the stale-KB check): a model alias is fixed to the version it points at now, so every partition runs
-    that version even if the alias moves while the job runs.  RescreenError names what is unknown."""
+    that version even if the alias moves while the job runs.  RescreenError names what is unknown.  A process
+    that runs several jobs (tests, notebooks) loads the same KB + model + policy once."""
     kb_path = resolve_kb(kb, settings)
-    predictor = None
     folder = version = None
     if ddi_model:
         try:
             folder_path, version = resolve_model_dir(ddi_model, settings)
-            predictor = load_ddi_predictor(str(folder_path), settings, version=version)
         except ModelNotFoundError as exc:
             raise RescreenError(f"--ddi-model {ddi_model}: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - a broken model folder is named, not a traceback
-            raise RescreenError(f"--ddi-model {ddi_model}: cannot be loaded: {type(exc).__name__}: {exc}") from exc
         folder = str(folder_path)
-        version = version or predictor.version
-    run_settings = settings.model_copy(update={"kb_path": kb_path})
-    try:
-        checker = load_checker(run_settings, ddi_predictor=predictor, model_status=_status(predictor))
-    except KBError as exc:
-        raise RescreenError(f"--kb {kb}: {exc}") from exc
-    spec = JobSpec(kb_path=str(kb_path.resolve()), kb_sha256=_sha256(kb_path), kb_version=checker.kb_version,
+    spec = JobSpec(kb_path=str(kb_path.resolve()), kb_sha256=_sha256(kb_path), kb_version="",
                    model_folder=folder, model_version=version, model_uri=ddi_model,
                    policy={name: getattr(settings, name) for name in POLICY_SETTINGS})
-    _CHECKERS[_cache_key(spec)] = checker
-    return spec, checker
+    checker = _DRIVER_CHECKERS.get(_cache_key(spec))
+    if checker is not None:
+        stale = stale_reason(checker.kb.raw.get("sources", {}), CURATED_DRUG_TABLES_DIR)
+        if stale:
+            raise RescreenError(f"--kb {kb}: KB artefact {kb_path} ({checker.kb_version}) is stale: {stale}")
+    else:
+        predictor = None
+        if folder:
+            try:
+                predictor = load_ddi_predictor(folder, settings, version=version)
+            except Exception as exc:  # noqa: BLE001 - a broken model folder is named, not a traceback
+                raise RescreenError(f"--ddi-model {ddi_model}: cannot be loaded: {type(exc).__name__}: {exc}") from exc
+        try:
+            checker = load_checker(settings.model_copy(update={"kb_path": kb_path}), ddi_predictor=predictor,
+                                   model_status=_status(predictor))
+        except KBError as exc:
+            raise RescreenError(f"--kb {kb}: {exc}") from exc
+        _DRIVER_CHECKERS[_cache_key(spec)] = checker
+    return replace(spec, kb_version=checker.kb_version, model_version=checker.model_version), checker
 
 
 def _status(predictor) -> str | None:
@@ -231,10 +239,11 @@ def _status(predictor) -> str | None:
 
 
 _CHECKERS: dict[tuple, Checker] = {}  # one checker per process and job spec (Spark reuses Python workers)
+_DRIVER_CHECKERS: dict[tuple, Checker] = {}  # the driver's, loaded with the stale-KB check
 
 
 def _cache_key(spec: JobSpec) -> tuple:
-    return (spec.kb_sha256, spec.model_folder and Path(spec.model_folder).name, spec.model_version,
+    return (spec.kb_sha256, spec.model_folder, spec.model_version,
             json.dumps(spec.policy, sort_keys=True))
 
 
@@ -597,10 +606,16 @@ def arrow_schema(columns: Iterable[str] = RESULT_COLUMNS):
     return pa.schema([(c, types[kinds[c]]) for c in columns])
 
 
+def check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RescreenError(f"--out {out} is a file, not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise RescreenError(f"--out {out} is not empty (use --overwrite to replace its report)")
+
+
 def prepare_out(out: Path, overwrite: bool) -> None:
+    check_out(out, overwrite)
     if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise RescreenError(f"--out {out} is not empty (use --overwrite to replace its report)")
         import shutil
 
         for name in (REPORT_DIR, REJECTS_DIR):
@@ -750,8 +765,9 @@ def run(kb: str, inputs: list[str], out: Path, *, ddi_model: str | None = None, 
     if engine not in ("local", "spark"):
         raise RescreenError(f"--engine must be local or spark, not {engine!r}")
     started = time.perf_counter()
-    spec, checker = build_spec(kb, ddi_model, settings)
     out = Path(out)
+    check_out(out, overwrite)
+    spec, checker = build_spec(kb, ddi_model, settings)
     prepare_out(out, overwrite)
     files, file_rejects = expand_inputs(inputs)
     for reject in file_rejects:
