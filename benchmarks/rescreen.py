@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {s['rows']:,} | {s['screen_seconds']:.1f} | {s['rows_per_second']:,.0f} | {w:.1f} | "
               f"{s['rows'] / w:,.0f} | {b} -> {a} |")
     print(f"\nSpark / loop: {ss['rows_per_second'] / ls['rows_per_second']:.2f}x screening, {lw / sw:.2f}x end to end")
+    job = ss.get("spark_job_seconds")
+    if job:
+        print(f"Spark: JVM + session start {ss['spark_start_seconds']:.1f} s, job {job:.1f} s "
+              f"({ss['rows'] / job:,.0f} rows/s without the start; {ss['rows'] / job / ls['rows_per_second']:.2f}x the loop)")
     assert same_report and same_rejects and same_counts, "Spark and the loop disagree"
     return 0
 

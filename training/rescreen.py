@@ -700,6 +700,33 @@ class QueueCounts:
     failed: int = 0
 
 
+def _queue_one(item: dict, spec: JobSpec, checker: Checker, db, actor: str, counts: "QueueCounts",
+               down: str | None) -> dict:
+    key = queue_key(item["prescription_id"], spec.kb_version, spec.model_version)
+    outcome = {"prescription_id": item["prescription_id"], "source": item["source"], "idempotency_key": key,
+               "outcome": None, "review_id": None, "audit_id": None, "reason": None}
+    if down is not None:  # the database went away: the rest is listed as not queued (a rerun queues them)
+        counts.failed += 1
+        return {**outcome, "outcome": "not_queued", "reason": down}
+    try:
+        rx = Prescription.model_validate_json(item["prescription_json"])
+        result = checker.check(rx).model_dump(mode="json")
+        done = record_check_once(db, prescription=rx.model_dump(mode="json"), result=result, actor=actor,
+                                 queue_min_severity=spec.queue_min_severity, idempotency_key=key)
+    except DatabaseUnavailable as exc:
+        counts.failed += 1
+        return {**outcome, "outcome": "not_queued", "reason": f"review database unavailable: {exc}"}
+    except (ReviewError, ValidationError) as exc:
+        counts.failed += 1
+        return {**outcome, "outcome": "failed", "reason": (getattr(exc, "detail", None) or str(exc))[:500]}
+    if done.replayed:
+        counts.already_queued += 1
+    else:
+        counts.queued += 1
+    return {**outcome, "outcome": "already_queued" if done.replayed else "queued",
+            "review_id": done.body.get("review_id"), "audit_id": done.body.get("audit_id")}
+
+
 def queue_newly_flagged(out: Path, spec: JobSpec, checker: Checker, db_url: str, actor: str, *,
                         progress: bool = True) -> QueueCounts:
     """Put every newly flagged prescription of ``<out>/report`` in the review queue, through the service's own
@@ -711,41 +738,18 @@ def queue_newly_flagged(out: Path, spec: JobSpec, checker: Checker, db_url: str,
     from tqdm import tqdm
 
     dataset = ds.dataset(str(out / REPORT_DIR), format="parquet")
-    flagged = dataset.to_table(columns=["prescription_id", "source", "prescription_json"],
-                               filter=ds.field("newly_flagged") == True)  # noqa: E712
+    wanted = ds.field("newly_flagged") == True  # noqa: E712
     db = database_for(db_url)
     counts = QueueCounts()
     rows: list[dict] = []
     down: str | None = None
-    for item in tqdm(flagged.to_pylist(), desc="queue", unit="rx", disable=not progress, mininterval=1.0):
-        key = queue_key(item["prescription_id"], spec.kb_version, spec.model_version)
-        outcome = {"prescription_id": item["prescription_id"], "source": item["source"], "idempotency_key": key,
-                   "outcome": None, "review_id": None, "audit_id": None, "reason": None}
-        if down is not None:
-            outcome.update(outcome="not_queued", reason=down)
-            counts.failed += 1
-            rows.append(outcome)
-            continue
-        try:
-            rx = Prescription.model_validate_json(item["prescription_json"])
-            result = checker.check(rx).model_dump(mode="json")
-            done = record_check_once(db, prescription=rx.model_dump(mode="json"), result=result, actor=actor,
-                                     queue_min_severity=spec.queue_min_severity, idempotency_key=key)
-        except DatabaseUnavailable as exc:
-            down = f"review database unavailable: {exc}"
-            outcome.update(outcome="not_queued", reason=down)
-            counts.failed += 1
-        except (ReviewError, ValidationError) as exc:
-            outcome.update(outcome="failed", reason=getattr(exc, "detail", None) or str(exc)[:500])
-            counts.failed += 1
-        else:
-            outcome.update(outcome="already_queued" if done.replayed else "queued",
-                           review_id=done.body.get("review_id"), audit_id=done.body.get("audit_id"))
-            if done.replayed:
-                counts.already_queued += 1
-            else:
-                counts.queued += 1
-        rows.append(outcome)
+    with tqdm(total=dataset.count_rows(filter=wanted), desc="queue", unit="rx", disable=not progress,
+              mininterval=1.0) as bar:
+        for batch in dataset.to_batches(columns=["prescription_id", "source", "prescription_json"], filter=wanted):
+            for item in batch.to_pylist():
+                rows.append(_queue_one(item, spec, checker, db, actor, counts, down))
+                down = down or (rows[-1]["reason"] if rows[-1]["outcome"] == "not_queued" else None)
+                bar.update(1)
     schema = pa.schema([("prescription_id", pa.string()), ("source", pa.string()), ("idempotency_key", pa.string()),
                         ("outcome", pa.string()), ("review_id", pa.int64()), ("audit_id", pa.int64()),
                         ("reason", pa.string())])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -115,9 +116,11 @@ def run_spark(files: list[InputFile], file_rejects: list[dict], spec: JobSpec, o
     from pyspark.sql import functions as F
 
     own = spark is None
+    started = time.perf_counter()
     if own:
         spark = session(master, progress=progress,
                         conf={"spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows), **(conf or {})})
+    start_seconds = round(time.perf_counter() - started, 3)
     try:
         sc = spark.sparkContext
         if sc.uiWebUrl:
@@ -137,7 +140,8 @@ def run_spark(files: list[InputFile], file_rejects: list[dict], spec: JobSpec, o
             spark.createDataFrame([], spark_schema(REPORT_COLUMNS)).write.mode("overwrite").parquet(
                 str(out / REPORT_DIR))
             file_reject_frame.coalesce(1).write.mode("overwrite").parquet(str(out / REJECTS_DIR))
-            return counts, {"engine": "spark", "master": sc.master, "partitions": 0}
+            return counts, {"engine": "spark", "master": sc.master, "partitions": 0,
+                            "spark_start_seconds": start_seconds}
         results = frame.mapInPandas(partial(screen_batches, spec=shipped), spark_schema()).persist(
             StorageLevel.MEMORY_AND_DISK)
         try:
@@ -159,7 +163,8 @@ def run_spark(files: list[InputFile], file_rejects: list[dict], spec: JobSpec, o
         finally:
             results.unpersist()
         return counts, {"engine": "spark", "master": sc.master, "partitions": partitions,
-                        "spark_version": spark.version}
+                        "spark_version": spark.version, "spark_start_seconds": start_seconds,
+                        "spark_job_seconds": round(time.perf_counter() - started - start_seconds, 3)}
     finally:
         if own:
             spark.stop()

@@ -243,3 +243,14 @@ def test_synthetic_prescriptions_are_drawn_from_the_gold_set_and_marked(tmp_path
     assert summary["rejected_rows"] == 2 * invalid and summary["screened"] == 2 * len(valid)
     report = pd.read_parquet(tmp_path / "out" / "report")
     assert report.synthetic.all()
+
+
+def test_queueing_against_a_database_that_is_down_lists_every_row_as_not_queued(job_settings, inputs, tmp_path):
+    down = "postgresql+psycopg://postgres@127.0.0.1:9/nowhere"  # nothing listens on the discard port
+    summary = rescreen.run("current", [str(inputs["jsonl"]), str(inputs["parquet"])], tmp_path / "out",
+                           settings=job_settings, queue=True, db_url=down, progress=False)
+    flagged = summary["newly_flagged"]
+    assert flagged >= 2 and summary["queue"]["failed"] == flagged and summary["queue"]["queued"] == 0
+    queued = pd.read_parquet(tmp_path / "out" / "queued.parquet")
+    assert len(queued) == flagged and set(queued.outcome) == {"not_queued"}
+    assert queued.reason.str.contains("review database unavailable").all()
