@@ -22,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluation.cpu_info import describe_cpu  # noqa: E402
-from training import rescreen, rx_synth  # noqa: E402
+from evaluation.cpu_info import describe_cpu
+from training import rescreen, rx_synth
 
 
 def load() -> str:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     same_counts = all(runs["local"][0][k] == runs["spark"][0][k] for k in counts)
     print(f"\nsame results row for row: report {same_report} ({len(local)} rows), rejects {same_rejects} "
           f"({len(rej_local)} rows), counts {same_counts}")
-    (ls, lw, lb, la), (ss, sw, sb, sa) = runs["local"], runs["spark"]
+    (ls, lw, _, _), (ss, sw, _, _) = runs["local"], runs["spark"]
     print("\n| engine | rows | screening s | rows/s (screening) | end-to-end s | rows/s (end to end) | load before -> after |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for name, (s, w, b, a) in (("single-process loop", runs["local"]), ("Spark local[2]", runs["spark"])):

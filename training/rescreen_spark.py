@@ -1,8 +1,8 @@
 """The Spark engine of ``python -m training rescreen --engine spark``.
 
-The input files become one DataFrame of ``training.rescreen.INPUT_COLUMNS`` (Parquet through Spark's reader with
+The input files become one DataFrame of ``training.rescreen_core.INPUT_COLUMNS`` (Parquet through Spark's reader with
 each row's ``_metadata.row_index``; JSONL through ``textFile().zipWithIndex()`` for line numbers), repartitioned;
-``mapInPandas`` runs ``training.rescreen.screen_batches`` in every partition: the checker is built once per Python
+``mapInPandas`` runs ``training.rescreen_core.screen_batches`` in every partition: the checker is built once per Python
 worker from the KB file and model folder the driver sent with ``SparkContext.addFile`` (checked by sha256), then
 every Arrow batch goes through ``screen_frame``, the function the local engine runs.  The result is persisted
 once and written as ``report/`` and ``rejects/`` (Parquet part files).
@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 
 from serving.settings import PROJECT_ROOT
-from training.rescreen import (
+from training.rescreen_core import (
     INPUT_COLUMNS,
     REJECT_COLUMNS,
     REJECTS_DIR,

@@ -96,9 +96,9 @@ def test_report_lists_changes_and_rejects_name_every_bad_row(job_settings, input
     assert [f["rule_id"] for f in json.loads(removed.removed_findings)] == ["OLD-RULE"]
     assert json.loads(removed.added_findings) == []
     first = report.loc["rx-clean"]  # no previous result: reported as a first screening
-    assert first.had_previous == False and pd.isna(first.old_verdict) and first.new_verdict == "pass"  # noqa: E712
+    assert first.had_previous == False and pd.isna(first.old_verdict) and first.new_verdict == "pass"
     blocked = report.loc["pq-blocked"]
-    assert blocked.new_verdict == "block" and blocked.newly_flagged == True  # noqa: E712
+    assert blocked.new_verdict == "block" and blocked.newly_flagged == True
     assert json.loads(blocked.prescription_json)["id"] == "pq-blocked"
     # a row without any id gets a content-addressed one (the same in every run)
     assert any(i.startswith("sha256:") for i in report.index)
