@@ -50,12 +50,16 @@ def load_triage_classifier(uri: str, settings: Settings, **options) -> TriageCla
     return classifier
 
 
-def load_ddi_predictor(uri: str, settings: Settings) -> DDIPredictor:
-    folder, version = resolve_model_dir(str(uri), settings)
-    return DDIPredictor.load(folder, version=version)
+def load_ddi_predictor(uri: str, settings: Settings, version: str | None = None) -> DDIPredictor:
+    """``version`` names a plain folder's registry version (a batch job's executors get the folder the driver
+    resolved, not the ``models:/`` URI, so that every partition runs the same version)."""
+    folder, resolved = resolve_model_dir(str(uri), settings)
+    return DDIPredictor.load(folder, version=version or resolved)
 
 
 def load_checker(settings: Settings, ddi_predictor: DDIPredictor | None = None, model_status: str | None = None,
-                 warm: bool = True) -> Checker:
+                 warm: bool = True, verify_curated: bool = True) -> Checker:
+    """``verify_curated=False`` skips the stale-artefact check: only for a batch job's executors, which load the
+    very file (same sha256) that its driver loaded with the check."""
     return Checker.load(settings.resolved_kb_path(), policy_from_settings(settings), ddi_predictor, model_status,
-                        curated_dir=CURATED_DRUG_TABLES_DIR, warm=warm)
+                        curated_dir=CURATED_DRUG_TABLES_DIR if verify_curated else None, warm=warm)

@@ -31,6 +31,7 @@ def settings(tmp_path) -> Settings:
 SLOW_FIXTURES = frozenset({
     "triage_registry", "triage_model_dir", "module_registry", "own_registry", "served_settings",
     "ddi_training", "ddi_model_dir", "ddi_settings",
+    "tracking_server",
 })
 
 

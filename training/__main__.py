@@ -34,6 +34,9 @@ COMMANDS = {
     "card": ("training.lifecycle", "main", "the model card of a registered version"),
     "snapshot": ("training.feedback_data", "main", "snapshot feedback|decisions: versioned Parquet of outcomes"),
     "monitor": ("training.monitor", "main", "drift and quality report of live triage traffic per time window"),
+    "rescreen": ("training.rescreen", "main", "re-screen stored prescriptions on a KB/model version (local or Spark)"),
+    "export-prescriptions": ("training.rx_export", "main", "the review database's prescriptions as rescreen input"),
+    "synth-prescriptions": ("training.rx_synth", "main", "synthetic prescriptions from the gold set, for load"),
 }
 TRAINERS = {"triage": "training.triage_train", "ddi": "training.ddi_train"}
 
