@@ -21,7 +21,9 @@ idle service writes batches of one (no timer, no added wait).
   (:func:`serving.review_queue.record_check_once`), so one bad job never fails the others.
 - An unreachable or frozen database fails the whole batch with :class:`DatabaseUnavailable` (-> 503, nothing
   reported).  A job that already waited ``socket_timeout_s`` before its batch starts is answered 503 without
-  being written, so a frozen database cannot build an unbounded queue of waiting requests.
+  being written, so a frozen database cannot build an unbounded queue of waiting requests; and a batch is given
+  only what its oldest job has left of ``socket_timeout_s``, so no check waits longer than that in all (a check
+  queued behind a batch stuck on a frozen database would otherwise wait for that batch and then for its own).
 """
 
 from __future__ import annotations
@@ -171,8 +173,12 @@ class GroupCommitter:
                 live.append(item)
             if not live:
                 continue
+            # no check waits longer than the socket timeout in all: the batch gets what its oldest job has left
+            # (a check queued behind a batch stuck on a frozen database would otherwise wait twice)
+            left = limit - (time.monotonic() - min(i.queued_at for i in live))
             try:
-                outcomes = await self.db.run(_write_or_split, self.db, [(i.job, i.key) for i in live])
+                outcomes = await self.db.run(_write_or_split, self.db, [(i.job, i.key) for i in live],
+                                             timeout=max(left, 0.05))
             except asyncio.CancelledError:
                 for item in live:
                     if not item.future.done():
