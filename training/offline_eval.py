@@ -67,17 +67,7 @@ def rx_main(argv: list[str] | None = None) -> int:
                         help="queue settings (alert tiers) to evaluate under: the shipped presets")
     args = parser.parse_args(argv)
 
-    settings = get_settings()
-    if args.kb is not None:
-        settings = settings.model_copy(update={"kb_path": args.kb})
-    print(ensure_kb(settings), file=sys.stderr)
-    checker = load_checker(settings, model_status="rules-only: DDI model not requested")
-    if args.ddi_model:
-
-        service = CheckerService(settings)
-        service.load()
-        checker = service.require()
-    checker = with_preset(checker, settings, args.policy)
+    checker = evaluation_checker(args.kb, args.ddi_model, args.policy)
     gold = evaluate_gold(checker, load_gold(args.gold))
     sigs = evaluate_sigs(load_sigs(args.sigs)) if args.sigs.exists() else None
     print(f"KB {checker.kb_version}; model: {checker.model_version or '-'} ({checker.model_status}); "
@@ -247,22 +237,29 @@ def regimens_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policy", default="default", choices=sorted(PRESETS))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    settings = get_settings()
-    if args.kb is not None:
-        settings = settings.model_copy(update={"kb_path": args.kb})
-    print(ensure_kb(settings), file=sys.stderr)
-    checker = load_checker(settings, model_status="rules-only: DDI model not requested")
-    if args.ddi_model:
-        service = CheckerService(settings)
-        service.load()
-        checker = service.require()
-    checker = with_preset(checker, settings, args.policy)
+    checker = evaluation_checker(args.kb, args.ddi_model, args.policy)
     report = evaluate_regimens(checker, load_regimens(args.regimens))
     print(json.dumps(report, indent=2) if args.json else
           f"KB {checker.kb_version}; model: {checker.model_version or '-'} ({checker.model_status}); "
           f"policy {args.policy}\n\n" + regimen_markdown(report, f"Everyday regimens, policy {args.policy}"))
     return 0
 
+
+
+def evaluation_checker(kb: Path | None, ddi_model: bool, policy: str | None = None) -> Checker:
+    """The checker an evaluation command measures: the configured (or given) KB, built when missing or stale,
+    rules only unless ``ddi_model`` (then the registered DDI model, as the service loads it), under a shipped
+    queue-settings preset when ``policy`` names one."""
+    settings = get_settings()
+    if kb is not None:
+        settings = settings.model_copy(update={"kb_path": kb})
+    print(ensure_kb(settings), file=sys.stderr)
+    checker = load_checker(settings, model_status="rules-only: DDI model not requested")
+    if ddi_model:
+        service = CheckerService(settings)
+        service.load()
+        checker = service.require()
+    return checker if policy is None else with_preset(checker, settings, policy)
 
 def with_preset(checker: Checker, settings, name: str) -> Checker:
     """The same checker (KB, model) under one of the shipped queue-settings presets."""
@@ -282,15 +279,7 @@ def ddi_coverage_main(argv: list[str] | None = None) -> int:
                              "predicted findings per regimen, e.g. datasets/drugs/eval/regimens_ddi_check.csv")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    settings = get_settings()
-    if args.kb is not None:
-        settings = settings.model_copy(update={"kb_path": args.kb})
-    print(ensure_kb(settings), file=sys.stderr)
-    checker = load_checker(settings, model_status="rules-only: DDI model not requested")
-    if args.ddi_model:
-        service = CheckerService(settings)
-        service.load()
-        checker = service.require()
+    checker = evaluation_checker(args.kb, args.ddi_model)
     report = evaluate_coverage(checker, load_pairs(args.pairs))
     regimens = regimen_report(checker, load_ddi_regimens(args.regimens)) if args.regimens else None
     if args.json:
