@@ -158,6 +158,54 @@ def choose_thresholds(p: np.ndarray, y: np.ndarray, flagged: np.ndarray | None =
     return {"emergency": round(te, 6), "urgent": round(min(tu, 1.0), 6), "self_care": round(ts, 6)}
 
 
+NEIGHBOUR_GRID = tuple((k, a) for k in (5, 10, 20) for a in (0.3, 0.5, 0.7))
+
+
+def operating_point(p: np.ndarray, y: np.ndarray, thresholds: dict, flagged: np.ndarray, traps: np.ndarray) -> dict:
+    """Validation figures of one head at its thresholds, emergencies only (red flags + model): recall, the share of
+    urgent and of calm (routine / self-care) rows raised to emergency, the share of negation / history traps."""
+    e = LABELS.index("emergency")
+    pred = flagged | (p[:, e] >= thresholds["emergency"])
+    calm = (y == LEVEL_INDEX["routine"]) | (y == LEVEL_INDEX["self_care"])
+
+    def share(mask):
+        return round(float(pred[mask].mean()), 4) if mask.any() else 0.0
+
+    return {"emergency_recall": share(y == e), "urgent_to_emergency": share(y == LEVEL_INDEX["urgent"]),
+            "calm_to_emergency": share(calm), "traps_to_emergency": share(traps)}
+
+
+def choose_neighbours(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                      p_head: np.ndarray, flagged: np.ndarray, flagged_any: np.ndarray, traps: np.ndarray,
+                      grid=NEIGHBOUR_GRID) -> tuple[dict | None, dict, list[dict]]:
+    """Nearest-exemplar blend (issue 11), chosen on validation: ``p = (1 - a) * p_head + a * share of each level
+    among the k nearest training examples``. For every (k, a) of ``grid`` the thresholds are chosen as for the head
+    alone (``choose_thresholds``); the blend kept is the one with the highest validation emergency recall among
+    those that raise no more calm rows and no more traps to emergency than the head alone (ties: fewer calm rows
+    raised); None when no blend beats the head on recall that way.  Returns (chosen {k, weight} or None, its
+    thresholds, the table of every candidate)."""
+    from triage.classifier import neighbour_shares
+
+    base_t = choose_thresholds(p_head, y_val, flagged, flagged_any)
+    base = operating_point(p_head, y_val, base_t, flagged, traps)
+    table = [{"k": 0, "weight": 0.0, **base, "thresholds": base_t}]
+    best, best_t, best_key = None, base_t, (base["emergency_recall"], -base["calm_to_emergency"])
+    bank = _normalise(x_train)
+    for k, a in grid:
+        if k > len(bank):
+            continue
+        shares = neighbour_shares(x_val, bank, y_train, k, len(LABELS))
+        p = (1 - a) * p_head + a * shares
+        t = choose_thresholds(p, y_val, flagged, flagged_any)
+        op = operating_point(p, y_val, t, flagged, traps)
+        table.append({"k": k, "weight": a, **op, "thresholds": t})
+        ok = op["calm_to_emergency"] <= base["calm_to_emergency"] and op["traps_to_emergency"] <= base["traps_to_emergency"]
+        key = (op["emergency_recall"], -op["calm_to_emergency"])
+        if ok and op["emergency_recall"] > base["emergency_recall"] and key > best_key:
+            best, best_t, best_key = {"k": k, "weight": a}, t, key
+    return best, best_t, table
+
+
 def red_flag_masks(texts: list[str], matcher: RedFlagMatcher | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(an emergency red flag fires, any red flag fires) per text."""
     matcher = matcher or RedFlagMatcher()
@@ -226,7 +274,7 @@ def evaluate(classifier, sets: dict[str, list[dict]], matcher: RedFlagMatcher | 
 
 def train_head(classifier, *, per_statement: int = 6, contrast: int = 600, include_other_sources: bool = False,
                seed: int = 11, limit: int | None = None, trained: tuple | None = None,
-               frame: pd.DataFrame | None = None) -> tuple[dict, dict]:
+               frame: pd.DataFrame | None = None, neighbours: bool = True) -> tuple[dict, dict]:
     """Steps 1-3 on the served model: (head document for urgency_head.json, validation details).
 
     ``trained``: (weights, bias) of a head trained jointly with the encoder (applied to the raw pooled embedding);
@@ -244,7 +292,12 @@ def train_head(classifier, *, per_statement: int = 6, contrast: int = 600, inclu
         normalise = False
     val_p = probabilities(x[~train], w, b, normalise)
     flagged, flagged_any = red_flag_masks(list(df.loc[~train, "text"]))
-    thresholds = choose_thresholds(val_p, y[~train], flagged, flagged_any)
+    traps = df.loc[~train, "kind"].isin(["negated", "history"]).to_numpy()
+    # nearest-exemplar blend over the training examples, kept only when it beats the head alone on validation
+    chosen, thresholds, neighbour_table = (None, choose_thresholds(val_p, y[~train], flagged, flagged_any), [])
+    if neighbours:
+        chosen, thresholds, neighbour_table = choose_neighbours(x[train], y[train], x[~train], y[~train], val_p,
+                                                                flagged, flagged_any, traps)
     info = {"version": f"urgency-head:{data_hash()[:12]}", "guidance_sha256": data_hash(),
             "mode": "frozen" if trained is None else "joint",
             "n_train": int(train.sum()), "n_val": int((~train).sum()),
@@ -252,12 +305,20 @@ def train_head(classifier, *, per_statement: int = 6, contrast: int = 600, inclu
             "emergency_recall_target": EMERGENCY_RECALL, "urgent_recall_target": URGENT_RECALL,
             "thresholds_policy": f"validation: recall of red flags + model combined, precision of what the model adds "
                                  f">= {PRECISION_FLOOR}",
-            "include_other_sources": include_other_sources}
+            "include_other_sources": include_other_sources,
+            "neighbour_selection": {"rule": "highest validation emergency recall with no more calm rows and no more "
+                                            "negation / history traps raised to emergency than the head alone",
+                                    "chosen": chosen, "candidates": neighbour_table}}
     val_rows = [{"text": t, "urgency": u, "group": k} for t, u, k in
                 zip(df.loc[~train, "text"], df.loc[~train, "urgency"], df.loc[~train, "kind"])]
     cited = exemplars(classifier, load_statements(include_other_sources=include_other_sources))
     doc = head_document(w, b, thresholds, info, cited)
     doc["normalise"] = normalise
+    if chosen:
+        from triage.classifier import encode_bank
+
+        doc["neighbours"] = {**chosen, "labels": y[train].astype(int).tolist(), **encode_bank(_normalise(x[train])),
+                             "examples": "the training run's urgency_training_examples.csv, rows with split == train, in that order"}
     return doc, {"validation_rows": val_rows, "frame": df}
 
 
@@ -276,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="triage model URI or folder (with an embedding output)")
     parser.add_argument("--output", required=True, type=Path, help="new artifact folder (must not exist)")
     parser.add_argument("--per-statement", type=int, default=6)
+    parser.add_argument("--no-neighbours", action="store_true",
+                        help="no nearest-exemplar blend (the linear head alone, as before issue 11's blend)")
     args = parser.parse_args(argv)
     settings = get_settings()
     folder, _ = resolve_model_dir(args.model, settings)
@@ -284,8 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copytree(folder, args.output)
     (args.output / URGENCY_HEAD_FILE).unlink(missing_ok=True)
     clf = TriageClassifier.from_folder(args.output, variant="int8")
-    head, _ = train_head(clf, per_statement=args.per_statement)
+    head, details = train_head(clf, per_statement=args.per_statement, neighbours=not args.no_neighbours)
     (args.output / URGENCY_HEAD_FILE).write_text(json.dumps(head))
+    details["frame"].to_csv(args.output / "urgency_training_examples.csv", index=False)
     # the refit is a run of its own (experiment "triage"), named in the copy's meta.json as urgency_run_id, so
     # `python -m training eval-urgency --log-mlflow` logs its figures there, not to the encoder's training run
     import mlflow
@@ -301,5 +365,6 @@ def main(argv: list[str] | None = None) -> int:
     meta["urgency_run_id"] = run.info.run_id
     meta_path.write_text(json.dumps(meta, indent=2))
     print(f"urgency head {head['version']} ({head['mode']}) written to {args.output / URGENCY_HEAD_FILE}; "
-          f"thresholds {head['thresholds']}; MLflow run {run.info.run_id}")
+          f"thresholds {head['thresholds']}; nearest-exemplar blend {head['neighbour_selection']['chosen']}; "
+          f"MLflow run {run.info.run_id}")
     return 0

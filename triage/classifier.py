@@ -47,6 +47,12 @@ class UrgencyHead:
     # cited presentations (guidance statements) with their normalised embeddings, to name the closest one
     exemplars: tuple[dict, ...] = ()
     exemplar_embeddings: np.ndarray | None = None
+    # nearest-exemplar component (optional): the head's training examples (normalised embeddings, level index);
+    # p = (1 - weight) * p_head + weight * (share of each level among the k nearest), see ``probabilities``
+    neighbour_embeddings: np.ndarray | None = None
+    neighbour_labels: np.ndarray | None = None
+    neighbour_k: int = 0
+    neighbour_weight: float = 0.0
 
     @classmethod
     def from_json(cls, path: Path) -> "UrgencyHead":
@@ -73,8 +79,12 @@ class UrgencyHead:
             if ex_emb.shape != (len(exemplars), weights.shape[1]):
                 raise ModelArtifactError(f"{path}: exemplar embeddings {ex_emb.shape} do not fit {len(exemplars)} "
                                          f"exemplars of dimension {weights.shape[1]}")
-        info = {k: v for k, v in data.items() if k not in {"weights", "bias", "exemplars"}}
-        return cls(labels, weights, bias, thresholds, info, bool(data.get("normalise", False)), exemplars, ex_emb)
+        nb_emb, nb_lab, nb_k, nb_w = _neighbours(path, data.get("neighbours"), len(labels), weights.shape[1])
+        info = {k: v for k, v in data.items() if k not in {"weights", "bias", "exemplars", "neighbours"}}
+        if nb_emb is not None:
+            info["neighbours"] = {"k": nb_k, "weight": nb_w, "n": int(len(nb_lab))}
+        return cls(labels, weights, bias, thresholds, info, bool(data.get("normalise", False)), exemplars, ex_emb,
+                   nb_emb, nb_lab, nb_k, nb_w)
 
     def closest(self, embedding: np.ndarray, levels=("emergency", "urgent")) -> dict[str, dict]:
         """Per level, the cited presentation closest to ``embedding`` (cosine): {level: {text, source, similarity}}."""
@@ -101,7 +111,11 @@ class UrgencyHead:
         x = np.asarray(embeddings, dtype=np.float32)
         if self.normalise:
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
-        return softmax(x @ self.weights.T + self.bias)
+        p = softmax(x @ self.weights.T + self.bias)
+        if self.neighbour_embeddings is None or self.neighbour_weight <= 0:
+            return p
+        return (1.0 - self.neighbour_weight) * p + self.neighbour_weight * neighbour_shares(
+            x, self.neighbour_embeddings, self.neighbour_labels, self.neighbour_k, len(self.labels))
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -402,6 +416,48 @@ class TriageClassifier:
             "parallel_sessions": len(self._parallel) or 1,
             "urgency_head": None if self.urgency_head is None else self.urgency_head.info.get("version", "present"),
         }
+
+
+def neighbour_shares(x: np.ndarray, bank: np.ndarray, labels: np.ndarray, k: int, n_levels: int) -> np.ndarray:
+    """Per row of ``x``, the share of each level among its ``k`` nearest rows of ``bank`` (cosine; ``bank`` rows
+    are L2-normalised, ``labels`` their level indices)."""
+    x = np.asarray(x, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+    k = max(1, min(int(k), len(bank)))
+    sims = x @ bank.T
+    idx = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(bank) else np.tile(np.arange(len(bank)), (len(x), 1))
+    near = labels[idx]
+    return np.stack([(near == c).mean(axis=1) for c in range(n_levels)], axis=1).astype(np.float32)
+
+
+def encode_bank(x: np.ndarray) -> dict:
+    """Normalised float16 embeddings as a JSON-safe dict (base64), for ``neighbours`` in urgency_head.json."""
+    import base64
+
+    arr = np.ascontiguousarray(np.asarray(x, dtype=np.float16))
+    return {"dtype": "float16", "shape": list(arr.shape), "embeddings_b64": base64.b64encode(arr.tobytes()).decode()}
+
+
+def _neighbours(path: Path, data, n_levels: int, dim: int):
+    """Parse the optional ``neighbours`` block of urgency_head.json: (embeddings, labels, k, weight)."""
+    if not data:
+        return None, None, 0, 0.0
+    import base64
+    import binascii
+
+    try:
+        k, weight = int(data["k"]), float(data["weight"])
+        labels = np.asarray(data["labels"], dtype=np.int64)
+        shape = tuple(int(v) for v in data["shape"])
+        raw = base64.b64decode(data["embeddings_b64"], validate=True)
+        emb = np.frombuffer(raw, dtype=np.dtype(data.get("dtype", "float16"))).astype(np.float32).reshape(shape)
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise ModelArtifactError(f"{path}: malformed neighbours ({exc})") from exc
+    if emb.shape != (len(labels), dim) or k < 1 or not 0.0 <= weight <= 1.0 or \
+            (len(labels) and (labels.min() < 0 or labels.max() >= n_levels)):
+        raise ModelArtifactError(f"{path}: neighbours {emb.shape} / {len(labels)} labels / k={k} / weight={weight} "
+                                 f"do not fit {n_levels} levels of dimension {dim}")
+    return emb, labels, k, weight
 
 
 def _read_json(path: Path):

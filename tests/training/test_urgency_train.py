@@ -208,3 +208,73 @@ def test_eval_urgency_cli_prints_both_decisions(head_model_dir, capsys):
     assert offline_eval.urgency_main(["--model", str(folder), "--sets", "blind", "--no-respect-negation"]) == 0
     with pytest.raises(SystemExit):
         offline_eval.urgency_main(["--model", str(folder), "--sets", "nope"])
+
+
+# ------------------------------------------------------------------ nearest-exemplar blend (issue 11)
+def _clusters(rng, centres, n, noise=0.05):
+    x = np.concatenate([c + noise * rng.standard_normal((n, len(c))) for c in centres])
+    return x.astype(np.float32)
+
+
+def test_neighbour_blend_is_kept_only_when_it_beats_the_head_on_validation():
+    rng = np.random.default_rng(0)
+    dim = 8
+    eye = np.eye(dim, dtype=np.float32)
+    # emergencies sit in two opposite clusters (+e0, -e0): no linear score separates both from the calm clusters
+    emerg, calm = [eye[0], -eye[0]], [eye[1], -eye[1]]
+    x_train = np.concatenate([_clusters(rng, emerg, 20), _clusters(rng, calm, 20)])
+    y_train = np.array([0] * 40 + [2] * 40)
+    x_val = np.concatenate([_clusters(rng, emerg, 5), _clusters(rng, calm, 15)])
+    y_val = np.array([0] * 10 + [2] * 30)
+    no_flags = np.zeros(len(y_val), dtype=bool)
+    traps = np.zeros(len(y_val), dtype=bool)
+    # a head that ranks calm rows above emergencies: no threshold reaches the precision floor, it adds nothing
+    p_head = np.array([[0.1, 0.2, 0.5, 0.2]] * 10 + [[0.4, 0.2, 0.2, 0.2]] * 30, dtype=np.float32)
+    chosen, thresholds, table = urgency_train.choose_neighbours(x_train, y_train, x_val, y_val, p_head, no_flags,
+                                                               no_flags, traps)
+    assert chosen is not None and chosen["k"] in (5, 10, 20)
+    best = next(r for r in table if r["k"] == chosen["k"] and r["weight"] == chosen["weight"])
+    assert best["emergency_recall"] == 1.0 and best["calm_to_emergency"] <= table[0]["calm_to_emergency"]
+    assert thresholds == best["thresholds"]
+
+    # neighbours whose labels carry no information: no blend is kept, the head's own thresholds stand
+    y_noise = rng.permutation(np.array([0, 2] * 40))
+    x_noise = rng.standard_normal((80, dim)).astype(np.float32)
+    chosen, thresholds, table = urgency_train.choose_neighbours(x_noise, y_noise, x_val, y_val, p_head, no_flags,
+                                                               no_flags, traps)
+    if chosen is None:
+        assert thresholds == table[0]["thresholds"]
+    else:  # only allowed if it truly raised recall without raising more calm rows
+        best = next(r for r in table if r["k"] == chosen["k"] and r["weight"] == chosen["weight"])
+        assert best["emergency_recall"] > table[0]["emergency_recall"]
+        assert best["calm_to_emergency"] <= table[0]["calm_to_emergency"]
+
+
+def test_head_with_neighbours_blends_in_the_served_classifier(head_model_dir, tmp_path):
+    from triage.classifier import ModelArtifactError, encode_bank, neighbour_shares
+
+    folder, head, _ = head_model_dir
+    model = tmp_path / "m"
+    shutil.copytree(folder, model)
+    plain = TriageClassifier.from_folder(model, intra_op_threads=1)
+    texts = ["my 6 week old is floppy and will not feed", "I have a mild sore throat since yesterday"]
+    emb = plain.embed(texts)
+    p_head = plain.urgency_head.probabilities(emb)
+    rng = np.random.default_rng(1)
+    bank = rng.standard_normal((30, emb.shape[1])).astype(np.float32)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    labels = rng.integers(0, 4, 30)
+    doc = dict(head)
+    doc["neighbours"] = {"k": 5, "weight": 0.4, "labels": labels.tolist(), **encode_bank(bank)}
+    (model / URGENCY_HEAD_FILE).write_text(json.dumps(doc))
+    clf = TriageClassifier.from_folder(model, intra_op_threads=1)
+    stored = clf.urgency_head.neighbour_embeddings
+    want = 0.6 * p_head + 0.4 * neighbour_shares(emb, stored, labels, 5, 4)
+    got = np.array([[p.urgency[level] for level in head["labels"]] for p in clf.predict(texts)])
+    assert np.allclose(got, want, atol=1e-5) and not np.allclose(got, p_head, atol=1e-3)
+    assert clf.urgency_head.info["neighbours"] == {"k": 5, "weight": 0.4, "n": 30}
+
+    doc["neighbours"] = {**doc["neighbours"], "labels": labels[:-1].tolist()}  # one label short
+    (model / URGENCY_HEAD_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ModelArtifactError, match="neighbours"):
+        TriageClassifier.from_folder(model, intra_op_threads=1)
