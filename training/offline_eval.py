@@ -4,6 +4,7 @@
     python -m training eval-acuity [--vignettes PATH] [--field vignette_text|opening_utterance] [--json]
     python -m training eval-redflags [--phrases PATH] [--table PATH] [--json]
     python -m training eval-urgency [--model URI_OR_FOLDER] [--sets blind,acuitybench] [--log-mlflow] [--json]
+    (sets: blind = urgency_blind_v1.csv, blind2 = urgency_blind_v2.csv, acuitybench, validation)
     python -m training eval-ddi-coverage [--kb PATH] [--pairs CSV] [--ddi-model] [--show-misses N] [--json]
     python -m training eval-routing [--model URI_OR_FOLDER] [--set CSV] [--log-mlflow] [--json]
 """
@@ -124,7 +125,7 @@ def _urgency_markdown(reports: dict[str, dict], title: str) -> str:
     for name, (with_model, _) in reports.items():
         lines += ["", f"{name}: emergencies missed {with_model['overall']['emergency_under_triaged']} of "
                       f"{with_model['overall']['n_emergency']}; decided by {with_model['decided_by']}"]
-        if with_model["by_group"] and name == "blind":
+        if with_model["by_group"] and name in ("blind", "blind2"):
             lines += ["", "| style | n | exact | dichotomised | emergency recall | under-triage |", "|---|---:|---:|---:|---:|---:|"]
             for group, m in with_model["by_group"].items():
                 lines.append(f"| {group} | {m['n']} | {m['exact_accuracy']:.0%} | {m['dichotomised_accuracy']:.0%} | "
@@ -150,7 +151,8 @@ def urgency_main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     uri = args.model or settings.triage_model_uri
     classifier = load_triage_classifier(uri, settings)
-    loaders = {"blind": urgency_train.blind_rows, "acuitybench": urgency_train.acuity_rows,
+    loaders = {"blind": urgency_train.blind_rows, "blind2": urgency_train.blind_rows_v2,
+               "acuitybench": urgency_train.acuity_rows,
                "validation": urgency_train.validation_rows}
     unknown = [s for s in args.sets.split(",") if s not in loaders]
     if unknown:

@@ -43,6 +43,8 @@ from triage.redflags import RedFlagMatcher
 from triage.taxonomy import URGENCY_LEVELS
 
 BLIND_SET = PROJECT_ROOT / "datasets" / "triage" / "blind" / "urgency_blind_v1.csv"
+# second blind set (team-written 2026-12-07, before any model or rule ran on it; evaluation only): eval-urgency --sets blind2
+BLIND_SET_V2 = BLIND_SET.parent / "urgency_blind_v2.csv"
 ACUITY_LEVELS = {"A": "self_care", "B": "routine", "C": "urgent", "D": "emergency"}
 COST = {"emergency": 3.0, "urgent": 1.5, "routine": 1.0, "self_care": 1.0}  # weight of a missed example
 EMERGENCY_RECALL = 0.99
@@ -236,6 +238,10 @@ def blind_rows(path: Path = BLIND_SET) -> list[dict]:
     with Path(path).open(newline="", encoding="utf-8") as fh:
         return [{"id": r["id"], "text": r["text"], "urgency": r["urgency"], "group": r["style"]}
                 for r in csv.DictReader(fh)]
+
+
+def blind_rows_v2() -> list[dict]:
+    return blind_rows(BLIND_SET_V2)
 
 
 def acuity_rows(field: str = "vignette_text") -> list[dict]:
