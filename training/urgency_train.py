@@ -177,21 +177,42 @@ def operating_point(p: np.ndarray, y: np.ndarray, thresholds: dict, flagged: np.
             "calm_to_emergency": share(calm), "traps_to_emergency": share(traps)}
 
 
+TRAP_CEILING = 0.10  # issue 11: at most this share of negation / history traps raised to emergency
+
+
+def recall_at_calm_rate(p: np.ndarray, y: np.ndarray, flagged: np.ndarray, rate: float) -> float:
+    """The best emergency recall (red flags + model) of probabilities ``p`` at any emergency threshold that raises
+    at most ``rate`` of the calm (routine / self-care) rows to emergency: the head's ROC read at one point."""
+    e = LABELS.index("emergency")
+    calm = (y == LEVEL_INDEX["routine"]) | (y == LEVEL_INDEX["self_care"])
+    if not (y == e).any():
+        return 0.0
+    best = float((flagged[y == e]).mean())
+    for t in np.unique(p[:, e])[::-1]:
+        pred = flagged | (p[:, e] >= t)
+        if calm.any() and pred[calm].mean() > rate + 1e-9:
+            break
+        best = max(best, float(pred[y == e].mean()))
+    return best
+
+
 def choose_neighbours(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                       p_head: np.ndarray, flagged: np.ndarray, flagged_any: np.ndarray, traps: np.ndarray,
                       grid=NEIGHBOUR_GRID) -> tuple[dict | None, dict, list[dict]]:
     """Nearest-exemplar blend (issue 11), chosen on validation: ``p = (1 - a) * p_head + a * share of each level
     among the k nearest training examples``. For every (k, a) of ``grid`` the thresholds are chosen as for the head
-    alone (``choose_thresholds``); the blend kept is the one with the highest validation emergency recall among
-    those that raise no more calm rows and no more traps to emergency than the head alone (ties: fewer calm rows
-    raised); None when no blend beats the head on recall that way.  Returns (chosen {k, weight} or None, its
-    thresholds, the table of every candidate)."""
+    alone (``choose_thresholds``: the recall targets and the precision floor). A blend qualifies when, at its
+    operating point, (1) it catches more emergencies than the head alone would at any threshold raising no more
+    calm rows to emergency (a matched comparison on the ROC, not against the head's own operating point), and
+    (2) it raises at most ``TRAP_CEILING`` of the negation / history traps to emergency. The qualifying blend with
+    the highest validation emergency recall is kept (ties: fewer calm rows raised), or None. Returns (chosen
+    {k, weight} or None, its thresholds, the table of every candidate)."""
     from triage.classifier import neighbour_shares
 
     base_t = choose_thresholds(p_head, y_val, flagged, flagged_any)
     base = operating_point(p_head, y_val, base_t, flagged, traps)
     table = [{"k": 0, "weight": 0.0, **base, "thresholds": base_t}]
-    best, best_t, best_key = None, base_t, (base["emergency_recall"], -base["calm_to_emergency"])
+    best, best_t, best_key = None, base_t, None
     bank = _normalise(x_train)
     for k, a in grid:
         if k > len(bank):
@@ -200,10 +221,12 @@ def choose_neighbours(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
         p = (1 - a) * p_head + a * shares
         t = choose_thresholds(p, y_val, flagged, flagged_any)
         op = operating_point(p, y_val, t, flagged, traps)
-        table.append({"k": k, "weight": a, **op, "thresholds": t})
-        ok = op["calm_to_emergency"] <= base["calm_to_emergency"] and op["traps_to_emergency"] <= base["traps_to_emergency"]
+        matched = round(recall_at_calm_rate(p_head, y_val, flagged, op["calm_to_emergency"]), 4)
+        ok = op["emergency_recall"] > matched and op["traps_to_emergency"] <= TRAP_CEILING
+        table.append({"k": k, "weight": a, **op, "head_recall_at_same_calm_rate": matched, "qualifies": ok,
+                      "thresholds": t})
         key = (op["emergency_recall"], -op["calm_to_emergency"])
-        if ok and op["emergency_recall"] > base["emergency_recall"] and key > best_key:
+        if ok and (best_key is None or key > best_key):
             best, best_t, best_key = {"k": k, "weight": a}, t, key
     return best, best_t, table
 
@@ -312,8 +335,9 @@ def train_head(classifier, *, per_statement: int = 6, contrast: int = 600, inclu
             "thresholds_policy": f"validation: recall of red flags + model combined, precision of what the model adds "
                                  f">= {PRECISION_FLOOR}",
             "include_other_sources": include_other_sources,
-            "neighbour_selection": {"rule": "highest validation emergency recall with no more calm rows and no more "
-                                            "negation / history traps raised to emergency than the head alone",
+            "neighbour_selection": {"rule": "highest validation emergency recall among blends that beat the head "
+                                            "alone at the same rate of calm rows raised to emergency and raise at "
+                                            f"most {TRAP_CEILING:.0%} of negation / history traps",
                                     "chosen": chosen, "candidates": neighbour_table}}
     val_rows = [{"text": t, "urgency": u, "group": k} for t, u, k in
                 zip(df.loc[~train, "text"], df.loc[~train, "urgency"], df.loc[~train, "kind"])]

@@ -235,6 +235,7 @@ def test_neighbour_blend_is_kept_only_when_it_beats_the_head_on_validation():
     assert chosen is not None and chosen["k"] in (5, 10, 20)
     best = next(r for r in table if r["k"] == chosen["k"] and r["weight"] == chosen["weight"])
     assert best["emergency_recall"] == 1.0 and best["calm_to_emergency"] <= table[0]["calm_to_emergency"]
+    assert best["qualifies"] and best["head_recall_at_same_calm_rate"] < 1.0
     assert thresholds == best["thresholds"]
 
     # neighbours whose labels carry no information: no blend is kept, the head's own thresholds stand
@@ -244,10 +245,20 @@ def test_neighbour_blend_is_kept_only_when_it_beats_the_head_on_validation():
                                                                no_flags, traps)
     if chosen is None:
         assert thresholds == table[0]["thresholds"]
-    else:  # only allowed if it truly raised recall without raising more calm rows
+    else:  # only allowed if it beats the head at the same rate of calm rows raised
         best = next(r for r in table if r["k"] == chosen["k"] and r["weight"] == chosen["weight"])
-        assert best["emergency_recall"] > table[0]["emergency_recall"]
-        assert best["calm_to_emergency"] <= table[0]["calm_to_emergency"]
+        assert best["emergency_recall"] > best["head_recall_at_same_calm_rate"]
+
+
+def test_head_recall_is_read_at_a_matched_calm_rate():
+    y = np.array([0, 0, 0, 2, 2, 2, 2])
+    p = np.zeros((7, 4), dtype=np.float32)
+    p[:, 0] = [0.9, 0.6, 0.05, 0.7, 0.1, 0.1, 0.1]  # calm rows outrank two of the three emergencies
+    none = np.zeros(7, dtype=bool)
+    assert urgency_train.recall_at_calm_rate(p, y, none, 0.0) == pytest.approx(1 / 3)
+    assert urgency_train.recall_at_calm_rate(p, y, none, 0.25) == pytest.approx(2 / 3)
+    flagged = np.array([False, False, True, False, False, False, False])  # a red flag catches the third
+    assert urgency_train.recall_at_calm_rate(p, y, flagged, 0.0) == pytest.approx(2 / 3)
 
 
 def test_head_with_neighbours_blends_in_the_served_classifier(head_model_dir, tmp_path):
