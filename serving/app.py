@@ -154,7 +154,8 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
-    for module in (health, triage, outcomes, admin, alert_tiers, prescriptions, reviews, dashboard, review_page, docs):
+    # the prescription check first: routes are matched in this order, and it is the busiest endpoint (issue #16)
+    for module in (prescriptions, health, triage, outcomes, admin, alert_tiers, reviews, dashboard, review_page, docs):
         app.include_router(module.router)
     app.include_router(cds_hooks_routes.router)
     return app
