@@ -204,6 +204,10 @@ def make_engine(url: str, timeouts: DbTimeouts | None = None, **kwargs) -> Engin
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # the most recently returned connection first (a file database has a QueuePool): the group-commit
+            # writer keeps one warm connection instead of rotating through the pool (SQLite drops a
+            # connection's page cache when another connection wrote since its last use)
+            kwargs.setdefault("pool_use_lifo", True)
         busy = max(1.0, t.statement_timeout_ms / 1000)
         connect_args = {"timeout": busy, "check_same_thread": False, **kwargs.pop("connect_args", {})}
         engine = create_engine(url, connect_args=connect_args, **kwargs)
