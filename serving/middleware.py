@@ -35,7 +35,7 @@ class RequestContextMiddleware:
         self.app = app
         self.metrics = metrics
         # the labelled children, looked up once per (route template, method[, status]): ``labels()`` validates,
-        # locks and builds a key on every call (route templates and statuses are bounded, so these stay small)
+        # locks and builds a key on every call (these dicts hold one entry per label set the metrics hold anyway)
         self._counters: dict[tuple[str, str, int], object] = {}
         self._histograms: dict[tuple[str, str], object] = {}
 
