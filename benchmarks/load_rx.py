@@ -1,7 +1,8 @@
 """Load benchmark of ``POST /v1/prescriptions/check`` over HTTP with ``wrk`` (not a test), on SQLite and PostgreSQL.
 
     .venv/bin/python benchmarks/load_rx.py --wrk [--db sqlite postgresql] [--connections 4 16] [--seconds 10]
-        [--variants per-request group-commit] [--workers 1] [--kb PATH] [--pg-url URL] [--profile SECONDS]
+        [--variants per-request group-commit] [--workers 1 [2]] [--base-src DIR] [--kb PATH] [--pg-url URL]
+        [--profile SECONDS]
 
 For each database and serving variant the script starts the real service as its own process (``python -m
 serving``, rules-only checker on the KB artefact, a fresh review database: a SQLite file in a temp dir, or a fresh
@@ -16,6 +17,10 @@ Variants (one run, side by side): ``per-request`` = ``RXT_DB_GROUP_COMMIT=false`
 behaviour before issue #16), ``group-commit`` = ``RXT_DB_GROUP_COMMIT=true`` (the default: one writer per process
 batches concurrent checks into one transaction).  ``--profile S`` samples the server with py-spy for S seconds
 during each variant's run at the highest connection count and prints the top functions (own time).
+``--base-src DIR`` adds the variant ``base``: group commit served from another source tree (``git archive <commit> |
+tar -x -C DIR``), run before this tree's variants, so a before/after comparison is one run; ``--workers 1 2`` runs
+each worker count in turn.  Each row also gives the mean checks per group-commit transaction over the run (the
+service's ``rxt_check_commit_batch_size`` metric; ``-`` for code without it) and the load average before/after.
 
 Goal on 2 cores: >= 1,000 req/s with p99 < 100 ms at 16 connections on both databases, 0 errors.
 """
