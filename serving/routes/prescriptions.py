@@ -25,7 +25,8 @@ standard one accepts.  A check of at most :data:`INLINE_MAX_DRUGS` drugs (items 
 rules-only check of such a prescription takes ~0.1-1 ms) runs on the event loop instead of a thread-pool hop;
 a larger one (up to 50 items and 100 current medications, and with the DDI model up to ~11,000 pairs) still runs
 in the thread pool, so it cannot hold the event loop.  The answer is serialised with pydantic-core's JSON
-encoder (the same document as ``JSONResponse``'s ``json.dumps``, in a tenth of the time).
+encoder (the same document as ``JSONResponse``'s ``json.dumps``, in a tenth of the time).  Dependency overrides
+(``app.dependency_overrides``) reach the standard handler only: the fast path reads the app's state itself.
 """
 
 from __future__ import annotations
