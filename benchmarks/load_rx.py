@@ -1,7 +1,8 @@
 """Load benchmark of ``POST /v1/prescriptions/check`` over HTTP with ``wrk`` (not a test), on SQLite and PostgreSQL.
 
     .venv/bin/python benchmarks/load_rx.py --wrk [--db sqlite postgresql] [--connections 4 16] [--seconds 10]
-        [--variants per-request group-commit] [--workers 1] [--kb PATH] [--pg-url URL] [--profile SECONDS]
+        [--variants per-request group-commit] [--workers 1 [2]] [--base-src DIR] [--kb PATH] [--pg-url URL]
+        [--profile SECONDS]
 
 For each database and serving variant the script starts the real service as its own process (``python -m
 serving``, rules-only checker on the KB artefact, a fresh review database: a SQLite file in a temp dir, or a fresh
@@ -16,6 +17,10 @@ Variants (one run, side by side): ``per-request`` = ``RXT_DB_GROUP_COMMIT=false`
 behaviour before issue #16), ``group-commit`` = ``RXT_DB_GROUP_COMMIT=true`` (the default: one writer per process
 batches concurrent checks into one transaction).  ``--profile S`` samples the server with py-spy for S seconds
 during each variant's run at the highest connection count and prints the top functions (own time).
+``--base-src DIR`` adds the variant ``base``: group commit served from another source tree (``git archive <commit> |
+tar -x -C DIR``), run before this tree's variants, so a before/after comparison is one run; ``--workers 1 2`` runs
+each worker count in turn.  Each row also gives the mean checks per group-commit transaction over the run (the
+service's ``rxt_check_commit_batch_size`` metric; ``-`` for code without it) and the load average before/after.
 
 Goal on 2 cores: >= 1,000 req/s with p99 < 100 ms at 16 connections on both databases, 0 errors.
 """
@@ -103,7 +108,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, *, db_url: str, kb: Path, work_dir: Path, env_extra: dict, workers: int, log_path: Path):
+    def __init__(self, *, db_url: str, kb: Path, work_dir: Path, env_extra: dict, workers: int, log_path: Path,
+                 src: Path = ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RXT_")}
@@ -112,7 +118,7 @@ class Server:
             "RXT_WORK_DIR": str(work_dir), "RXT_KB_PATH": str(kb), "RXT_DATABASE_URL": db_url,
             "RXT_DDI_MODEL_URI": str(work_dir / "no-ddi-model"),  # rules-only: the DB path is what is measured
             "RXT_TRIAGE_MODEL_URI": str(work_dir / "no-triage-model"),
-            "RXT_MODEL_POLL_SECONDS": "0", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+            "RXT_MODEL_POLL_SECONDS": "0", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(src),
             **env_extra,
         })
         cmd = [sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(self.port),
@@ -120,7 +126,7 @@ class Server:
         if workers != 1:
             cmd += ["--workers", str(workers)]
         self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd, cwd=src, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     def wait_ready(self, timeout: float = 120.0) -> dict:
@@ -188,6 +194,22 @@ def verify(db_url: str) -> tuple[str, int, int]:
         db.dispose()
 
 
+def commit_batches(url: str) -> tuple[float, float] | None:
+    """(checks, transactions) recorded by group commit so far (``rxt_check_commit_batch_size``; None before it
+    existed)."""
+    import httpx
+
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except Exception:  # noqa: BLE001 - informative only
+        return None
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line.startswith(("rxt_check_commit_batch_size_sum", "rxt_check_commit_batch_size_count"))}
+    if "rxt_check_commit_batch_size_count" not in values:
+        return None
+    return values["rxt_check_commit_batch_size_sum"], values["rxt_check_commit_batch_size_count"]
+
+
 def py_spy_top(pids: list[int], seconds: float, out: Path) -> str:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     procs = [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "-f", "raw",
@@ -230,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, nargs="+", default=[4, 16])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=2.0)
-    ap.add_argument("--workers", type=int, default=1, help="service worker processes (python -m serving --workers)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1],
+                    help="service worker processes (python -m serving --workers); several: each in turn")
+    ap.add_argument("--base-src", type=Path, default=None,
+                    help="also run variant 'base': group commit served from this source tree (e.g. `git archive "
+                    "<commit> | tar -x -C DIR`), before this tree's variants: before/after in one run")
     ap.add_argument("--kb", type=Path, default=None)
     ap.add_argument("--pg-url", default=os.environ.get("RXT_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     ap.add_argument("--profile", type=float, default=0.0, help="py-spy the server for this many seconds")
@@ -251,76 +277,91 @@ def main(argv: list[str] | None = None) -> int:
     bodies, n_flagged = make_bodies(Checker(KnowledgeBase.load(kb_path)))
     print(f"cpu: {describe_cpu()}")
     print(f"bodies: {len(bodies)} ({n_flagged} flagged and queued, {len(bodies) - n_flagged} pass); kb {kb_path}; "
-          f"workers {args.workers}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n", flush=True)
+          f"workers {' '.join(map(str, args.workers))}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n", flush=True)
     results = []
     log_dir = Path(tempfile.mkdtemp(prefix="load-rx-"))
-    for db in args.db:
-        for variant in args.variants:
-            work = Path(tempfile.mkdtemp(prefix=f"load-rx-{db}-"))
-            drop = None
-            if db == "sqlite":
-                url = f"sqlite:///{work / 'rx.db'}"
-            else:
-                url, drop = pg_schema(args.pg_url)
-            server = Server(db_url=url, kb=kb_path, work_dir=work, env_extra=VARIANTS[variant],
-                            workers=args.workers, log_path=log_dir / f"{db}-{variant}.log")
-            try:
-                server.wait_ready()
-                run_wrk(f"{server.url}/v1/prescriptions/check", bodies, KEY, connections=4, seconds=args.warmup)
-                for c in args.connections:
-                    load = os.getloadavg()[0]
-                    profile_note = ""
-                    if args.profile and c == max(args.connections):
-                        import threading
-
-                        pids = [server.proc.pid] + [int(p) for p in subprocess.run(
-                            ["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()]
-                        out = log_dir / f"pyspy-{db}-{variant}"
-                        t = threading.Thread(target=py_spy_top, args=(pids, args.profile, out))
-                        t.start()
-                    pids = tree_pids(server.proc.pid)
-                    cpu0 = cpu_seconds(pids)
-                    row = run_wrk(f"{server.url}/v1/prescriptions/check", bodies, KEY, connections=c,
-                                  seconds=args.seconds)
-                    row["cpu_ms_per_request"] = round((cpu_seconds(pids) - cpu0) * 1000 / max(row["requests"], 1), 3)
-                    if args.profile and c == max(args.connections):
-                        t.join()
-                        paths = sorted(log_dir.glob(f"pyspy-{db}-{variant}.*.txt"))
-                        profile_note = "\n".join(f"      {own:5.1f}% own {tot:5.1f}% total  {name}"
-                                                 for name, own, tot in summarise_raw(paths))
-                    row.update(db=db, variant=variant, load_before=round(load, 2))
-                    results.append(row)
-                    print(f"[{db:10s} {variant:12s}] c={c:<3} {row['rps']:>8.1f} req/s  p50 {row['p50_ms']:.1f} ms  "
-                          f"p90 {row['p90_ms']:.1f}  p99 {row['p99_ms']:.1f}  max {row['max_ms']:.0f} ms  "
-                          f"errors {row['errors']} (non-2xx {row['non2xx']}, timeouts {row['timeout']})  "
-                          f"server CPU {row['cpu_ms_per_request']:.2f} ms/request  "
-                          f"load {load:.2f}", flush=True)
-                    if profile_note:
-                        print("    py-spy, server process(es), top functions by own time:\n" + profile_note,
-                              flush=True)
-            finally:
-                server.stop()
-            chain, reviews, entries = verify(url)
-            print(f"  after {db}/{variant}: {chain}; {reviews} reviews, {entries} audit entries", flush=True)
-            if drop is not None:
-                drop()
-            shutil.rmtree(work, ignore_errors=True)
-
-    print("\n| db | variant | workers | connections | req/s | p50 ms | p99 ms | max ms | errors | server CPU ms/req | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in results:
-        print(f"| {r['db']} | {r['variant']} | {args.workers} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['errors']} | {r['cpu_ms_per_request']:.2f} | "
-              f"{r['load_before']:.2f} |")
-    if len(args.variants) == 2:
-        print("\ngroup-commit / per-request req/s:")
-        for db in args.db:
+    variants = (["base"] if args.base_src else []) + list(args.variants)
+    runs = [(db, workers, variant) for db in args.db for workers in args.workers for variant in variants]
+    for db, workers, variant in runs:
+        work = Path(tempfile.mkdtemp(prefix=f"load-rx-{db}-"))
+        drop = None
+        if db == "sqlite":
+            url = f"sqlite:///{work / 'rx.db'}"
+        else:
+            url, drop = pg_schema(args.pg_url)
+        src = args.base_src.resolve() if variant == "base" else ROOT
+        env_extra = VARIANTS["group-commit" if variant == "base" else variant]
+        server = Server(db_url=url, kb=kb_path, work_dir=work, env_extra=env_extra, src=src,
+                        workers=workers, log_path=log_dir / f"{db}-{workers}w-{variant}.log")
+        try:
+            server.wait_ready()
+            run_wrk(f"{server.url}/v1/prescriptions/check", bodies, KEY, connections=4, seconds=args.warmup)
             for c in args.connections:
-                a = [r for r in results if r["db"] == db and r["connections"] == c and r["variant"] == "per-request"]
-                b = [r for r in results if r["db"] == db and r["connections"] == c and r["variant"] == "group-commit"]
-                if a and b and a[0]["rps"]:
-                    print(f"  {db} c={c}: {b[0]['rps'] / a[0]['rps']:.2f}x  (p99 {a[0]['p99_ms']:.0f} -> "
-                          f"{b[0]['p99_ms']:.0f} ms)")
+                load = os.getloadavg()[0]
+                profile_note = ""
+                if args.profile and c == max(args.connections):
+                    import threading
+
+                    pids = [server.proc.pid] + [int(p) for p in subprocess.run(
+                        ["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()]
+                    out = log_dir / f"pyspy-{db}-{workers}w-{variant}"
+                    t = threading.Thread(target=py_spy_top, args=(pids, args.profile, out))
+                    t.start()
+                pids = tree_pids(server.proc.pid)
+                batches0 = commit_batches(server.url)
+                cpu0 = cpu_seconds(pids)
+                row = run_wrk(f"{server.url}/v1/prescriptions/check", bodies, KEY, connections=c,
+                              seconds=args.seconds)
+                row["cpu_ms_per_request"] = round((cpu_seconds(pids) - cpu0) * 1000 / max(row["requests"], 1), 3)
+                batches1 = commit_batches(server.url)
+                row["batch_mean"] = (round((batches1[0] - batches0[0]) / max(batches1[1] - batches0[1], 1), 1)
+                                     if batches0 and batches1 else None)
+                if args.profile and c == max(args.connections):
+                    t.join()
+                    paths = sorted(log_dir.glob(f"pyspy-{db}-{workers}w-{variant}.*.txt"))
+                    profile_note = "\n".join(f"      {own:5.1f}% own {tot:5.1f}% total  {name}"
+                                             for name, own, tot in summarise_raw(paths))
+                row.update(db=db, variant=variant, workers=workers, load_before=round(load, 2),
+                           load_after=round(os.getloadavg()[0], 2))
+                results.append(row)
+                print(f"[{db:10s} {workers}w {variant:12s}] c={c:<3} {row['rps']:>8.1f} req/s  p50 {row['p50_ms']:.1f} ms  "
+                      f"p90 {row['p90_ms']:.1f}  p99 {row['p99_ms']:.1f}  max {row['max_ms']:.0f} ms  "
+                      f"errors {row['errors']} (non-2xx {row['non2xx']}, timeouts {row['timeout']})  "
+                      f"server CPU {row['cpu_ms_per_request']:.2f} ms/request  "
+                      f"checks per commit {row['batch_mean'] or '-'}  "
+                      f"load {load:.2f}", flush=True)
+                if profile_note:
+                    print("    py-spy, server process(es), top functions by own time:\n" + profile_note,
+                          flush=True)
+        finally:
+            server.stop()
+        chain, reviews, entries = verify(url)
+        print(f"  after {db}/{workers}w/{variant}: {chain}; {reviews} reviews, {entries} audit entries", flush=True)
+        if drop is not None:
+            drop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print("\n| db | variant | workers | connections | req/s | p50 ms | p99 ms | max ms | errors | server CPU ms/req | "
+          "checks/commit | load before-after |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['db']} | {r['variant']} | {r['workers']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} | {r['max_ms']:.0f} | {r['errors']} | {r['cpu_ms_per_request']:.2f} | "
+              f"{r['batch_mean'] or '-'} | {r['load_before']:.1f}-{r['load_after']:.1f} |")
+    for before, after in (("per-request", "group-commit"), ("base", "group-commit")):
+        pairs = []
+        for db in args.db:
+            for workers in args.workers:
+                for c in args.connections:
+                    pick = [[r for r in results if (r["db"], r["workers"], r["connections"], r["variant"]) ==
+                             (db, workers, c, v)] for v in (before, after)]
+                    if pick[0] and pick[1] and pick[0][0]["rps"]:
+                        a, b = pick[0][0], pick[1][0]
+                        pairs.append(f"  {db} {workers}w c={c}: {b['rps'] / a['rps']:.2f}x req/s  (p99 "
+                                     f"{a['p99_ms']:.0f} -> {b['p99_ms']:.0f} ms; server CPU "
+                                     f"{a['cpu_ms_per_request']:.2f} -> {b['cpu_ms_per_request']:.2f} ms/req)")
+        if pairs:
+            print(f"\n{after} / {before}:\n" + "\n".join(pairs))
     print(f"(server logs in {log_dir}; load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                     log_config=None, access_log=False, log_level=args.log_level, timeout_worker_healthcheck=60)
         return 0
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, freeze_gc=True),
         host=args.host,
         port=args.port,
         log_config=None,

@@ -1,6 +1,6 @@
 """The FastAPI application: it only wires routes to the packages.
 
-``create_app(settings, checker=None)`` builds an app (``checker``: an already loaded
+``create_app(settings, checker=None, *, freeze_gc=False)`` builds an app (``checker``: an already loaded
 ``prescription_check.Checker`` to use instead of loading one, for tests and benchmarks); ``python -m serving``
 runs it with uvicorn.  The runtime state is one typed :class:`serving.state.ServiceState` at ``app.state.rxt``;
 routes take it through the dependencies in ``serving.deps``.
@@ -15,6 +15,7 @@ registry aliases when ``settings.model_poll_seconds > 0``.  Nothing is trained o
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -96,6 +97,14 @@ async def lifespan(app: FastAPI):
     await asyncio.to_thread(state.checker.load)
     await _refresh_tiers(state)
     log.info("review queue on %s (%s)", describe(state.db.url), state.db.dialect)
+    if state.freeze_gc:
+        # The knowledge base, models and libraries loaded above are ~700,000 objects that live as long as the
+        # process; every full collection of the cyclic GC walked them all (~0.1-0.5 s with the event loop
+        # stopped: the p99 of the prescription-check load benchmark, issue #16).  Frozen, the collector skips
+        # them (reference counting still frees what is dropped later).  Only in the served process (the entry
+        # points pass freeze_gc=True), not in tests that build many apps in one process.
+        gc.collect()
+        gc.freeze()
 
     if settings.tier_settings_poll_s > 0:
         background.append(asyncio.create_task(_poll_tiers(state, settings.tier_settings_poll_s), name="tier-poller"))
@@ -117,7 +126,7 @@ async def lifespan(app: FastAPI):
         await state.triage.stop()
 
 
-def create_app(settings: Settings | None = None, checker: Checker | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, checker: Checker | None = None, *, freeze_gc: bool = False) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(
         title="rxtriage",
@@ -135,7 +144,7 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
     state = ServiceState(
         settings=settings, api_keys=settings.resolved_api_keys(), metrics=metrics,
         triage=TriageService(settings, metrics), checker=CheckerService(settings, checker),
-        db=Database(settings.resolved_database_url(), DbTimeouts.from_settings(settings)),
+        db=Database(settings.resolved_database_url(), DbTimeouts.from_settings(settings)), freeze_gc=freeze_gc,
     )
     if not settings.db_migrate:
         state.db.assume_migrated()
@@ -154,7 +163,8 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
-    for module in (health, triage, outcomes, admin, alert_tiers, prescriptions, reviews, dashboard, review_page, docs):
+    # the prescription check first: routes are matched in this order, and it is the busiest endpoint (issue #16)
+    for module in (prescriptions, health, triage, outcomes, admin, alert_tiers, reviews, dashboard, review_page, docs):
         app.include_router(module.router)
     app.include_router(cds_hooks_routes.router)
     return app

@@ -131,6 +131,14 @@ _TAKE_HEAD = (
 )
 _INSERT_ENTRY = AuditEntryRow.__table__.insert()
 _MOVE_HEAD = _HEAD.update().where(_HEAD.c.id == 1).values(last_hash=bindparam("digest"))
+# append_many's: the head taken for n entries at once (built once: a statement built per call costs more than
+# its execution on SQLite)
+_TAKE_HEAD_N = (
+    _HEAD.update()
+    .where(_HEAD.c.id == 1)
+    .values(last_id=_HEAD.c.last_id + bindparam("n"))
+    .returning(_HEAD.c.last_id, _HEAD.c.last_hash)
+)
 
 
 def record(session: Session, *, actor: str, action: str, subject: str, before: dict | None = None,
@@ -186,10 +194,7 @@ def append_many(session: Session, entries: list[dict[str, Any]]) -> list[tuple[i
                          None if before is None else canonical_json(before),
                          None if after is None else canonical_json(after)))
     n = len(prepared)
-    row = session.execute(
-        _HEAD.update().where(_HEAD.c.id == 1).values(last_id=_HEAD.c.last_id + n)
-        .returning(_HEAD.c.last_id, _HEAD.c.last_hash)
-    ).one_or_none()
+    row = session.execute(_TAKE_HEAD_N, {"n": n}).one_or_none()
     if row is None:
         raise RuntimeError("audit_chain_head row is missing: run the migrations (alembic upgrade head)")
     first_id, prev_hash = int(row[0]) - n + 1, row[1]

@@ -52,7 +52,8 @@ DbDep = Annotated[Database, Depends(_db)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 
 ChatUser = Annotated[Principal, Depends(require_roles("chat", "admin"))]
-PrescriberOrPharmacist = Annotated[Principal, Depends(require_roles("prescriber", "pharmacist", "admin"))]
+CHECK_ROLES = ("prescriber", "pharmacist", "admin")  # who may check prescriptions (also the check route's fast path)
+PrescriberOrPharmacist = Annotated[Principal, Depends(require_roles(*CHECK_ROLES))]
 Pharmacist = Annotated[Principal, Depends(require_roles("pharmacist"))]
 PharmacistOrAdmin = Annotated[Principal, Depends(require_roles("pharmacist", "admin"))]
 Admin = Annotated[Principal, Depends(require_roles("admin"))]

@@ -129,9 +129,10 @@ def _write_or_split(db: Database, jobs: list[tuple[CheckJob, str | None]]) -> li
 class GroupCommitter:
     """One per :class:`Database` and event loop (see the module docstring)."""
 
-    def __init__(self, db: Database, max_batch: int = 64) -> None:
+    def __init__(self, db: Database, max_batch: int = 64, observe=None) -> None:
         self.db = db
         self.max_batch = max(1, max_batch)
+        self.observe = observe  # called with each committed batch's size (the rxt_check_commit_batch_size metric)
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -191,6 +192,8 @@ class GroupCommitter:
                 continue
             self.batches += 1
             self.jobs += len(live)
+            if self.observe is not None:
+                self.observe(len(live))
             for item, outcome in zip(live, outcomes):
                 if item.future.done():
                     continue
@@ -220,11 +223,14 @@ class GroupCommitter:
 _committers: "weakref.WeakKeyDictionary[Database, GroupCommitter]" = weakref.WeakKeyDictionary()
 
 
-def committer_for(db: Database, max_batch: int = 64) -> GroupCommitter:
-    """This process's writer for ``db`` (created on first use)."""
+def committer_for(db: Database, max_batch: int = 64, metrics=None) -> GroupCommitter:
+    """This process's writer for ``db`` (created on first use); ``metrics`` (:class:`serving.metrics.Metrics`)
+    gets each batch's size."""
     committer = _committers.get(db)
     if committer is None:
         committer = _committers[db] = GroupCommitter(db, max_batch)
+    if metrics is not None and committer.observe is None:
+        committer.observe = metrics.commit_batch_size.observe
     return committer
 
 

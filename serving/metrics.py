@@ -73,6 +73,10 @@ class Metrics:
             "rxt_triage_batch_seconds", "Time of one micro-batch (classifier + red flags + urgency)",
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.commit_batch_size = Histogram(
+            "rxt_check_commit_batch_size", "Prescription checks recorded per group-commit transaction",
+            buckets=BATCH_BUCKETS, registry=r,
+        )
         self.queue_depth = Gauge("rxt_triage_queue_depth", "Texts waiting for the micro-batcher", registry=r,
                                  multiprocess_mode="livesum")
         self.rejected = Counter(

@@ -34,6 +34,23 @@ class RequestContextMiddleware:
     def __init__(self, app, metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # the labelled children, looked up once per (route template, method[, status]): ``labels()`` validates,
+        # locks and builds a key on every call (these dicts hold one entry per label set the metrics hold anyway)
+        self._counters: dict[tuple[str, str, int], object] = {}
+        self._histograms: dict[tuple[str, str], object] = {}
+
+    def _counter(self, route: str, method: str, status: int):
+        child = self._counters.get((route, method, status))
+        if child is None:
+            child = self._counters[(route, method, status)] = self.metrics.requests.labels(
+                route=route, method=method, status=str(status))
+        return child
+
+    def _histogram(self, route: str, method: str):
+        child = self._histograms.get((route, method))
+        if child is None:
+            child = self._histograms[(route, method)] = self.metrics.latency.labels(route=route, method=method)
+        return child
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -87,8 +104,8 @@ class RequestContextMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
             code = status["code"]
-            self.metrics.requests.labels(route=template, method=method, status=str(code)).inc()
-            self.metrics.latency.labels(route=template, method=method).observe(elapsed)
+            self._counter(template, method, code).inc()
+            self._histogram(template, method).observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 state = scope.get("state") or {}
                 principal = state.get("principal")

@@ -31,6 +31,7 @@ class ServiceState:
     # /readyz: component name -> probe returning (ok, detail); 200 only when every probe is ok
     readiness: dict[str, Probe] = field(default_factory=dict)
     session_secret: str | None = None  # signs the /review page's cookie (set at start-up)
+    freeze_gc: bool = False  # freeze the start-up heap out of the cyclic GC (serving.app.lifespan; the entry points)
 
 
 def get_state(request: Request) -> ServiceState:

@@ -67,4 +67,4 @@ def prepare(settings: Settings, workers: int) -> dict[str, str]:
 def create_worker_app():
     """The app of one worker process (uvicorn ``factory=True``): settings from the environment."""
     get_settings.cache_clear()
-    return create_app(get_settings())
+    return create_app(get_settings(), freeze_gc=True)

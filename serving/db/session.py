@@ -98,11 +98,16 @@ class _Watchdog:
     def arm(self, deadline: _Deadline) -> None:
         with self._cond:
             self._seq += 1
+            # the watchdog sleeps until the earliest entry of the heap (done entries stay in it until their time
+            # comes): it needs waking only when this deadline is earlier than that -- not once per unit of work,
+            # which would cost a thread switch per database call (issue #16)
+            wake = not self._heap or deadline.at < self._heap[0][0]
             heapq.heappush(self._heap, (deadline.at, self._seq, deadline))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="rxt-db-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif wake:
+                self._cond.notify()
 
     def attach(self, deadline: _Deadline, key: int, kill: Callable[[], None]) -> None:
         with self._cond:
@@ -199,6 +204,10 @@ def make_engine(url: str, timeouts: DbTimeouts | None = None, **kwargs) -> Engin
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # the most recently returned connection first (a file database has a QueuePool): the group-commit
+            # writer keeps one warm connection instead of rotating through the pool (SQLite drops a
+            # connection's page cache when another connection wrote since its last use)
+            kwargs.setdefault("pool_use_lifo", True)
         busy = max(1.0, t.statement_timeout_ms / 1000)
         connect_args = {"timeout": busy, "check_same_thread": False, **kwargs.pop("connect_args", {})}
         engine = create_engine(url, connect_args=connect_args, **kwargs)
