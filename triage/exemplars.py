@@ -93,8 +93,33 @@ class ExemplarBlend:
     provenance: tuple[dict, ...] = ()
     info: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:  # per-center rows (and prototypes for k = 0) once: scores() runs per text
+        n = len(self.labels)
+        rows = [np.flatnonzero(self.centers == c) for c in range(n)]
+        object.__setattr__(self, "_rows", rows)
+        if self.k <= 0:
+            protos = np.zeros((n, self.embeddings.shape[1]), dtype=np.float32)
+            for c, idx in enumerate(rows):
+                if len(idx):
+                    protos[c] = unit(self.embeddings[idx].mean(0))
+            object.__setattr__(self, "_protos", protos)
+
     def scores(self, emb: np.ndarray) -> np.ndarray:
-        return center_scores(emb, self.embeddings, self.centers, len(self.labels), self.k)
+        """Same as ``center_scores(emb, embeddings, centers, n, k)``, with the per-center rows precomputed."""
+        q = unit(emb)
+        n = len(self.labels)
+        out = np.full((len(q), n), -1.0, dtype=np.float64)
+        present = [c for c in range(n) if len(self._rows[c])]
+        if self.k <= 0:
+            out[:, present] = q @ self._protos[present].T
+            return out
+        sims = q @ self.embeddings.T
+        for c in present:
+            s = sims[:, self._rows[c]]
+            kk = min(self.k, s.shape[1])
+            out[:, c] = (np.partition(s, s.shape[1] - kk, axis=1)[:, s.shape[1] - kk:] if kk < s.shape[1]
+                         else s).mean(1)
+        return out
 
     def probabilities(self, head_log_probs: np.ndarray, emb: np.ndarray) -> np.ndarray:
         z = blend_log_probs(head_log_probs, self.scores(emb) if self.weight else None, self.weight, self.tau)
