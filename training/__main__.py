@@ -25,6 +25,7 @@ COMMANDS = {
     "eval-redflags": ("training.offline_eval", "redflags_main", "red-flag matcher on its phrase set"),
     "eval-urgency": ("training.offline_eval", "urgency_main", "urgency decision on the blind set and AcuityBench"),
     "eval-routing": ("training.offline_eval", "routing_main", "routing on the blind routing set"),
+    "exemplars": ("training.exemplar_eval", "main", "nearest-exemplar sidecar for an artefact, head vs blend report"),
     "eval-ddi-coverage": ("training.offline_eval", "ddi_coverage_main", "interaction coverage on the blind label-pair set"),
     "evaluate": ("training.lifecycle", "main", "evaluate a registered version on a named data set"),
     "compare": ("training.lifecycle", "main", "two versions side by side, per-class deltas"),

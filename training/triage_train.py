@@ -41,7 +41,7 @@ import pandas as pd
 from evaluation import triage_eval as ev
 from serving.feedback import REFERENCE_FILE, reference_stats
 from serving.settings import PROJECT_ROOT, Settings, get_settings
-from training import feedback_data, onnx_export, registry, urgency_data, urgency_train
+from training import exemplar_blend, feedback_data, onnx_export, registry, urgency_data, urgency_train
 from training.onnx_export import _by_length, torch_logits
 from training.sources import hashes_for
 from training.triage_data import (
@@ -111,6 +111,9 @@ class TrainOptions:
     # split by time: older ones join the training split, the newest feedback_test_fraction are a time-based test
     feedback: Path | None = None
     feedback_test_fraction: float = 0.3
+    # issue 12: nearest-exemplar sidecar (triage.exemplars); parameters and on/off chosen by cross-source
+    # validation (training.exemplar_blend.decide); without a cross-source run it is written but disabled
+    exemplars: bool = True
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -511,7 +514,15 @@ def _cross_source(df_all, opts: TrainOptions, taxonomy) -> dict:
         yte = te["center"].map(index).to_numpy()
         sub = dataclasses.replace(opts, epochs=opts.cross_source_epochs or opts.epochs)
         model, tok, history, _ = fit(shared, list(tr["text"]), ytr, None, None, sub, log_metrics=False, desc=f"xsrc {name}")
-        probs = ev.softmax(predict_logits(model, tok, list(te["text"]), opts.max_length))
+        te_logits = predict_logits(model, tok, list(te["text"]), opts.max_length)
+        probs = ev.softmax(te_logits)
+        # nearest-exemplar blend (issue 12): a bank of this source's training text and the shared centers'
+        # descriptions, embedded by this model, scored on the other source over the parameter grid
+        desc_t, desc_y = _description_rows(taxonomy, shared) if opts.few_shot in ("prototypes", "both") else ([], [])
+        bank = embed_texts(model, tok, list(tr["text"]) + desc_t, opts.max_length)
+        grid = exemplar_blend.grid_rows(exemplar_blend.log_softmax(te_logits),
+                                        embed_texts(model, tok, list(te["text"]), opts.max_length), bank,
+                                        np.concatenate([ytr, np.asarray(desc_y, dtype=np.int64)]), yte, len(shared))
         base = ev.tfidf_baseline(list(tr["text"]), ytr, list(te["text"]), len(shared), opts.seed)
 
         def summary(p):
@@ -529,6 +540,7 @@ def _cross_source(df_all, opts: TrainOptions, taxonomy) -> dict:
             "model": summary(probs),
             "baseline": summary(base),
             "epochs": len(history),
+            "blend_grid": grid,
         }
         del model
     return results
@@ -782,6 +794,41 @@ def cross_source(run: Run) -> None:
         run.results["cross_source"] = _cross_source(run.full_df, run.opts, run.taxonomy)
 
 
+def exemplar_sidecar(run: Run) -> None:
+    """The nearest-exemplar sidecar: parameters and default on/off from the cross-source grids, bank = training
+    split + descriptions embedded by the served int8 model, temperature and threshold refitted on validation; the
+    in-source test with and without it."""
+    if not run.opts.exemplars:
+        return
+    grids = {n: c["blend_grid"] for n, c in run.results.get("cross_source", {}).items() if "blend_grid" in c}
+    decision = exemplar_blend.decide(grids)
+    clf = TriageClassifier.from_folder(run.model_dir, variant="int8", intra_op_threads=run.opts.threads)
+    texts, ys, prov = exemplar_blend.bank_rows(run.df, run.taxonomy, run.labels,
+                                               run.opts.few_shot in ("prototypes", "both"))
+    sidecar = exemplar_blend.build_sidecar(clf, texts, ys, prov, run.texts["val"], run.y["val"], decision,
+                                           {"decision": {k: v for k, v in decision.items()},
+                                            "bank": "training split (external and project rows) + taxonomy "
+                                                    "descriptions, embedded by the served int8 model"})
+    sidecar.save(run.model_dir)
+    test = {}
+    for use in (False, True):
+        served = TriageClassifier.from_folder(run.model_dir, variant="int8", intra_op_threads=run.opts.threads,
+                                              blend=use)
+        p = served.predict_proba(run.texts["test"])
+        test["blend" if use else "head"] = _eval_block(run.y["test"], p, run.labels, served.threshold)
+    run.results["exemplars"] = {"decision": decision, "sidecar": sidecar.summary(), "test": test,
+                                "validation": sidecar.info["validation"]}
+    run.flat.update({"exemplar_enabled": float(sidecar.enabled), "exemplar_weight": sidecar.weight,
+                     "exemplar_test_accuracy_blend": test["blend"]["accuracy"],
+                     "exemplar_test_accuracy_head": test["head"]["accuracy"],
+                     "exemplar_test_coverage_blend": test["blend"]["selective"]["coverage"],
+                     "exemplar_test_selective_accuracy_blend": test["blend"]["selective"]["selective_accuracy"]})
+    for name, v in decision.get("leave_one_direction_out", {}).items():
+        key = name.replace("->", "_to_")
+        run.flat[f"xsrc_{key}_blend_accuracy"] = v["blend"]["accuracy"]
+        run.flat[f"xsrc_{key}_head_accuracy"] = v["head"]["accuracy"]
+
+
 def report(run: Run, probs_raw: np.ndarray, probs: np.ndarray) -> Path:
     """Report, plots and flat metrics logged to MLflow."""
     import mlflow
@@ -897,6 +944,9 @@ def train_triage(settings: Settings | None = None, examples=None, **options) -> 
         if run.opts.urgency:
             train_urgency(run)
         cross_source(run)
+        exemplar_sidecar(run)
+        if run.results.get("exemplars", {}).get("sidecar", {}).get("enabled"):
+            write_reference(run)  # the drift reference follows what is served (the blended probabilities)
         path = report(run, probs_raw, probs)
         write_meta(run)
         version = register(run)
@@ -922,6 +972,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set this alias (e.g. champion) on the new version; default: champion only if none exists")
     p.add_argument("--output-dir", type=Path, default=None)
     p.add_argument("--cross-source", action=argparse.BooleanOptionalAction, default=d.cross_source)
+    p.add_argument("--exemplars", action=argparse.BooleanOptionalAction, default=d.exemplars,
+                   help="write the nearest-exemplar sidecar (on by default only if it wins cross-source)")
     p.add_argument("--cross-source-epochs", type=int, default=None, help="epochs of the cross-source models (default: --epochs)")
     p.add_argument("--few-shot", choices=FEW_SHOT_METHODS, default=d.few_shot,
                    help="help for thin centers: 'prototypes' (class-description rows + prototype-initialised "

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from triage.exemplars import EXEMPLAR_FILE, ExemplarBlend, ExemplarError, log_softmax
+
 VARIANTS = {"int8": "model.int8.onnx", "fp32": "model.onnx"}
 ARTIFACT_FILES = ("labels.json", "meta.json", "tokenizer/tokenizer.json")
 URGENCY_HEAD_FILE = "urgency_head.json"  # optional: a linear urgency head over the pooled embedding
@@ -183,6 +185,8 @@ class TriageClassifier:
         deterministic: bool = True,
         parallel_sessions: list | None = None,
         urgency_head: UrgencyHead | None = None,
+        exemplars: ExemplarBlend | None = None,
+        blend: bool | None = None,
     ):
         self.folder = Path(folder)
         self.urgency_head = urgency_head
@@ -209,7 +213,14 @@ class TriageClassifier:
         self.deterministic = bool(deterministic)
         self.taxonomy_version: str = str(meta.get("taxonomy_version", "unknown"))
         self.temperature: float = float(meta.get("temperature", 1.0))
-        self.threshold: float = float(meta.get("threshold", 0.0))
+        self.head_threshold: float = float(meta.get("threshold", 0.0))
+        # nearest-exemplar blend (issue 12, triage.exemplars): used when the sidecar says so, or when asked
+        self.exemplars = exemplars
+        if blend and (exemplars is None or not self._with_embedding):
+            raise ModelArtifactError(f"{self.folder} has no {EXEMPLAR_FILE} (or no embedding output): cannot blend")
+        self.blend: bool = bool(exemplars is not None and self._with_embedding
+                                and (exemplars.enabled if blend is None else blend))
+        self.threshold: float = exemplars.threshold if self.blend else self.head_threshold
         self.max_length: int = int(meta.get("max_length", 128))
         self._input_names = [i.name for i in session.get_inputs()]
 
@@ -222,12 +233,13 @@ class TriageClassifier:
     @classmethod
     def from_folder(
         cls, folder: str | Path, variant: str | None = "int8", version: str | None = None, deterministic: bool = True,
-        intra_op_threads: int | None = None, spinning: bool = True,
+        intra_op_threads: int | None = None, spinning: bool = True, blend: bool | None = None,
     ):
         """``intra_op_threads`` (None: one per core) and ``spinning`` (onnxruntime's busy-wait of idle worker
         threads; the service turns it off so the event loop keeps the CPU).  In the deterministic int8 mode
         (one text per call) the threads are used as that many single-threaded sessions that run the texts
-        of a call side by side, instead of splitting one small text's operators across threads."""
+        of a call side by side, instead of splitting one small text's operators across threads.  ``blend``: use
+        the nearest-exemplar sidecar (``center_exemplars.json``) or not; None follows the sidecar's ``enabled``."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -296,8 +308,19 @@ class TriageClassifier:
                 raise ModelArtifactError(f"{folder / URGENCY_HEAD_FILE} needs an 'embedding' output, which "
                                          f"{model_path.name} lacks")
             head = UrgencyHead.from_json(folder / URGENCY_HEAD_FILE)
+        exemplars = None
+        if (folder / EXEMPLAR_FILE).is_file():
+            emb_out = [o for o in session.get_outputs() if o.name == "embedding"]
+            if not emb_out:
+                raise ModelArtifactError(f"{folder / EXEMPLAR_FILE} needs an 'embedding' output, which "
+                                         f"{model_path.name} lacks")
+            dim = emb_out[0].shape[-1] if isinstance(emb_out[0].shape[-1], int) else None
+            try:
+                exemplars = ExemplarBlend.load(folder, labels, dim)
+            except ExemplarError as exc:
+                raise ModelArtifactError(str(exc)) from exc
         return cls(folder, session, tokenizer, labels, meta, variant, version, deterministic=deterministic,
-                   parallel_sessions=parallel, urgency_head=head)
+                   parallel_sessions=parallel, urgency_head=head, exemplars=exemplars, blend=blend)
 
     # ------------------------------------------------------------------ inference
     def _check(self, texts) -> list[str]:
@@ -371,7 +394,14 @@ class TriageClassifier:
         return logits, embeddings
 
     def predict_proba(self, texts) -> np.ndarray:
-        return softmax(self.predict_logits(texts), self.temperature)
+        """Calibrated center probabilities (blended with the nearest exemplars when ``self.blend``)."""
+        return self._probabilities(*self.predict_outputs(texts))
+
+    def _probabilities(self, logits: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
+        if not self.blend or not len(logits):
+            return softmax(logits, self.temperature)
+        return self.exemplars.probabilities(log_softmax(np.asarray(logits, dtype=np.float64) / self.temperature),
+                                            embeddings)
 
     def embed(self, texts) -> np.ndarray:
         """Pooled sentence embeddings from the served encoder (artifacts with an embedding output)."""
@@ -382,7 +412,7 @@ class TriageClassifier:
 
     def predict(self, texts) -> list[Prediction]:
         logits, embeddings = self.predict_outputs(texts)
-        probs = softmax(logits, self.temperature)
+        probs = self._probabilities(logits, embeddings)
         urgency = None
         if self.urgency_head is not None and embeddings is not None:
             urgency = self.urgency_head.probabilities(embeddings)
@@ -415,6 +445,7 @@ class TriageClassifier:
             "deterministic": self.deterministic,
             "parallel_sessions": len(self._parallel) or 1,
             "urgency_head": None if self.urgency_head is None else self.urgency_head.info.get("version", "present"),
+            "exemplar_blend": None if self.exemplars is None else {**self.exemplars.summary(), "used": self.blend},
         }
 
 

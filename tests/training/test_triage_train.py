@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training import registry
+from training import exemplar_blend, registry
 from training.triage_train import (
     TRIAGE_MODEL_NAME,
     TrainOptions,
@@ -128,6 +128,11 @@ def test_cross_source_runs_both_directions_with_baseline(settings):
         assert len(res["centers"]) >= 2
         for who in ("model", "baseline"):
             assert 0.0 <= res[who]["accuracy"] <= 1.0 and 0.0 <= res[who]["macro_f1"] <= 1.0
+        # the nearest-exemplar grid (issue 12), scored on the held-out source; weight 0 is the model itself
+        grid = res["blend_grid"]
+        assert len(grid) == np.prod([len(v) for v in exemplar_blend.GRID.values()])
+        assert [r["accuracy"] for r in grid if r["weight"] == 0.0][0] == pytest.approx(res["model"]["accuracy"])
+    assert "leave_one_direction_out" in exemplar_blend.decide({n: r["blend_grid"] for n, r in results.items()})
 
 
 def test_cli_options():
@@ -138,6 +143,7 @@ def test_cli_options():
     opts = TrainOptions(**vars(args))
     assert dataclasses.asdict(opts)["layers"] == 2 and not opts.register and not opts.cross_source
     assert opts.alias == "challenger" and opts.few_shot == "both" and opts.limit_per_center == 5
+    assert opts.exemplars and not TrainOptions(**vars(build_parser().parse_args(["--no-exemplars"]))).exemplars
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--few-shot", "magic"])
     with pytest.raises(SystemExit):
