@@ -176,6 +176,7 @@ class ShadowScorer:
         with self._lock:
             if self._process is None or not self._process.alive:
                 self._outstanding = 0
+                self.metrics.shadow_outstanding.set(0)
                 self._process = ScorerProcess(self._on_message, self._on_exit)
             return self._process
 
@@ -220,8 +221,8 @@ class ShadowScorer:
     def _on_exit(self) -> None:
         with self._lock:
             lost, self._outstanding = self._outstanding, 0
+            self.metrics.shadow_outstanding.set(0)
             waiters = list(self._loads.values())
-        self.metrics.shadow_outstanding.set(0)
         for waiter in waiters:
             waiter[2] = "the shadow scorer process exited"
             waiter[0].set()
@@ -234,8 +235,7 @@ class ShadowScorer:
     def _settle(self, n: int) -> None:
         with self._lock:
             self._outstanding = max(0, self._outstanding - n)
-            outstanding = self._outstanding
-        self.metrics.shadow_outstanding.set(outstanding)
+            self.metrics.shadow_outstanding.set(self._outstanding)
 
     def _deliver(self, version: str, rows: list[tuple]) -> None:
         now = datetime.now(UTC)
@@ -307,6 +307,7 @@ class ShadowScorer:
             else:
                 full = False
                 self._outstanding += 1
+                self.metrics.shadow_outstanding.set(self._outstanding)  # under the lock: never a stale value last
         if full:
             self.metrics.shadow_dropped.labels(reason="queue_full").inc()
             return False
