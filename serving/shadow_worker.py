@@ -27,6 +27,9 @@ import os
 import pickle
 import socket
 import sys
+from pathlib import Path
+
+from triage.classifier import TriageClassifier
 
 SHADOW_BATCH = 16
 MAX_MESSAGE = 1 << 20
@@ -60,10 +63,6 @@ SMOKE_TEXT = "I have had a headache since yesterday"  # serving.model_holder.SMO
 def _load(folder: str, registry_version: str | None, threads: int):
     """The challenger, as serving.components.load_triage_classifier would load it, smoke-tested; its version label
     as serving.model_holder.model_version_of says it (``<v>+quick`` for a first-start model)."""
-    from pathlib import Path
-
-    from triage.classifier import TriageClassifier
-
     model = TriageClassifier.from_folder(folder, version=registry_version, intra_op_threads=threads, spinning=False)
     quick = bool(model.meta.get("quick"))
     predictions = model.predict([SMOKE_TEXT])
