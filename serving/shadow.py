@@ -189,7 +189,8 @@ class ShadowScorer:
             token = self._tokens
             waiter = self._loads[token] = [threading.Event(), None, None]
         try:
-            process.send(("load", token, str(folder), registry_version, settings.shadow_threads), block=True)
+            centers = None if self.taxonomy is None else [c.id for c in self.taxonomy.centers]
+            process.send(("load", token, str(folder), registry_version, settings.shadow_threads, centers), block=True)
             if not waiter[0].wait(LOAD_TIMEOUT_S):
                 raise TimeoutError(f"the shadow scorer did not load {folder} within {LOAD_TIMEOUT_S:.0f} s")
         finally:

@@ -12,7 +12,7 @@ bounded count of outstanding requests) instead of slowing answers.
 
 The protocol, over a ``SOCK_SEQPACKET`` Unix socket pair (one pickled tuple per message, boundaries kept):
 
-- service -> worker: ``("load", token, folder, registry version, threads)``; ``("score", request_id, text, champion)`` with
+- service -> worker: ``("load", token, folder, registry version, threads, center ids of the taxonomy or None)``; ``("score", request_id, text, champion)`` with
   ``champion = (version, top center, confidence, abstained)``; ``("stop",)``.
 - worker -> service: ``("hello", scheduling)``; ``("loaded", token, info | None, error | None)`` with ``info`` the
   model's labels, taxonomy version, quick flag and version label (after a smoke prediction); ``("scored", version,
@@ -60,10 +60,13 @@ def lower_priority() -> str:
 SMOKE_TEXT = "I have had a headache since yesterday"  # serving.model_holder.SMOKE_TEXT (not imported: light child)
 
 
-def _load(folder: str, registry_version: str | None, threads: int):
+def _load(folder: str, registry_version: str | None, threads: int, centers: list[str] | None = None):
     """The challenger, as serving.components.load_triage_classifier would load it, smoke-tested; its version label
     as serving.model_holder.model_version_of says it (``<v>+quick`` for a first-start model)."""
     model = TriageClassifier.from_folder(folder, version=registry_version, intra_op_threads=threads, spinning=False)
+    unknown = [label for label in model.labels if centers is not None and label not in centers]
+    if unknown:  # checked here too, so that a refused model never replaces the one being scored
+        raise ValueError(f"incompatible model: labels {unknown[:10]} are not centers of the served taxonomy")
     quick = bool(model.meta.get("quick"))
     predictions = model.predict([SMOKE_TEXT])
     if len(predictions) != 1 or not predictions[0].centers:
@@ -120,10 +123,10 @@ def serve(sock: socket.socket) -> None:
             if msg[0] == "stop":
                 return
             if msg[0] == "load":
-                _, token, folder, registry_version, threads = msg
+                _, token, folder, registry_version, threads, centers = msg
                 reply = None
                 try:
-                    model, info = _load(folder, registry_version, threads)
+                    model, info = _load(folder, registry_version, threads, centers)
                     version = info["version"]
                     reply = ("loaded", token, info, None)
                 except Exception as exc:  # noqa: BLE001 - the service keeps the previous challenger

@@ -158,3 +158,21 @@ def test_a_broken_challenger_leaves_shadow_scoring_idle(scorer_factory, champion
     assert scorer.holder.model is None and "lacks meta.json" in scorer.holder.last_error
     assert not scorer.offer("r0", TEXTS[0], _answers(champion, TEXTS[:1])[0])
     assert rows == []
+
+
+def test_a_challenger_with_foreign_labels_never_replaces_the_one_being_scored(scorer_factory, champion,
+                                                                               triage_model_dir, tmp_path):
+    import json
+    import shutil
+
+    foreign = tmp_path / "foreign-model"
+    shutil.copytree(triage_model_dir, foreign)
+    labels = json.loads((foreign / "labels.json").read_text())
+    (foreign / "labels.json").write_text(json.dumps(["podiatry"] + labels[1:]))
+    scorer, rows = scorer_factory()
+    scorer.load()
+    good = scorer.holder.version
+    result = scorer.holder.reload(str(foreign))
+    assert not result.reloaded and "podiatry" in result.error and scorer.holder.version == good
+    assert scorer.offer("r0", TEXTS[0], _answers(champion, TEXTS[:1])[0]) and scorer.wait_idle(120)
+    assert [(r.request_id, r.challenger_version) for r in rows] == [("r0", good)]
