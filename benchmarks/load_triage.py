@@ -87,7 +87,8 @@ def free_port() -> int:
 
 
 # ------------------------------------------------------------------------------- client
-async def _client(url: str, concurrency: int, duration: float, max_requests: int, warmup: float) -> dict:
+async def _client(url: str, concurrency: int, duration: float, max_requests: int, warmup: float,
+                  raw: bool = False) -> dict:
     import httpx
 
     headers = {"Authorization": f"Bearer {BENCH_KEY}"}
@@ -144,6 +145,7 @@ async def _client(url: str, concurrency: int, duration: float, max_requests: int
         return round(lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))] * 1000, 2)
 
     return {
+        **({"latencies_ms": [round(x * 1000, 3) for x in latencies]} if raw else {}),
         "concurrency": concurrency,
         "requests": len(lat) + sum(errors.values()),
         "ok": len(lat),
@@ -158,11 +160,12 @@ async def _client(url: str, concurrency: int, duration: float, max_requests: int
     }
 
 
-def run_client_process(url: str, concurrency: int, duration: float, max_requests: int, warmup: float) -> dict:
+def run_client_process(url: str, concurrency: int, duration: float, max_requests: int, warmup: float,
+                       raw: bool = False) -> dict:
     cmd = [
         sys.executable, __file__, "--client", "--url", url, "--concurrency", str(concurrency),
         "--duration", str(duration), "--max-requests", str(max_requests), "--warmup", str(warmup),
-    ]
+    ] + (["--raw"] if raw else [])
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 120)
     if out.returncode != 0:
         raise RuntimeError(f"client failed: {out.stderr[-2000:]}")
@@ -300,10 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     # client mode (internal)
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.client:
-        result = asyncio.run(_client(args.url, args.concurrency[0], args.duration, args.max_requests, args.warmup))
+        result = asyncio.run(_client(args.url, args.concurrency[0], args.duration, args.max_requests, args.warmup,
+                                     raw=args.raw))
         print(json.dumps(result))
         return 0
 
@@ -405,6 +410,33 @@ def settle(url: str, timeout: float = 60.0) -> float:
     return time.monotonic() - started
 
 
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+
+
+def pooled_p99_ratio(rounds: list[dict], modes: list[str], resamples: int = 2000, seed: int = 0) -> dict | None:
+    """p99 of every request of each mode pooled over the rounds, their ratio, and a 95% bootstrap interval that
+    resamples whole rounds (a round's two slices ran side by side in time, so they stay paired)."""
+    import random
+
+    pairs = [(r[modes[0]].get("latencies_ms") or [], r[modes[1]].get("latencies_ms") or []) for r in rounds]
+    pairs = [(a, b) for a, b in pairs if a and b]
+    if not pairs:
+        return None
+
+    def ratio(sample):
+        return _p99([x for _, b in sample for x in b]) / _p99([x for a, _ in sample for x in a])
+
+    rng = random.Random(seed)
+    boot = sorted(ratio([pairs[rng.randrange(len(pairs))] for _ in pairs]) for _ in range(resamples))
+    a_all = [x for a, _ in pairs for x in a]
+    b_all = [x for _, b in pairs for x in b]
+    return {"rounds": len(pairs), "a_n": len(a_all), "b_n": len(b_all), "a_p99_ms": _p99(a_all),
+            "b_p99_ms": _p99(b_all), "ratio": _p99(b_all) / _p99(a_all),
+            "low": boot[int(0.025 * resamples)], "high": boot[int(0.975 * resamples) - 1]}
+
+
 def alternate_main(args) -> int:
     """Every mode's server up at once; rounds alternate the order of the modes (ABBA...), so warm-up, drift of the
     machine's load and position effects fall on both modes alike."""
@@ -437,7 +469,8 @@ def alternate_main(args) -> int:
                 for mode in order:
                     load = os.getloadavg()[0]
                     before = background_counters(servers[mode].url)
-                    row = run_client_process(servers[mode].url, c, args.duration, args.max_requests, args.warmup)
+                    row = run_client_process(servers[mode].url, c, args.duration, args.max_requests, args.warmup,
+                                             raw=True)
                     waited = settle(servers[mode].url)
                     after = background_counters(servers[mode].url)
                     row["background"] = {key: round(after.get(key, 0) - before.get(key, 0), 3)
@@ -467,6 +500,12 @@ def alternate_main(args) -> int:
               f"{bg.get('rxt_shadow_scored_total', 0):.0f} / {dropped:.0f} / {skipped:.0f} of "
               f"{bg.get('rxt_triage_predictions_total', 0):.0f} |")
     for c in args.concurrency:
+        pooled = pooled_p99_ratio([r for r in rounds if r["concurrency"] == c], modes)
+        if pooled:
+            print(f"c={c}: pooled over {pooled['rounds']} rounds: {modes[0]} p99 {pooled['a_p99_ms']:.1f} ms "
+                  f"({pooled['a_n']} requests), {modes[1]} p99 {pooled['b_p99_ms']:.1f} ms ({pooled['b_n']}); ratio "
+                  f"{pooled['ratio']:.3f}, 95% bootstrap interval over rounds {pooled['low']:.3f} .. "
+                  f"{pooled['high']:.3f}")
         ratios = [r["p99_ratio"] for r in rounds if r["concurrency"] == c and r["p99_ratio"] is not None]
         rps = [r["rps_ratio"] for r in rounds if r["concurrency"] == c and r["rps_ratio"] is not None]
         if ratios:
