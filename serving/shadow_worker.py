@@ -81,7 +81,9 @@ def _load(folder: str, registry_version: str | None, threads: int, centers: list
 
 
 def serve(sock: socket.socket) -> None:
-    send = lambda msg: sock.send(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))  # noqa: E731
+    def send(msg: tuple) -> None:
+        sock.send(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+
     model, version, lowered = None, None, None
     send(("hello", "normal until the first model is loaded"))
     while True:
