@@ -14,6 +14,8 @@ For each serving mode (``batched``: the configured ``batch_max_size``/``batch_ma
     .venv/bin/python benchmarks/load_triage.py --model var/runs/triage/<stamp>/model
     .venv/bin/python benchmarks/load_triage.py --duration 5 --concurrency 1 8 64 --json out.json
     .venv/bin/python benchmarks/load_triage.py --modes batched shadow --concurrency 64   # shadow challenger cost
+    .venv/bin/python benchmarks/load_triage.py --modes batched shadow --concurrency 64 --rounds 6 --duration 20 \
+        --challenger <model folder> --shadow-fraction 0.2     # both servers up, ABBAAB..., warm-up round discarded
 
 Modes ``nofeedback`` (answers not recorded: RXT_FEEDBACK_ENABLED=false) and ``shadow`` (the challenger, by default
 the same model, scores ``--shadow-fraction`` of the requests off the answering path) are batched serving with one
@@ -85,7 +87,8 @@ def free_port() -> int:
 
 
 # ------------------------------------------------------------------------------- client
-async def _client(url: str, concurrency: int, duration: float, max_requests: int, warmup: float) -> dict:
+async def _client(url: str, concurrency: int, duration: float, max_requests: int, warmup: float,
+                  raw: bool = False) -> dict:
     import httpx
 
     headers = {"Authorization": f"Bearer {BENCH_KEY}"}
@@ -142,6 +145,7 @@ async def _client(url: str, concurrency: int, duration: float, max_requests: int
         return round(lat[min(len(lat) - 1, int(round(p / 100 * (len(lat) - 1))))] * 1000, 2)
 
     return {
+        **({"latencies_ms": [round(x * 1000, 3) for x in latencies]} if raw else {}),
         "concurrency": concurrency,
         "requests": len(lat) + sum(errors.values()),
         "ok": len(lat),
@@ -156,11 +160,12 @@ async def _client(url: str, concurrency: int, duration: float, max_requests: int
     }
 
 
-def run_client_process(url: str, concurrency: int, duration: float, max_requests: int, warmup: float) -> dict:
+def run_client_process(url: str, concurrency: int, duration: float, max_requests: int, warmup: float,
+                       raw: bool = False) -> dict:
     cmd = [
         sys.executable, __file__, "--client", "--url", url, "--concurrency", str(concurrency),
         "--duration", str(duration), "--max-requests", str(max_requests), "--warmup", str(warmup),
-    ]
+    ] + (["--raw"] if raw else [])
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + warmup + 120)
     if out.returncode != 0:
         raise RuntimeError(f"client failed: {out.stderr[-2000:]}")
@@ -284,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
                    choices=["batched", "unbatched", "nofeedback", "shadow"])
     p.add_argument("--shadow-fraction", type=float, default=1.0, help="shadow mode: RXT_SHADOW_FRACTION")
     p.add_argument("--challenger", help="shadow mode: the challenger's URI or folder (default: --model)")
+    p.add_argument("--rounds", type=int, default=0,
+                   help="alternate: start every mode's server once, keep all up, discard one warm-up round per "
+                        "mode, then measure this many rounds per concurrency level, the order of the modes "
+                        "reversed every round (AB BA AB ...); prints the p99 ratio of each round and the median")
+    p.add_argument("--warmup-round", type=float, default=20.0,
+                   help="--rounds: seconds of the discarded warm-up round of each mode")
     p.add_argument("--json", help="also write the results to this file")
     p.add_argument("--wrk", action="store_true", help="drive the service with wrk instead of the Python client")
     p.add_argument("--workers", type=int, nargs="+", default=[1], help="service worker processes, one run each")
@@ -292,27 +303,24 @@ def main(argv: list[str] | None = None) -> int:
     # client mode (internal)
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.client:
-        result = asyncio.run(_client(args.url, args.concurrency[0], args.duration, args.max_requests, args.warmup))
+        result = asyncio.run(_client(args.url, args.concurrency[0], args.duration, args.max_requests, args.warmup,
+                                     raw=args.raw))
         print(json.dumps(result))
         return 0
 
     if args.wrk:
         return wrk_main(args)
+    if args.rounds:
+        return alternate_main(args)
     results: dict[str, list[dict]] = {}
     log_dir = Path(tempfile.mkdtemp(prefix="load-triage-"))
     for mode in args.modes:
         size = 1 if mode == "unbatched" else args.batch_max_size
-        extra = {"RXT_DATABASE_URL": f"sqlite:///{log_dir / f'feedback-{mode}.db'}"}
-        if mode == "nofeedback":
-            extra["RXT_FEEDBACK_ENABLED"] = "false"
-        if mode == "shadow":
-            extra["RXT_SHADOW_FRACTION"] = str(args.shadow_fraction)
-            challenger = args.challenger or args.model
-            if challenger:
-                extra["RXT_CHALLENGER_MODEL_URI"] = challenger
+        extra = mode_env(mode, args, log_dir)
         server = Server(args.model, size, args.batch_max_wait_ms, log_dir / f"server-{mode}.log", args.work_dir,
                         args.workers[0], extra)
         try:
@@ -332,13 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             results[mode] = rows
             if mode in ("shadow", "batched", "nofeedback"):  # how much background work was done (or dropped)
-                import httpx
-
-                text = httpx.get(f"{server.url}/metrics", timeout=10).text
-                counters = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
-                            if line.startswith(("rxt_shadow_scored_total", "rxt_shadow_dropped_total",
-                                                "rxt_feedback_recorded_total", "rxt_feedback_dropped_total",
-                                                "rxt_triage_predictions_total", "rxt_shadow_agreement_rate"))}
+                counters = background_counters(server.url)
                 rows[-1]["background"] = counters
                 print(f"  background work: {counters}", flush=True)
         finally:
@@ -369,6 +371,151 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(server logs in {log_dir}; cpu: {describe_cpu()}; load average now {os.getloadavg()[0]:.2f})")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "args": vars(args)}, indent=2))
+    return 0
+
+
+def mode_env(mode: str, args, log_dir: Path) -> dict:
+    """The environment that makes ``mode`` differ from ``batched`` (each mode records into its own database)."""
+    extra = {"RXT_DATABASE_URL": f"sqlite:///{log_dir / f'feedback-{mode}.db'}"}
+    if mode == "nofeedback":
+        extra["RXT_FEEDBACK_ENABLED"] = "false"
+    if mode == "shadow":
+        extra["RXT_SHADOW_FRACTION"] = str(args.shadow_fraction)
+        challenger = args.challenger or args.model
+        if challenger:
+            extra["RXT_CHALLENGER_MODEL_URI"] = challenger
+    return extra
+
+
+BACKGROUND = ("rxt_shadow_scored_total", "rxt_shadow_dropped_total", "rxt_shadow_skipped_total",
+              "rxt_shadow_outstanding", "rxt_feedback_recorded_total", "rxt_feedback_dropped_total",
+              "rxt_triage_predictions_total", "rxt_shadow_agreement_rate")
+
+
+def background_counters(url: str) -> dict:
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line.startswith(BACKGROUND)}
+
+
+def settle(url: str, timeout: float = 60.0) -> float:
+    """Wait until the server has no shadow work outstanding (so that it does not run into the next mode's round);
+    returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if not background_counters(url).get("rxt_shadow_outstanding"):
+            break
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+
+
+def pooled_p99_ratio(rounds: list[dict], modes: list[str], resamples: int = 2000, seed: int = 0) -> dict | None:
+    """p99 of every request of each mode pooled over the rounds, their ratio, and a 95% bootstrap interval that
+    resamples whole rounds (a round's two slices ran side by side in time, so they stay paired)."""
+    import random
+
+    pairs = [(r[modes[0]].get("latencies_ms") or [], r[modes[1]].get("latencies_ms") or []) for r in rounds]
+    pairs = [(a, b) for a, b in pairs if a and b]
+    if not pairs:
+        return None
+
+    def ratio(sample):
+        return _p99([x for _, b in sample for x in b]) / _p99([x for a, _ in sample for x in a])
+
+    rng = random.Random(seed)
+    boot = sorted(ratio([pairs[rng.randrange(len(pairs))] for _ in pairs]) for _ in range(resamples))
+    a_all = [x for a, _ in pairs for x in a]
+    b_all = [x for _, b in pairs for x in b]
+    return {"rounds": len(pairs), "a_n": len(a_all), "b_n": len(b_all), "a_p99_ms": _p99(a_all),
+            "b_p99_ms": _p99(b_all), "ratio": _p99(b_all) / _p99(a_all),
+            "low": boot[int(0.025 * resamples)], "high": boot[int(0.975 * resamples) - 1]}
+
+
+def alternate_main(args) -> int:
+    """Every mode's server up at once; rounds alternate the order of the modes (ABBA...), so warm-up, drift of the
+    machine's load and position effects fall on both modes alike."""
+    from evaluation.cpu_info import describe_cpu
+
+    modes = list(dict.fromkeys(args.modes))
+    if len(modes) != 2:
+        raise SystemExit("--rounds compares exactly two modes (e.g. --modes batched shadow)")
+    print(f"cpu: {describe_cpu()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    log_dir = Path(tempfile.mkdtemp(prefix="load-triage-ab-"))
+    servers: dict[str, Server] = {}
+    rounds: list[dict] = []
+    try:
+        for mode in modes:
+            size = 1 if mode == "unbatched" else args.batch_max_size
+            servers[mode] = Server(args.model, size, args.batch_max_wait_ms, log_dir / f"server-{mode}.log",
+                                   args.work_dir, args.workers[0], mode_env(mode, args, log_dir))
+        for mode, server in servers.items():
+            ready = server.wait_ready()
+            print(f"[{mode}] {ready['components']['triage_model']['detail']}", flush=True)
+        for c in args.concurrency:
+            for mode in modes:  # the discarded warm-up round of each server
+                row = run_client_process(servers[mode].url, c, args.warmup_round, args.max_requests, args.warmup)
+                waited = settle(servers[mode].url)
+                print(f"  c={c} warm-up {mode}: {row['rps']:.1f} req/s  p99 {row['p99_ms']} ms (discarded; settled "
+                      f"{waited:.1f} s)", flush=True)
+            for k in range(args.rounds):
+                order = modes if k % 2 == 0 else modes[::-1]
+                got: dict[str, dict] = {}
+                for mode in order:
+                    load = os.getloadavg()[0]
+                    before = background_counters(servers[mode].url)
+                    row = run_client_process(servers[mode].url, c, args.duration, args.max_requests, args.warmup,
+                                             raw=True)
+                    waited = settle(servers[mode].url)
+                    after = background_counters(servers[mode].url)
+                    row["background"] = {key: round(after.get(key, 0) - before.get(key, 0), 3)
+                                         for key in after if key.endswith("_total")}
+                    row.update(load_before=round(load, 2), settled_s=round(waited, 1), mode=mode)
+                    got[mode] = row
+                    print(f"  c={c} round {k + 1} {mode:<10} {row['rps']:>7.1f} req/s  p50 {row['p50_ms']} ms  "
+                          f"p99 {row['p99_ms']} ms  errors {row['errors']}  (load {load:.2f}; settled {waited:.1f} s) "
+                          f"{ {k_.replace('_total', ''): v for k_, v in row['background'].items() if v} }", flush=True)
+                a, b = got[modes[0]], got[modes[1]]
+                ratio = b["p99_ms"] / a["p99_ms"] if a["p99_ms"] and b["p99_ms"] else None
+                rounds.append({"concurrency": c, "round": k + 1, "order": order, modes[0]: a, modes[1]: b,
+                               "p99_ratio": ratio, "rps_ratio": b["rps"] / a["rps"] if a["rps"] else None})
+    finally:
+        for server in servers.values():
+            server.stop()
+    print(f"\n| c | round | order | {modes[0]} req/s | {modes[0]} p99 ms | {modes[1]} req/s | {modes[1]} p99 ms | "
+          f"p99 {modes[1]}/{modes[0]} | req/s {modes[1]}/{modes[0]} | {modes[1]} scored / dropped / skipped |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rounds:
+        a, b = r[modes[0]], r[modes[1]]
+        bg = b["background"]
+        dropped = sum(v for k, v in bg.items() if k.startswith("rxt_shadow_dropped_total"))
+        skipped = sum(v for k, v in bg.items() if k.startswith("rxt_shadow_skipped_total"))
+        print(f"| {r['concurrency']} | {r['round']} | {''.join(m[0].upper() for m in r['order'])} | {a['rps']:.1f} | "
+              f"{a['p99_ms']} | {b['rps']:.1f} | {b['p99_ms']} | {r['p99_ratio']:.3f} | {r['rps_ratio']:.3f} | "
+              f"{bg.get('rxt_shadow_scored_total', 0):.0f} / {dropped:.0f} / {skipped:.0f} of "
+              f"{bg.get('rxt_triage_predictions_total', 0):.0f} |")
+    for c in args.concurrency:
+        pooled = pooled_p99_ratio([r for r in rounds if r["concurrency"] == c], modes)
+        if pooled:
+            print(f"c={c}: pooled over {pooled['rounds']} rounds: {modes[0]} p99 {pooled['a_p99_ms']:.1f} ms "
+                  f"({pooled['a_n']} requests), {modes[1]} p99 {pooled['b_p99_ms']:.1f} ms ({pooled['b_n']}); ratio "
+                  f"{pooled['ratio']:.3f}, 95% bootstrap interval over rounds {pooled['low']:.3f} .. "
+                  f"{pooled['high']:.3f}")
+        ratios = [r["p99_ratio"] for r in rounds if r["concurrency"] == c and r["p99_ratio"] is not None]
+        rps = [r["rps_ratio"] for r in rounds if r["concurrency"] == c and r["rps_ratio"] is not None]
+        if ratios:
+            print(f"c={c}: p99 {modes[1]}/{modes[0]} per round {', '.join(f'{x:.3f}' for x in ratios)}; median "
+                  f"{statistics.median(ratios):.3f}, geometric mean {statistics.geometric_mean(ratios):.3f}; "
+                  f"req/s ratio median {statistics.median(rps):.3f}")
+    print(f"(server logs in {log_dir}; cpu: {describe_cpu()}; load average now "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rounds": rounds, "args": vars(args)}, indent=2))
     return 0
 
 

@@ -94,6 +94,11 @@ class MicroBatcher(Generic[T, R]):
             # Wait for a batch still computing without blocking the event loop.
             await asyncio.to_thread(executor.shutdown, wait=True)
 
+    def waiting(self) -> int:
+        """Items queued and not yet taken into a batch (the backlog of the answering path)."""
+        queue = self._queue
+        return 0 if queue is None else queue.qsize()
+
     # -- submitting --------------------------------------------------------------------------
     def _enqueue(self, items: Sequence[T]) -> list[asyncio.Future]:
         if not self.running or self._queue is None:

@@ -60,6 +60,7 @@ NON_LATIN = 0.5  # a text with less than this share of Latin letters counts as "
 WRITE_BATCH = 256
 PURGE_EVERY_S = 3600.0
 RETRIES = 5
+RECENT_GRACE_S = 2.0  # an outcome for an unknown id waits this long for a not-yet-written answer (any worker's)
 
 
 # --- errors (answered by serving.errors' review-error handler: status, detail, field) ---------------------------
@@ -367,10 +368,19 @@ async def submit_outcome(db: Database, recorder: "FeedbackRecorder | None", sett
     try:
         answer, created = await db.run(work)
     except OutcomeNotFound:
-        if not recorder.pending():
-            raise
-        await asyncio.to_thread(recorder.wait_idle, 2.0)
-        answer, created = await db.run(work)
+        # The answer may not be written yet: still in this worker's writer queue, or in another worker's (one
+        # worker per core; replicas on one database) -- an outcome sent right after its answer is not a 404.
+        if recorder.pending():
+            await asyncio.to_thread(recorder.wait_idle, RECENT_GRACE_S)
+        deadline = time.monotonic() + RECENT_GRACE_S
+        while True:
+            try:
+                answer, created = await db.run(work)
+                break
+            except OutcomeNotFound:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)
     if created:
         metrics.outcomes.labels(match="top1" if answer["top1_correct"] else "miss").inc()
     return {**answer, "created": created}

@@ -23,7 +23,8 @@ picked up yet is visible.
   gauges over the last ``RXT_MONITOR_WINDOW`` answers of the serving version: ``rxt_triage_live_window``,
   ``rxt_triage_live_confidence_mean``, ``rxt_triage_live_handoff_rate``, ``rxt_triage_live_nonlatin_share``,
   ``rxt_triage_live_text_chars_mean``, ``rxt_triage_live_embedding_shift``; the shadow challenger:
-  ``rxt_shadow_scored_total``, ``rxt_shadow_dropped_total{reason}``, ``rxt_shadow_agreement_rate``,
+  ``rxt_shadow_scored_total``, ``rxt_shadow_dropped_total{reason}``, ``rxt_shadow_skipped_total{reason}``,
+  ``rxt_shadow_outstanding``, ``rxt_shadow_agreement_rate``,
   ``rxt_shadow_challenger_info{version}``.  The gauges are per process (``multiprocess_mode="livemostrecent"``
   when prometheus_client runs in multiprocess mode).
 """
@@ -121,6 +122,11 @@ class Metrics:
         self.shadow_scored = Counter("rxt_shadow_scored", "Requests the challenger scored in shadow", registry=r)
         self.shadow_dropped = Counter("rxt_shadow_dropped", "Shadow work dropped (never the answer)", ["reason"],
                                       registry=r)
+        self.shadow_skipped = Counter("rxt_shadow_skipped",
+                                      "Requests drawn for shadow scoring but not sent: the answering path was behind",
+                                      ["reason"], registry=r)
+        self.shadow_outstanding = Gauge("rxt_shadow_outstanding",
+                                        "Requests sent to the shadow scorer process and not scored yet", **live)
         self.shadow_agreement = Gauge("rxt_shadow_agreement_rate",
                                       "Share of recent shadow-scored requests where both models' top center agree",
                                       **live)

@@ -25,8 +25,8 @@ from serving.logs import SERVICE_LOGGER, log_event
 from serving.registry import parse_alias_uri
 from serving.settings import Settings
 
-__all__ = ["ModelHolder", "ReloadResult", "describe_error", "model_version_of", "parse_alias_uri",
-           "triage_check"]
+__all__ = ["ModelHolder", "ReloadResult", "check_labels", "check_smoke", "describe_error", "model_version_of",
+           "parse_alias_uri", "triage_check"]
 
 log = logging.getLogger(SERVICE_LOGGER)
 
@@ -56,23 +56,35 @@ def describe_error(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text}"[:1000]
 
 
+SMOKE_TEXT = "I have had a headache since yesterday"
+
+
+def check_labels(model: Any, taxonomy: Any | None) -> None:
+    """The model's labels must be centers of the served taxonomy (raises ValueError naming the strangers)."""
+    labels = list(getattr(model, "labels", []) or [])
+    if not labels:
+        raise ValueError("the model has no labels")
+    if taxonomy is not None:
+        unknown = [label for label in labels if label not in taxonomy]
+        if unknown:
+            raise ValueError(
+                f"incompatible model: labels {unknown[:10]} are not centers of taxonomy "
+                f"{getattr(taxonomy, 'version', '?')} (model taxonomy {getattr(model, 'taxonomy_version', '?')})"
+            )
+
+
+def check_smoke(model: Any) -> None:
+    predictions = model.predict([SMOKE_TEXT])
+    if len(predictions) != 1 or not predictions[0].centers:
+        raise ValueError("the model's smoke prediction returned no centers")
+
+
 def triage_check(taxonomy: Any | None) -> Callable[[Any], None]:
     """Reject a triage classifier this service cannot answer with (raises ValueError naming why)."""
 
     def check(model: Any) -> None:
-        labels = list(getattr(model, "labels", []) or [])
-        if not labels:
-            raise ValueError("the model has no labels")
-        if taxonomy is not None:
-            unknown = [label for label in labels if label not in taxonomy]
-            if unknown:
-                raise ValueError(
-                    f"incompatible model: labels {unknown[:10]} are not centers of taxonomy "
-                    f"{getattr(taxonomy, 'version', '?')} (model taxonomy {getattr(model, 'taxonomy_version', '?')})"
-                )
-        predictions = model.predict(["I have had a headache since yesterday"])
-        if len(predictions) != 1 or not predictions[0].centers:
-            raise ValueError("the model's smoke prediction returned no centers")
+        check_labels(model, taxonomy)
+        check_smoke(model)
 
     return check
 

@@ -213,9 +213,16 @@ class Settings(BaseSettings):
     )
     shadow_queue: int = Field(
         default=256, ge=1,
-        description="Texts waiting for the shadow scorer; past it shadow work is dropped (never the answer).",
+        description="Texts sent to the shadow scorer process and not scored yet; past it shadow work is dropped "
+        "(rxt_shadow_dropped_total{reason=\"queue_full\"}), never the answer.",
     )
-    shadow_threads: int = Field(default=1, ge=1, le=8, description="onnxruntime threads of the challenger.")
+    shadow_threads: int = Field(default=1, ge=1, le=8,
+                                description="onnxruntime threads of the challenger (in its own idle-priority process).")
+    shadow_skip_waiting: int = Field(
+        default=32, ge=0,
+        description="A request drawn for shadow scoring is skipped (rxt_shadow_skipped_total{reason=\"busy\"}) while "
+        "at least this many triage requests wait for a batch (the answering path is behind); 0 never skips.",
+    )
     monitor_window: int = Field(
         default=500, ge=10,
         description="The last N recorded answers behind the rxt_triage_live_* gauges.",

@@ -283,17 +283,18 @@ class TriageService:
     def enable_feedback(self, db: Any) -> None:
         """Wire the feedback writer (on ``db``) and the shadow challenger (issue 15; serving.app calls this)."""
         self.feedback = FeedbackRecorder(db, self.settings, self.metrics, reference_for=self._model_folder)
-        self.shadow = ShadowScorer(self.settings, self.metrics, self.taxonomy, sink=self.feedback.offer)
+        self.shadow = ShadowScorer(self.settings, self.metrics, self.taxonomy, sink=self.feedback.offer,
+                                   waiting=self.batcher.waiting)
 
     def _model_folder(self, version: str) -> Any:
         model = self.holder.model
         return getattr(model, "folder", None) if model is not None and model_version_of(model) == version else None
 
     async def start_feedback(self) -> None:
-        """Load the challenger (when shadow scoring is on) and start both background threads."""
+        """Start the shadow scorer process and load the challenger (when shadow scoring is on), and the feedback
+        writer thread."""
         if self.shadow is not None and self.shadow.enabled:
             await asyncio.to_thread(self.shadow.load)
-            self.shadow.start()
         if self.feedback is not None:
             self.feedback.start()
 

@@ -68,6 +68,21 @@ def test_outcome_is_stored_idempotent_and_conflicts_name_the_id(app):
             assert row.recorded_by.startswith("chat:key-")
 
 
+def test_an_outcome_sent_before_another_worker_wrote_the_answer_waits_for_it(app):
+    """One worker per core (and replicas on one database): the outcome can reach a worker whose own writer never
+    saw the answer, while the answering worker has not written it yet; it is accepted once the answer lands."""
+    import threading
+
+    with TestClient(app) as client:
+        late = threading.Timer(0.5, lambda: store(app, "req-late"))  # the other worker's writer, half a second on
+        late.start()
+        try:
+            r = post(client, {"request_id": "req-late", "actual_center": "respiratory"})
+        finally:
+            late.join()
+        assert r.status_code == 200 and r.json()["created"] is True, r.text
+
+
 def test_bad_outcomes_are_4xx_naming_the_problem(app):
     with TestClient(app) as client:
         store(app, "req-old", created_at=datetime.now(UTC) - timedelta(days=31))

@@ -6,8 +6,8 @@ an MLflow dataset input -> the new version as ``@challenger`` scored in shadow (
 the shadow-scored requests -> ``compare triage --live`` -> promotion with a live-sample gate (refused below the
 sample, accepted at it) -> rollback.
 
-And the monitor on a synthetic shift: a day of English complaints, then a day of the same kind of complaints in
-another language; only the second is flagged.
+And the monitor on synthetic shifts: a day of English complaints, then a day of the same kind of complaints in
+another language, then a day in another register (clinician-style shorthand); only the last two are flagged.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def test_outcome_snapshot_retrain_shadow_compare_promote_rollback(triage_registr
 
 # --- drift on a synthetic shift ----------------------------------------------------------------------------------
 
-def test_monitor_flags_a_batch_in_another_language(triage_registry, triage_model_dir, tmp_path):
+def test_monitor_flags_another_language_and_another_register(triage_registry, triage_model_dir, tmp_path):
     from serving.db import Database
     from serving.feedback import REFERENCE_FILE, make_record, write
     from serving.settings import Settings
@@ -162,9 +162,14 @@ def test_monitor_flags_a_batch_in_another_language(triage_registry, triage_model
     # synthetic monitoring input, not clinical content)
     names = [c.name_zh for c in load_taxonomy().centers if c.routable]
     chinese = [f"我想看{names[i % len(names)]}，已经不舒服{i % 5 + 2}天了，晚上更严重" for i in range(80)]
+    # and a shift of register in English: clinician-style shorthand instead of patients' sentences (synthetic
+    # monitoring input, not clinical content)
+    symptoms = ["SOB", "cough", "rash", "HA", "abdo pain", "LBP", "dysuria", "knee pain", "sore throat", "fever",
+                "vomiting", "diarrhoea", "palpitations", "dizziness", "ear pain", "eye redness"]
+    shorthand = [f"pt c/o {symptoms[i % len(symptoms)]} x{i % 6 + 1}/7, nil PMH, NKDA, obs NAD" for i in range(80)]
     day1 = datetime(2026, 12, 1, 9, tzinfo=UTC)
     records = []
-    for day, texts in ((day1, english), (day1 + timedelta(days=1), chinese)):
+    for day, texts in ((day1, english), (day1 + timedelta(days=1), chinese), (day1 + timedelta(days=2), shorthand)):
         for i, (text, pred) in enumerate(zip(texts, clf.predict(texts))):
             outcome = TriageOutcome(centers=pred.centers, abstained=pred.abstained, abstain_reason=None, flags=[],
                                     urgency="routine", urgency_reasons=[], model_version="1", taxonomy_version="1",
@@ -175,12 +180,15 @@ def test_monitor_flags_a_batch_in_another_language(triage_registry, triage_model
         write(s, records)
     db.dispose()
 
-    report = monitor.monitor(settings, "2026-12-01", "2026-12-03", window="1D",
+    report = monitor.monitor(settings, "2026-12-01", "2026-12-04", window="1D",
                              reference=triage_model_dir / REFERENCE_FILE)
-    first, second = report["windows"]
-    assert (first["n"], second["n"]) == (80, 80)
+    first, second, third = report["windows"]
+    assert (first["n"], second["n"], third["n"]) == (80, 80, 80)
     assert not {"embedding", "nonlatin_share"} & set(first["flagged"]), first["drift"]
     assert {"embedding", "nonlatin_share"} <= set(second["flagged"]), second["drift"]
+    # the register shift: same language and script, so only the embedding and the text statistics can see it
+    assert "embedding" in third["flagged"] and "nonlatin_share" not in third["flagged"], third["drift"]
     flagged_first = {k: v for k, v in first["drift"].items() if v.get("drift")}
-    assert report["flagged_windows"] == [second["start"]], flagged_first  # the English day raises nothing
+    # the English day raises nothing
+    assert report["flagged_windows"] == [second["start"], third["start"]], flagged_first
     assert "embedding" in monitor.markdown(report)
