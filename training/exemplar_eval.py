@@ -32,7 +32,12 @@ import numpy as np
 
 from evaluation import triage_eval as ev
 from evaluation.routing_eval import read_rows, routing_report
-from training import exemplar_blend, urgency_train
+from serving.settings import get_settings
+from training import exemplar_blend, registry, urgency_train
+from training.triage_data import load_examples, make_splits
+from training.triage_train import TrainOptions, _cross_source
+from triage.classifier import TriageClassifier
+from triage.taxonomy import load_taxonomy
 
 BLIND_DIR = urgency_train.BLIND_SET.parent
 BLIND_SETS = {"blind_v1": BLIND_DIR / "routing_blind_v1.csv", "blind_v2": BLIND_DIR / "routing_blind_v2.csv"}
@@ -47,8 +52,6 @@ def _block(y, probs, labels, threshold) -> dict:
 
 
 def evaluate(folder: Path, split_df, labels: list[str], threads: int = 2) -> dict:
-    from triage.classifier import TriageClassifier
-
     index = {c: i for i, c in enumerate(labels)}
     test = split_df[(split_df["split"] == "test") & (split_df["origin"] == "external")]
     out: dict = {}
@@ -117,13 +120,6 @@ def markdown(res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serving.settings import get_settings
-    from training import registry
-    from training.triage_data import load_examples, make_splits
-    from training.triage_train import TrainOptions, _cross_source
-    from triage.classifier import TriageClassifier
-    from triage.taxonomy import load_taxonomy
-
     p = argparse.ArgumentParser(prog="python -m training exemplars", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="triage model URI or folder (default: RXT_TRIAGE_MODEL_URI)")
     p.add_argument("--out", type=Path, default=None, help="default: var/runs/exemplars/<UTC stamp>")

@@ -38,7 +38,12 @@ from training.urgency_data import (
     split_groups,
 )
 from training.weights import balanced_class_weights
-from triage.classifier import URGENCY_HEAD_FILE, TriageClassifier
+from triage.classifier import (
+    URGENCY_HEAD_FILE,
+    TriageClassifier,
+    encode_bank,
+    neighbour_shares,
+)
 from triage.redflags import RedFlagMatcher
 from triage.taxonomy import URGENCY_LEVELS
 
@@ -207,8 +212,6 @@ def choose_neighbours(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarra
     (2) it raises at most ``TRAP_CEILING`` of the negation / history traps to emergency. The qualifying blend with
     the highest validation emergency recall is kept (ties: fewer calm rows raised), or None. Returns (chosen
     {k, weight} or None, its thresholds, the table of every candidate)."""
-    from triage.classifier import neighbour_shares
-
     base_t = choose_thresholds(p_head, y_val, flagged, flagged_any)
     base = operating_point(p_head, y_val, base_t, flagged, traps)
     table = [{"k": 0, "weight": 0.0, **base, "thresholds": base_t}]
@@ -345,8 +348,6 @@ def train_head(classifier, *, per_statement: int = 6, contrast: int = 600, inclu
     doc = head_document(w, b, thresholds, info, cited)
     doc["normalise"] = normalise
     if chosen:
-        from triage.classifier import encode_bank
-
         doc["neighbours"] = {**chosen, "labels": y[train].astype(int).tolist(), **encode_bank(_normalise(x[train])),
                              "examples": "the training run's urgency_training_examples.csv, rows with split == train, in that order"}
     return doc, {"validation_rows": val_rows, "frame": df}
