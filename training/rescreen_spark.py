@@ -50,7 +50,7 @@ DEFAULT_MASTER = "local[2]"
 # parallel GC threads cost more CPU at start-up than they win back (benchmarks: JVM CPU to a ready session
 # 15.2 -> 8.5 s).  Override with --conf spark.driver.extraJavaOptions=...; not applied under spark-submit.
 DRIVER_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-MIN_SPLIT_BYTES = 256 * 1024
+MIN_SPLIT_BYTES = 64 * 1024
 
 
 def session(master: str | None = None, *, app_name: str = "rxtriage-rescreen", progress: bool = True,
