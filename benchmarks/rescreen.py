@@ -46,7 +46,8 @@ class TreeCPU:
         for name in os.listdir("/proc"):
             if name.isdigit():
                 try:
-                    fields = open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()
+                    with open(f"/proc/{name}/stat") as fh:
+                        fields = fh.read().rsplit(")", 1)[1].split()
                 except OSError:
                     continue
                 parent[int(name)] = int(fields[1])

@@ -21,6 +21,7 @@ must be on a file system the executors write to at the same path (as the inputs)
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import shutil
@@ -45,6 +46,7 @@ from training.rescreen_core import (
 )
 
 DEFAULT_MASTER = "local[2]"
+log = logging.getLogger("training.rescreen")
 # The driver JVM (local mode: also the executor) when this module starts it: the C1 compiler only and the serial
 # collector.  The JVM's share of this job is reading Parquet and moving Arrow batches; full C2 compilation and
 # parallel GC threads cost more CPU at start-up than they win back (benchmarks: JVM CPU to a ready session
@@ -217,8 +219,8 @@ class SessionStart:
             return
         try:
             gateway.shutdown()
-        except Exception:  # noqa: BLE001 - the connection may be gone already; the JVM still exits on EOF
-            pass
+        except Exception as exc:  # noqa: BLE001 - the connection may be gone already; the JVM still exits on EOF
+            log.debug("py4j gateway shutdown: %s", exc)
         SparkContext._gateway = SparkContext._jvm = None
         try:
             proc.stdin.close()

@@ -349,6 +349,6 @@ def test_the_checker_runs_without_torch_where_the_job_keeps_it_out(job_settings)
         f"result = checker.check(Prescription.model_validate({BLOCKED!r}))\n"
         "print(result.verdict, sys.modules.get('torch') is None, 'spacy' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["block", "True", "True"]
