@@ -65,4 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["rescreen"]:
+        # the process is the re-screen job's: spaCy (the checker's sig parser) need not import torch, ~4 s and
+        # ~180 MB (training.rescreen_core.keep_torch_out; the Spark workers do the same)
+        sys.modules.setdefault("torch", None)
     raise SystemExit(main())

@@ -60,13 +60,15 @@ from training.rescreen_core import (  # noqa: F401 - re-exported: the job's publ
     expand_inputs,
     finding_key,
     kb_version_of,
+    keep_torch_out,
     prepare_out,
     resolve_kb,
     run_local,
-    screen_batches,
     screen_frame,
+    screen_partition,
 )
-from training.rescreen_spark import run_spark
+from training.rescreen_spark import SessionStart, run_spark
+from training.rescreen_spark import spark_conf as spark_conf_of
 
 log = logging.getLogger("training.rescreen")
 
@@ -152,7 +154,7 @@ def queue_newly_flagged(out: Path, spec: JobSpec, checker: Checker, db_url: str,
 def run(kb: str, inputs: list[str], out: Path, *, ddi_model: str | None = None, engine: str = "local",
         queue: bool = False, db_url: str | None = None, actor: str = "rescreen", settings: Settings | None = None,
         batch_rows: int = 2000, progress: bool = True, overwrite: bool = False, master: str | None = None,
-        partitions: int | None = None, spark_conf: dict | None = None) -> dict:
+        partitions: int | None = None, spark_conf: dict | None = None, spark_class_archive: bool = True) -> dict:
     """The job (see the module docstring); returns the summary it writes to ``<out>/summary.json``."""
     settings = settings or get_settings()
     if engine not in ("local", "spark"):
@@ -160,19 +162,35 @@ def run(kb: str, inputs: list[str], out: Path, *, ddi_model: str | None = None, 
     started = time.perf_counter()
     out = Path(out)
     check_out(out, overwrite)
-    spec, checker = build_spec(kb, ddi_model, settings)
-    prepare_out(out, overwrite)
-    files, file_rejects = expand_inputs(inputs)
-    for reject in file_rejects:
-        print(f"rescreen: {reject['reason']}", file=sys.stderr)
-    screen_started = time.perf_counter()
-    if engine == "local":
-        counts = run_local(files, file_rejects, spec, checker, out, batch_rows=batch_rows, progress=progress)
-        engine_info: dict = {"engine": "local", "batch_rows": batch_rows}
-    else:
-        counts, engine_info = run_spark(files, file_rejects, spec, out, master=master, partitions=partitions,
-                                        batch_rows=batch_rows, progress=progress, conf=spark_conf)
-    screen_seconds = time.perf_counter() - screen_started
+    # Spark: the JVM starts in a thread while this process resolves the versions and loads its checker (both take
+    # seconds; on two cores they overlap instead of adding up)
+    starting = (SessionStart(master, progress=progress, conf=spark_conf_of(batch_rows, spark_conf),
+                             archive_dir=settings.work_dir / "spark-cds" if spark_class_archive else None)
+                if engine == "spark" else None)
+    try:
+        spec, checker = build_spec(kb, ddi_model, settings)
+        prepare_out(out, overwrite)
+        files, file_rejects = expand_inputs(inputs)
+        for reject in file_rejects:
+            print(f"rescreen: {reject['reason']}", file=sys.stderr)
+        screen_started = time.perf_counter()
+        if starting is None:
+            counts = run_local(files, file_rejects, spec, checker, out, batch_rows=batch_rows, progress=progress)
+            engine_info: dict = {"engine": "local", "batch_rows": batch_rows}
+        else:
+            spark = starting.result()
+            counts, engine_info = run_spark(files, file_rejects, spec, out, partitions=partitions,
+                                            batch_rows=batch_rows, progress=progress, spark=spark,
+                                            start_seconds=starting.seconds)
+        screen_seconds = time.perf_counter() - screen_started
+    finally:
+        if starting is not None:
+            stopping = time.perf_counter()
+            starting.stop()
+            stop_seconds = time.perf_counter() - stopping
+    if starting is not None:
+        # "writing": this run's JVM wrote the class-data archive at its end (stop seconds), later runs map it
+        engine_info.update(spark_class_archive=starting.archive_state, spark_stop_seconds=round(stop_seconds, 3))
     summary: dict[str, Any] = {
         **engine_info,
         "kb": kb, "kb_version": spec.kb_version, "kb_path": spec.kb_path,
@@ -243,4 +261,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    keep_torch_out()  # this process is the job's (as under python -m training rescreen)
     raise SystemExit(main())

@@ -33,7 +33,9 @@ import logging
 import math
 import os
 import re
+import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -460,11 +462,49 @@ def screen_frame(pdf, checker: Checker, queue_min_severity: str):
     return pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS))
 
 
-def screen_batches(batches: Iterable, spec: JobSpec) -> Iterator:
-    """``mapInPandas`` body: the checker of ``spec`` (built once per Python worker), then every batch."""
-    checker = checker_for(spec)
-    for pdf in batches:
-        yield screen_frame(pdf, checker, spec.queue_min_severity)
+def keep_torch_out() -> None:
+    """Make ``import torch`` fail in this process unless it is imported already.
+
+    spaCy (the sig parser) imports thinc, which imports torch when it is installed (the dev/CI env has it for
+    training): ~4 s and ~180 MB per process, for nothing -- the checker and the DDI model (ONNX) never use it.
+    The service does the same (serving/__main__.py).  Done where the re-screen owns the process: the CLI entry
+    (``python -m training rescreen``, in ``training/__main__.py``), the benchmark and the Spark engine's Python
+    workers; never in a library call or ``rescreen.main``, so a test process that needs torch later keeps it."""
+    if "torch" not in sys.modules:
+        sys.modules["torch"] = None
+
+
+COUNT_COLUMNS = ("rows", "screened", "changed", "newly_flagged", "rejected_rows")
+
+
+def count_frame(results):
+    """One row of counts (``COUNT_COLUMNS``) for a DataFrame of result rows."""
+    import pandas as pd
+
+    screened = results["status"] == "screened"
+    return pd.DataFrame({
+        "rows": [len(results)], "screened": [int(screened.sum())], "changed": [int((results["changed"] == True).sum())],
+        "newly_flagged": [int((results["newly_flagged"] == True).sum())],
+        "rejected_rows": [int((~screened).sum())],
+    }, dtype="int64")
+
+
+def screen_partition(batches: Iterable, spec: JobSpec, out: Path, part: str, checker: Checker | None = None) -> Iterator:
+    """The body both engines run on their share of the rows: every batch (a DataFrame of ``INPUT_COLUMNS``) goes
+    through :func:`screen_frame` with the checker of ``spec`` (built once per process), its report and reject rows
+    are appended to this part's files (:class:`PartWriter`), and a one-row DataFrame of its counts is yielded (the
+    local engine's progress bar; Spark's ``mapInPandas`` output, summed on the driver)."""
+    checker = checker or checker_for(spec)
+    writer = PartWriter(out, part)
+    ok = False
+    try:
+        for pdf in batches:
+            results = screen_frame(pdf, checker, spec.queue_min_severity)
+            writer.add(results)
+            yield count_frame(results)
+        ok = True
+    finally:
+        writer.close(ok)
 
 
 # --- inputs ----------------------------------------------------------------------------------------------
@@ -476,6 +516,8 @@ class InputFile:
     fmt: str  # "parquet" | "jsonl"
     columns: tuple[str, ...] = ()  # Parquet: which of PARQUET_COLUMNS the file has
     rows: int | None = None  # Parquet: from the footer
+    row_groups: int | None = None  # Parquet: from the footer (Spark splits a file at row-group boundaries)
+    size: int = 0  # bytes
 
 
 def _fmt(path: Path) -> str | None:
@@ -530,7 +572,8 @@ def expand_inputs(paths: list[str]) -> tuple[list[InputFile], list[dict]]:
                     rejects.append(file_reject(shown, f"input {shown}: has no column {REQUIRED_PARQUET_COLUMN!r} "
                                                       f"(columns: {', '.join(sorted(names))})"))
                     continue
-                files.append(InputFile(shown, fmt, tuple(c for c in PARQUET_COLUMNS if c in names), rows))
+                files.append(InputFile(shown, fmt, tuple(c for c in PARQUET_COLUMNS if c in names), rows,
+                                       meta.metadata.num_row_groups, p.stat().st_size))
             else:
                 try:
                     with open(p, "rb") as fh:
@@ -538,7 +581,7 @@ def expand_inputs(paths: list[str]) -> tuple[list[InputFile], list[dict]]:
                 except OSError as exc:
                     rejects.append(file_reject(shown, f"input {shown}: unreadable: {exc.strerror or exc}"))
                     continue
-                files.append(InputFile(shown, fmt))
+                files.append(InputFile(shown, fmt, size=p.stat().st_size))
     return files, rejects
 
 
@@ -622,6 +665,71 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+class PartWriter:
+    """One part of the output: ``<out>/report/<part>.parquet`` and ``<out>/rejects/<part>.parquet``, each opened
+    when its first row comes.  Written under a temporary ``_tmp-`` name (readers skip ``_`` files) and renamed
+    when the part is complete, so a retried Spark task replaces its part instead of adding a second copy, and a
+    failed one leaves no half file."""
+
+    def __init__(self, out: Path | str, part: str):
+        self.out, self.part = Path(out), part
+        self._open: dict[str, tuple] = {}
+
+    def write(self, folder: str, frame, columns: tuple[str, ...]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not len(frame):
+            return
+        schema = arrow_schema(columns)
+        if folder not in self._open:
+            (self.out / folder).mkdir(parents=True, exist_ok=True)
+            tmp = self.out / folder / f"_tmp-{self.part}-{uuid.uuid4().hex[:12]}.parquet"
+            self._open[folder] = (pq.ParquetWriter(tmp, schema), tmp, self.out / folder / f"{self.part}.parquet")
+        self._open[folder][0].write_table(pa.Table.from_pandas(frame[list(columns)], schema=schema,
+                                                               preserve_index=False))
+
+    def add(self, results) -> None:
+        """Result rows of :func:`screen_frame`: the changed ones to the report, the rejected ones to rejects."""
+        report, rejects = split_results(results)
+        self.write(REPORT_DIR, report, REPORT_COLUMNS)
+        self.write(REJECTS_DIR, rejects, REJECT_COLUMNS)
+
+    def close(self, ok: bool = True) -> None:
+        for writer, tmp, final in self._open.values():
+            writer.close()
+            if ok:
+                os.replace(tmp, final)
+            else:
+                tmp.unlink(missing_ok=True)
+        self._open.clear()
+
+
+def write_file_rejects(out: Path, file_rejects: list[dict]) -> None:
+    """The rejects of whole inputs (missing, unreadable), written by the driver as ``rejects/part-inputs``."""
+    import pandas as pd
+
+    if file_rejects:
+        writer = PartWriter(out, "part-inputs")
+        writer.write(REJECTS_DIR, pd.DataFrame.from_records(file_rejects, columns=list(RESULT_COLUMNS)),
+                     REJECT_COLUMNS)
+        writer.close()
+
+
+def finish_out(out: Path) -> None:
+    """After a run: leftovers of failed attempts removed; a folder without parts gets an empty one (with the
+    schema), so ``pandas.read_parquet(<out>/report)`` reads zero rows instead of failing."""
+    import pyarrow.parquet as pq
+
+    for folder, columns in ((REPORT_DIR, REPORT_COLUMNS), (REJECTS_DIR, REJECT_COLUMNS)):
+        path = out / folder
+        path.mkdir(parents=True, exist_ok=True)
+        for tmp in path.glob("_tmp-*"):
+            tmp.unlink(missing_ok=True)
+        if not any(p.suffix == ".parquet" for p in path.iterdir()):
+            pq.write_table(arrow_schema(columns).empty_table(), path / "part-00000.parquet")
+
+
 @dataclass
 class Counts:
     rows: int = 0
@@ -631,13 +739,11 @@ class Counts:
     rejected_rows: int = 0
     rejected_inputs: int = 0
 
-    def add(self, results) -> None:
-        screened = results["status"] == "screened"
-        self.rows += len(results)
-        self.screened += int(screened.sum())
-        self.rejected_rows += int((~screened).sum())
-        self.changed += int((results["changed"] == True).sum())
-        self.newly_flagged += int((results["newly_flagged"] == True).sum())
+    def add(self, counts) -> None:
+        """A one-row count frame (:func:`count_frame`) or a mapping of ``COUNT_COLUMNS``."""
+        for name in COUNT_COLUMNS:
+            value = counts[name]
+            setattr(self, name, getattr(self, name) + int(value.iloc[0] if hasattr(value, "iloc") else value or 0))
 
 
 def split_results(results):
@@ -650,30 +756,16 @@ def split_results(results):
 
 def run_local(files: list[InputFile], file_rejects: list[dict], spec: JobSpec, checker: Checker, out: Path, *,
               batch_rows: int = 2000, progress: bool = True) -> Counts:
-    """The single-process engine: the same :func:`screen_frame` batch by batch, a tqdm bar over the rows."""
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """The single-process engine: :func:`screen_partition` (what every Spark task runs) over all the rows as one
+    part, a tqdm bar over the rows."""
     from tqdm import tqdm
 
     counts = Counts(rejected_inputs=len(file_rejects))
-    (out / REPORT_DIR).mkdir(parents=True, exist_ok=True)
-    (out / REJECTS_DIR).mkdir(parents=True, exist_ok=True)
-    report_schema, reject_schema = arrow_schema(REPORT_COLUMNS), arrow_schema(REJECT_COLUMNS)
-    with pq.ParquetWriter(out / REPORT_DIR / "part-00000.parquet", report_schema) as report_w, \
-            pq.ParquetWriter(out / REJECTS_DIR / "part-00000.parquet", reject_schema) as rejects_w, \
-            tqdm(total=count_rows(files) if progress else None, unit="rx", desc="rescreen", disable=not progress,
-                 mininterval=1.0) as bar:
-        if file_rejects:
-            frame = pd.DataFrame.from_records(file_rejects, columns=list(RESULT_COLUMNS))[list(REJECT_COLUMNS)]
-            rejects_w.write_table(pa.Table.from_pandas(frame, schema=reject_schema, preserve_index=False))
-        for batch in local_batches(files, batch_rows):
-            results = screen_frame(batch, checker, spec.queue_min_severity)
-            counts.add(results)
-            report, rejects = split_results(results)
-            if len(report):
-                report_w.write_table(pa.Table.from_pandas(report, schema=report_schema, preserve_index=False))
-            if len(rejects):
-                rejects_w.write_table(pa.Table.from_pandas(rejects, schema=reject_schema, preserve_index=False))
-            bar.update(len(batch))
+    write_file_rejects(out, file_rejects)
+    with tqdm(total=count_rows(files) if progress else None, unit="rx", desc="rescreen", disable=not progress,
+              mininterval=1.0) as bar:
+        for batch_counts in screen_partition(local_batches(files, batch_rows), spec, out, "part-00000", checker):
+            counts.add(batch_counts)
+            bar.update(int(batch_counts["rows"].iloc[0]))
+    finish_out(out)
     return counts

@@ -1,22 +1,32 @@
 """The Spark engine of ``python -m training rescreen --engine spark``.
 
 The input files become one DataFrame of ``training.rescreen_core.INPUT_COLUMNS`` (Parquet through Spark's reader with
-each row's ``_metadata.row_index``; JSONL through ``textFile().zipWithIndex()`` for line numbers), repartitioned;
-``mapInPandas`` runs ``training.rescreen_core.screen_batches`` in every partition: the checker is built once per Python
-worker from the KB file and model folder the driver sent with ``SparkContext.addFile`` (checked by sha256), then
-every Arrow batch goes through ``screen_frame``, the function the local engine runs.  The result is persisted
-once and written as ``report/`` and ``rejects/`` (Parquet part files).
+each row's ``_metadata.row_index``; JSONL through ``textFile().zipWithIndex()`` for line numbers).  Parquet input
+with enough row groups is split where it lies (``spark.sql.files.maxPartitionBytes`` set from the input size: no
+shuffle); otherwise the rows are repartitioned.  ``mapInPandas`` runs ``training.rescreen_core.screen_partition``
+in every partition -- the body the local engine runs over all its rows: the checker is built once per Python worker
+from the KB file and model folder the driver sent with ``SparkContext.addFile`` (checked by sha256), every Arrow
+batch goes through ``screen_frame``, and the task writes its own ``report/part-<n>.parquet`` and
+``rejects/part-<n>.parquet`` (the ``PartWriter`` the local engine uses; renamed into place when the task is
+complete).  Only a row of counts per batch comes back to the JVM, summed on the driver: one pass over the input,
+no cache, no second job, no report rows through the JVM.
 
 Progress: the Spark UI (its URL is printed; off in tests) and the console progress bar.
 
 Run locally with ``--master local[2]`` (the default); on a cluster through ``spark-submit`` (docs/deployment.md):
-there the master and resources come from spark-submit and this module only adds what the job needs.
+there the master and resources come from spark-submit and this module only adds what the job needs; ``--out``
+must be on a file system the executors write to at the same path (as the inputs).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import math
 import os
+import shutil
 import sys
+import threading
 import time
 from dataclasses import replace
 from functools import partial
@@ -24,31 +34,29 @@ from pathlib import Path
 
 from serving.settings import PROJECT_ROOT
 from training.rescreen_core import (
+    COUNT_COLUMNS,
     INPUT_COLUMNS,
-    REJECT_COLUMNS,
-    REJECTS_DIR,
-    REPORT_COLUMNS,
-    REPORT_DIR,
-    RESULT_COLUMNS,
-    RESULT_FIELDS,
     Counts,
     InputFile,
     JobSpec,
-    screen_batches,
+    finish_out,
+    keep_torch_out,
+    screen_partition,
+    write_file_rejects,
 )
 
 DEFAULT_MASTER = "local[2]"
-
-
-def spark_schema(columns=RESULT_COLUMNS):
-    from pyspark.sql.types import BooleanType, StringType, StructField, StructType
-
-    kinds = dict(RESULT_FIELDS)
-    return StructType([StructField(c, BooleanType() if kinds[c] == "bool" else StringType(), True) for c in columns])
+log = logging.getLogger("training.rescreen")
+# The driver JVM (local mode: also the executor) when this module starts it: the C1 compiler only and the serial
+# collector.  The JVM's share of this job is reading Parquet and moving Arrow batches; full C2 compilation and
+# parallel GC threads cost more CPU at start-up than they win back (benchmarks: JVM CPU to a ready session
+# 15.2 -> 8.5 s).  Override with --conf spark.driver.extraJavaOptions=...; not applied under spark-submit.
+DRIVER_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+MIN_SPLIT_BYTES = 64 * 1024
 
 
 def session(master: str | None = None, *, app_name: str = "rxtriage-rescreen", progress: bool = True,
-            conf: dict | None = None):
+            conf: dict | None = None, java_options: str = ""):
     """A SparkSession for the job.  Under spark-submit (``PYSPARK_GATEWAY_PORT`` set) the submitted master and
     settings are kept; otherwise ``master`` (default ``local[2]``).  Executors run this interpreter with the
     project on their ``PYTHONPATH`` (on a cluster: install the project into the executors' Python instead)."""
@@ -63,6 +71,7 @@ def session(master: str | None = None, *, app_name: str = "rxtriage-rescreen", p
     if master or "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = builder.master(master or DEFAULT_MASTER)
     settings = {
+        "spark.driver.extraJavaOptions": f"{DRIVER_JAVA_OPTIONS} {java_options}".strip(),
         "spark.ui.showConsoleProgress": "true" if progress else "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.executorEnv.PYTHONPATH": os.environ["PYTHONPATH"],
@@ -75,11 +84,26 @@ def session(master: str | None = None, *, app_name: str = "rxtriage-rescreen", p
     return spark
 
 
+def split_bytes(files: list[InputFile], partitions: int) -> int | None:
+    """``spark.sql.files.maxPartitionBytes`` that splits the input where it lies into about ``partitions`` parts,
+    or None when it cannot (JSONL inputs, or fewer Parquet row groups than partitions: Spark splits a Parquet file
+    only at row-group boundaries), and the rows are repartitioned instead (a shuffle)."""
+    if not files or any(f.fmt != "parquet" for f in files):
+        return None
+    if sum(f.row_groups or 0 for f in files) < partitions:
+        return None
+    return max(MIN_SPLIT_BYTES, math.ceil(sum(f.size for f in files) / partitions))
+
+
 def input_frame(spark, files: list[InputFile], partitions: int):
-    """One DataFrame of ``INPUT_COLUMNS`` over every input file (the sources the local engine gives too)."""
+    """One DataFrame of ``INPUT_COLUMNS`` over every input file (the sources the local engine gives too), and how
+    it is split ("row groups" or "repartition")."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 
+    natural = split_bytes(files, partitions)
+    if natural:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", str(natural))
     frames = []
     for f in files:
         if f.fmt == "parquet":
@@ -100,71 +124,161 @@ def input_frame(spark, files: list[InputFile], partitions: int):
                                  for c in INPUT_COLUMNS])
             frames.append(spark.createDataFrame(lines, schema))
     if not frames:
-        return None
+        return None, None
     frame = frames[0]
     for other in frames[1:]:
         frame = frame.unionByName(other)
-    return frame.repartition(partitions)
+    if natural:
+        return frame, "row groups"
+    return frame.repartition(partitions), "repartition"
+
+
+def _task(batches, spec: JobSpec, out: str):
+    """``mapInPandas`` body: this task's part of the output (named by its partition, so a retry replaces it)."""
+    from pyspark import TaskContext
+
+    keep_torch_out()  # a Python worker of this job: spaCy need not pull in torch (see keep_torch_out)
+    yield from screen_partition(batches, spec, Path(out), f"part-{TaskContext.get().partitionId():05d}")
+
+
+def class_archive(folder: Path | None) -> tuple[str, Path | None, Path | None]:
+    """JVM options for a class-data archive of Spark's classes in ``folder`` (AppCDS): (options, the file this run
+    writes or None, the archive).  Most of the JVM's start-up CPU is loading and verifying Spark's ~15,000 classes;
+    a JVM that maps them from an archive reaches a ready session with about half the CPU (benchmarks:
+    3.9 instead of 8 CPU-s).  The first run on a machine writes the archive when its JVM exits
+    (``-XX:ArchiveClassesAtExit``; :meth:`SessionStart.stop` waits for that and moves it into place, so no run
+    maps a half-written file); later runs map it.  The key names the Spark version, the ``java`` binary and the
+    JVM options: another JVM or Spark makes a new archive (the JVM itself also refuses an archive that does not
+    match its class path, and then runs without one)."""
+    if folder is None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        return "", None, None
+    import pyspark
+
+    java = Path(os.environ["JAVA_HOME"]) / "bin" / "java" if os.environ.get("JAVA_HOME") else shutil.which("java")
+    if not java or not Path(java).exists():
+        return "", None, None
+    java = Path(java).resolve()
+    key = hashlib.sha256(f"{pyspark.__version__}|{java}|{java.stat().st_mtime_ns}|{DRIVER_JAVA_OPTIONS}"
+                         .encode()).hexdigest()[:16]
+    final = Path(folder) / f"spark-{pyspark.__version__}-{key}.jsa"
+    quiet = "-Xlog:cds=off -Xlog:cds+dynamic=off"
+    if final.is_file():
+        return f"-XX:SharedArchiveFile={final} {quiet}", None, final
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    tmp = Path(folder) / f"_tmp-{final.name}.{os.getpid()}"
+    return f"-XX:ArchiveClassesAtExit={tmp} {quiet}", tmp, final
+
+
+class SessionStart:
+    """Starts the SparkSession in a thread, so the JVM starts while the driver loads its checker.  With
+    ``archive_dir`` the JVM maps (or, the first time, writes) the class-data archive of :func:`class_archive`."""
+
+    def __init__(self, master: str | None = None, *, progress: bool = True, conf: dict | None = None,
+                 archive_dir: Path | None = None):
+        self.spark = self.error = None
+        self.seconds = 0.0
+        conf = dict(conf or {})
+        # a JVM started with other options is not ours to archive
+        options, self.archive_tmp, self.archive = (
+            class_archive(archive_dir) if "spark.driver.extraJavaOptions" not in conf else ("", None, None))
+        self.archive_state = "none" if self.archive is None else ("writing" if self.archive_tmp else "mapped")
+        self._thread = threading.Thread(target=self._run, args=(master, progress, conf, options), daemon=True,
+                                        name="spark-session-start")
+        self._thread.start()
+
+    def _run(self, master, progress, conf, options):
+        started = time.perf_counter()
+        try:
+            self.spark = session(master, progress=progress, conf=conf, java_options=options)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of result()
+            self.error = exc
+        self.seconds = time.perf_counter() - started
+
+    def result(self):
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.spark
+
+    def stop(self) -> None:
+        self._thread.join()
+        if self.spark is None:
+            return
+        self.spark.stop()
+        if self.archive_tmp is not None:
+            self._write_archive()
+
+    def _write_archive(self) -> None:
+        """The JVM writes the archive when it exits: end it (it exits when its stdin closes), wait, move the file
+        into place.  The next session in this process starts a new JVM."""
+        from pyspark import SparkContext
+
+        gateway = SparkContext._gateway
+        proc = getattr(gateway, "proc", None)
+        if gateway is None or proc is None:
+            return
+        try:
+            gateway.shutdown()
+        except Exception as exc:  # noqa: BLE001 - the connection may be gone already; the JVM still exits on EOF
+            log.debug("py4j gateway shutdown: %s", exc)
+        SparkContext._gateway = SparkContext._jvm = None
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=600)
+        except Exception:  # noqa: BLE001 - no archive this time; the next run tries again
+            self.archive_tmp.unlink(missing_ok=True)
+            return
+        if self.archive_tmp.is_file() and self.archive_tmp.stat().st_size > 0 and proc.returncode == 0:
+            os.replace(self.archive_tmp, self.archive)
+        else:
+            self.archive_tmp.unlink(missing_ok=True)
 
 
 def run_spark(files: list[InputFile], file_rejects: list[dict], spec: JobSpec, out: Path, *,
               master: str | None = None, partitions: int | None = None, batch_rows: int = 2000,
-              progress: bool = True, conf: dict | None = None, spark=None) -> tuple[Counts, dict]:
-    """Screen ``files`` on Spark, write ``<out>/report`` and ``<out>/rejects``; returns the counts and what ran."""
-    import pandas as pd
-    from pyspark import StorageLevel
+              progress: bool = True, conf: dict | None = None, spark=None,
+              start_seconds: float | None = None) -> tuple[Counts, dict]:
+    """Screen ``files`` on Spark, write ``<out>/report`` and ``<out>/rejects``; returns the counts and what ran.
+    ``spark``: a session to use (not stopped here; ``start_seconds`` says what starting it took)."""
     from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, StructField, StructType
 
     own = spark is None
     started = time.perf_counter()
     if own:
-        spark = session(master, progress=progress,
-                        conf={"spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows), **(conf or {})})
-    start_seconds = round(time.perf_counter() - started, 3)
+        spark = session(master, progress=progress, conf=spark_conf(batch_rows, conf))
+        start_seconds = time.perf_counter() - started
+    job_started = time.perf_counter()
     try:
         sc = spark.sparkContext
         if sc.uiWebUrl:
             print(f"rescreen: Spark UI at {sc.uiWebUrl}", file=sys.stderr)
+        out = Path(out).resolve()
+        counts = Counts(rejected_inputs=len(file_rejects))
+        write_file_rejects(out, file_rejects)
+        info = {"engine": "spark", "master": sc.master, "spark_version": spark.version,
+                "spark_start_seconds": round(start_seconds or 0.0, 3)}
+        frame, split = input_frame(spark, files, partitions or max(2, sc.defaultParallelism * 4))
+        if frame is None:
+            finish_out(out)
+            return counts, {**info, "partitions": 0, "spark_job_seconds": 0.0}
+        info["partitions"] = partitions or max(2, sc.defaultParallelism * 4)
+        info["split"] = split  # "row groups": Spark's file splits (about that many); "repartition": exactly
         sc.addFile(spec.kb_path)
         if spec.model_folder:
             sc.addFile(spec.model_folder, recursive=True)
         shipped = replace(spec, shipped=True)
-        partitions = partitions or max(2, sc.defaultParallelism * 4)
-        counts = Counts(rejected_inputs=len(file_rejects))
-        reject_schema = spark_schema(REJECT_COLUMNS)
-        file_reject_frame = spark.createDataFrame(
-            pd.DataFrame.from_records(file_rejects, columns=list(RESULT_COLUMNS))[list(REJECT_COLUMNS)]
-            if file_rejects else [], reject_schema)
-        frame = input_frame(spark, files, partitions)
-        if frame is None:
-            spark.createDataFrame([], spark_schema(REPORT_COLUMNS)).write.mode("overwrite").parquet(
-                str(out / REPORT_DIR))
-            file_reject_frame.coalesce(1).write.mode("overwrite").parquet(str(out / REJECTS_DIR))
-            return counts, {"engine": "spark", "master": sc.master, "partitions": 0,
-                            "spark_start_seconds": start_seconds}
-        results = frame.mapInPandas(partial(screen_batches, spec=shipped), spark_schema()).persist(
-            StorageLevel.MEMORY_AND_DISK)
-        try:
-            totals = results.agg(
-                F.count(F.lit(1)).alias("rows"),
-                F.sum(F.when(F.col("status") == "screened", 1).otherwise(0)).alias("screened"),
-                F.sum(F.when(F.col("changed"), 1).otherwise(0)).alias("changed"),
-                F.sum(F.when(F.col("newly_flagged"), 1).otherwise(0)).alias("newly_flagged"),
-            ).collect()[0]
-            counts.rows = int(totals["rows"])
-            counts.screened = int(totals["screened"] or 0)
-            counts.changed = int(totals["changed"] or 0)
-            counts.newly_flagged = int(totals["newly_flagged"] or 0)
-            counts.rejected_rows = counts.rows - counts.screened
-            report = results.where((F.col("status") == "screened") & F.col("changed")).select(*REPORT_COLUMNS)
-            report.write.mode("overwrite").parquet(str(out / REPORT_DIR))
-            rejects = results.where(F.col("status") == "rejected").select(*REJECT_COLUMNS)
-            file_reject_frame.unionByName(rejects).coalesce(1).write.mode("overwrite").parquet(str(out / REJECTS_DIR))
-        finally:
-            results.unpersist()
-        return counts, {"engine": "spark", "master": sc.master, "partitions": partitions,
-                        "spark_version": spark.version, "spark_start_seconds": start_seconds,
-                        "spark_job_seconds": round(time.perf_counter() - started - start_seconds, 3)}
+        schema = StructType([StructField(c, LongType(), False) for c in COUNT_COLUMNS])
+        totals = frame.mapInPandas(partial(_task, spec=shipped, out=str(out)), schema).agg(
+            *[F.sum(c).alias(c) for c in COUNT_COLUMNS]).collect()[0]
+        counts.add({c: totals[c] for c in COUNT_COLUMNS})
+        finish_out(out)
+        info["spark_job_seconds"] = round(time.perf_counter() - job_started, 3)
+        return counts, info
     finally:
         if own:
             spark.stop()
+
+
+def spark_conf(batch_rows: int, conf: dict | None = None) -> dict:
+    return {"spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows), **(conf or {})}

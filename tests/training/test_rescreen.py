@@ -254,3 +254,101 @@ def test_queueing_against_a_database_that_is_down_lists_every_row_as_not_queued(
     queued = pd.read_parquet(tmp_path / "out" / "queued.parquet")
     assert len(queued) == flagged and set(queued.outcome) == {"not_queued"}
     assert queued.reason.str.contains("review database unavailable").all()
+
+
+def test_a_part_appears_whole_or_not_at_all(job_settings, inputs, tmp_path):
+    """Both engines write through screen_partition: a part is written under a hidden name and renamed when it is
+    complete, so a failed (Spark: retried) task leaves nothing and its retry replaces the part."""
+    from training.rescreen_core import finish_out, local_batches, screen_partition
+
+    spec, checker = rescreen.build_spec("current", None, job_settings)
+    files, _ = rescreen.expand_inputs([str(inputs["jsonl"])])
+    batches = list(local_batches(files, 4))  # 8 lines: 2 batches
+    out = tmp_path / "out"
+
+    def lost_after_one():
+        yield batches[0]
+        raise RuntimeError("executor lost")
+
+    attempt = screen_partition(lost_after_one(), spec, out, "part-00003", checker)
+    first = next(attempt)
+    assert int(first["rows"].iloc[0]) == 4
+    assert [p.name.startswith("_tmp-part-00003") for p in (out / "report").iterdir()] == [True]
+    with pytest.raises(RuntimeError, match="executor lost"):
+        next(attempt)
+    assert list((out / "report").iterdir()) == [] and not list((out / "rejects").glob("*"))
+    for _ in range(2):  # the retry, twice: one part, not two
+        counts = pd.concat(list(screen_partition(iter(batches), spec, out, "part-00003", checker)))
+    assert [p.name for p in (out / "report").iterdir()] == ["part-00003.parquet"]
+    assert [p.name for p in (out / "rejects").iterdir()] == ["part-00003.parquet"]
+    assert counts["rows"].sum() == 8 and counts["rejected_rows"].sum() == 4
+    assert len(pd.read_parquet(out / "report")) == counts["changed"].sum() == 3
+
+    # an output without report rows still reads as an empty table with the report's columns
+    empty = tmp_path / "empty"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    summary = rescreen.run("current", [str(bad)], empty, settings=job_settings, progress=False)
+    assert summary["rows"] == summary["rejected_rows"] == 1
+    report = pd.read_parquet(empty / "report")
+    assert len(report) == 0 and tuple(report.columns) == rescreen.REPORT_COLUMNS
+    finish_out(empty)  # idempotent
+    assert len(pd.read_parquet(empty / "rejects")) == 1
+
+
+def test_spark_input_is_split_where_it_lies_when_it_can():
+    """No shuffle when the Parquet row groups give every partition rows; else a repartition."""
+    from training.rescreen_core import InputFile
+    from training.rescreen_spark import MIN_SPLIT_BYTES, split_bytes
+
+    def pq_file(row_groups, size):
+        return InputFile("/x.parquet", "parquet", ("prescription_json",), 10 * row_groups, row_groups, size)
+
+    assert split_bytes([pq_file(20, 9_500_000)], 8) == 1_187_500
+    assert split_bytes([pq_file(4, 4_000_000), pq_file(4, 2_000_000)], 8) == 750_000
+    assert split_bytes([pq_file(1, 9_500_000)], 8) is None  # one row group: Spark could not split it
+    assert split_bytes([pq_file(20, 9_500_000), InputFile("/y.jsonl", "jsonl")], 8) is None
+    assert split_bytes([pq_file(20, 1000)], 8) == MIN_SPLIT_BYTES
+    assert split_bytes([], 8) is None
+
+
+def test_spark_class_archive_is_written_once_then_mapped(tmp_path, monkeypatch):
+    import shutil as _shutil
+
+    from training.rescreen_spark import class_archive
+
+    if not _shutil.which("java") and not __import__("os").environ.get("JAVA_HOME"):
+        pytest.skip("no java")  # the Spark tests need it; scripts/setup installs it
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    assert class_archive(None) == ("", None, None)
+    options, writing, archive = class_archive(tmp_path / "cds")
+    assert f"-XX:ArchiveClassesAtExit={writing}" in options and writing.name.startswith("_tmp-")
+    assert archive.parent == writing.parent == tmp_path / "cds" and not archive.exists()
+    archive.write_bytes(b"x")  # what SessionStart.stop moves into place after the JVM wrote it
+    options, writing, again = class_archive(tmp_path / "cds")
+    assert options.startswith(f"-XX:SharedArchiveFile={archive} ") and writing is None and again == archive
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "1")  # under spark-submit the JVM is started by spark-submit
+    assert class_archive(tmp_path / "cds") == ("", None, None)
+
+
+def test_the_checker_runs_without_torch_where_the_job_keeps_it_out(job_settings):
+    """The CLI entry and the Spark workers keep torch out of the process (spaCy would import it): the checker,
+    sig parser included, works without it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from training.rescreen_core import keep_torch_out\n"
+        "keep_torch_out()\n"
+        "from pathlib import Path\n"
+        "from prescription_check import Prescription\n"
+        "from serving.components import load_checker\n"
+        "from serving.settings import Settings\n"
+        f"checker = load_checker(Settings(kb_path=Path({str(job_settings.kb_path)!r})), model_status='rules-only')\n"
+        f"result = checker.check(Prescription.model_validate({BLOCKED!r}))\n"
+        "print(result.verdict, sys.modules.get('torch') is None, 'spacy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["block", "True", "True"]
