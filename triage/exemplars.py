@@ -152,7 +152,10 @@ class ExemplarBlend:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ExemplarError(f"{path}: malformed exemplar sidecar ({exc})") from exc
         if list(blend.labels) != list(labels):
-            raise ExemplarError(f"{path}: labels differ from labels.json")
+            only_model = [x for x in labels if x not in blend.labels]
+            only_file = [x for x in blend.labels if x not in labels]
+            raise ExemplarError(f"{path}: labels differ from labels.json (labels.json only: {only_model or '-'}; "
+                                f"sidecar only: {only_file or '-'}; or another order)")
         if emb.ndim != 2 or len(emb) != len(centers) or (dim is not None and emb.shape[1] != dim):
             raise ExemplarError(f"{path}: embedding matrix {emb.shape} does not fit {len(centers)} exemplars"
                                 + (f" of dimension {dim}" if dim is not None else ""))
