@@ -174,6 +174,24 @@ def apply_gates(gates: dict, candidate: dict, champion: dict | None, extra: dict
                 f"not worse: {metric}", worse_by <= tolerance,
                 f"candidate {_fmt(b)} vs champion {_fmt(a)} (tolerance {tolerance})",
             ))
+        # figures only some artefacts carry (e.g. the training run's cross-source tests): compared when the champion
+        # has them; a candidate without them is then refused, a champion without them cannot be compared (passes)
+        for metric, tolerance in gates.get("non_inferiority_if_present", {}).items():
+            a, b = champion.get(metric), candidate.get(metric)
+            lower_is_better = metric in gates.get("lower_is_better", [])
+            if a is None:
+                checks.append(GateCheck(f"not worse: {metric}", True,
+                                        f"champion has no {metric} (not measured when it was trained): not compared"))
+                continue
+            if b is None:
+                checks.append(GateCheck(f"not worse: {metric}", False,
+                                        f"candidate has no {metric} but the champion has {_fmt(a)}: train it with them"))
+                continue
+            worse_by = (b - a) if lower_is_better else (a - b)
+            checks.append(GateCheck(
+                f"not worse: {metric}", worse_by <= tolerance,
+                f"candidate {_fmt(b)} vs champion {_fmt(a)} (tolerance {tolerance})",
+            ))
     return GateReport(all(c.passed for c in checks), checks)
 
 

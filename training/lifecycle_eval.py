@@ -53,10 +53,17 @@ def evaluate_triage(model_dir: Path, dataset: str, settings: Settings) -> dict:
     # the blind routing set (written outside the training data): the gate refuses a model that routes it worse or
     # hands more of it to a human than the champion (issue 12)
     routing = routing_report(clf, read_rows(urgency_train.BLIND_SET.parent / "routing_blind_v1.csv"))["overall"]
+    routing2 = routing_report(clf, read_rows(urgency_train.BLIND_SET.parent / "routing_blind_v2.csv"))["overall"]
     return {
         "routing_blind_top1": routing["top1"],
         "routing_blind_top3": routing["top3"],
         "routing_blind_coverage": 1.0 - routing["handed_off"],
+        "routing_blind2_top1": routing2["top1"],
+        "routing_blind2_top3": routing2["top3"],
+        "routing_blind2_coverage": 1.0 - routing2["handed_off"],
+        # the training run's cross-source tests (a model of the same recipe trained on one public source, tested on
+        # the other): a property of the recipe, read from the artefact's meta; absent when trained without them
+        **cross_source_figures(meta),
         "urgency_emergency_recall": urgency["emergency_recall"],
         "urgency_under_triage_rate": urgency["under_triage_rate"],
         "urgency_exact_accuracy": urgency["exact_accuracy"],
@@ -70,6 +77,20 @@ def evaluate_triage(model_dir: Path, dataset: str, settings: Settings) -> dict:
         "threshold": float(clf.threshold),
         "per_class": metrics["per_center"],
     }
+
+
+def cross_source_figures(meta: dict) -> dict:
+    """Mean top-1 / top-3 over the training run's cross-source directions (``xsrc_<a>_to_<b>_accuracy``), or {}."""
+    metrics = meta.get("metrics") or {}
+    top1 = [float(v) for k, v in metrics.items() if k.startswith("xsrc_") and k.endswith("_accuracy")
+            and not k.endswith("_baseline_accuracy") and not k.endswith("_top3_accuracy")]
+    top3 = [float(v) for k, v in metrics.items() if k.startswith("xsrc_") and k.endswith("_top3_accuracy")]
+    out = {}
+    if top1:
+        out["cross_source_top1"] = float(np.mean(top1))
+    if top3:
+        out["cross_source_top3"] = float(np.mean(top3))
+    return out
 
 
 def evaluate_ddi(model_dir: Path, dataset: str, settings: Settings) -> dict:

@@ -866,6 +866,7 @@ def report(run: Run, probs_raw: np.ndarray, probs: np.ndarray) -> Path:
         key = name.replace("->", "_to_")
         flat[f"xsrc_{key}_accuracy"] = c["model"]["accuracy"]
         flat[f"xsrc_{key}_macro_f1"] = c["model"]["macro_f1"]
+        flat[f"xsrc_{key}_top3_accuracy"] = c["model"]["top3_accuracy"]
         flat[f"xsrc_{key}_baseline_accuracy"] = c["baseline"]["accuracy"]
         flat[f"xsrc_{key}_baseline_macro_f1"] = c["baseline"]["macro_f1"]
     run.flat = {k: float(v) for k, v in flat.items() if v is not None and np.isfinite(v)}

@@ -190,7 +190,8 @@ def test_shipped_triage_gate_refuses_worse_urgency_safety():
     gates = load_gates(kind_of("triage"))
     base = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selective_accuracy": 0.95, "ece": 0.04,
             "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08,
-            "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65}
+            "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65,
+            "routing_blind2_top1": 0.74, "routing_blind2_coverage": 0.61}
     assert apply_gates(gates, dict(base), dict(base)).passed
     worse_recall = {**base, "urgency_emergency_recall": 0.96}
     report = apply_gates(gates, worse_recall, base)
@@ -207,9 +208,42 @@ def test_shipped_triage_gate_refuses_worse_blind_routing():
     gates = load_gates(kind_of("triage"))
     base = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selective_accuracy": 0.95, "ece": 0.04,
             "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08,
-            "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65}
+            "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65,
+            "routing_blind2_top1": 0.74, "routing_blind2_coverage": 0.61}
     assert apply_gates(gates, {**base, "routing_blind_top1": 0.685}, base).passed  # within the 2-point margin
     report = apply_gates(gates, {**base, "routing_blind_top1": 0.67}, base)
     assert [c.name for c in report.failures()] == ["not worse: routing_blind_top1"]
     report = apply_gates(gates, {**base, "routing_blind_coverage": 0.60}, base)
     assert [c.name for c in report.failures()] == ["not worse: routing_blind_coverage"]
+    report = apply_gates(gates, {**base, "routing_blind2_top1": 0.70}, base)  # the second blind set counts too
+    assert [c.name for c in report.failures()] == ["not worse: routing_blind2_top1"]
+    report = apply_gates(gates, {**base, "routing_blind2_coverage": 0.55}, base)
+    assert [c.name for c in report.failures()] == ["not worse: routing_blind2_coverage"]
+
+
+def test_shipped_triage_gate_compares_cross_source_when_the_champion_has_it():
+    """Issue 12: cross-source top-1 (the training run's source-to-source tests) may not drop by more than 2 points;
+    a champion trained without cross-source tests cannot be compared, a candidate without them is refused."""
+    from training.lifecycle import apply_gates, kind_of, load_gates
+    from training.lifecycle_eval import cross_source_figures
+
+    gates = load_gates(kind_of("triage"))
+    base = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selective_accuracy": 0.95, "ece": 0.04,
+            "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08,
+            "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65,
+            "routing_blind2_top1": 0.74, "routing_blind2_coverage": 0.61}
+    meta = {"metrics": {"xsrc_speech_to_s2d_accuracy": 0.76, "xsrc_s2d_to_speech_accuracy": 0.56,
+                        "xsrc_speech_to_s2d_baseline_accuracy": 0.5, "xsrc_speech_to_s2d_top3_accuracy": 0.9,
+                        "xsrc_s2d_to_speech_top3_accuracy": 0.8, "test_accuracy": 0.88}}
+    figures = cross_source_figures(meta)
+    assert figures == {"cross_source_top1": pytest.approx(0.66), "cross_source_top3": pytest.approx(0.85)}
+    assert cross_source_figures({"metrics": {"test_accuracy": 0.9}}) == {}
+    champion = {**base, **figures}
+    assert apply_gates(gates, {**base, "cross_source_top1": 0.645}, champion).passed
+    report = apply_gates(gates, {**base, "cross_source_top1": 0.62}, champion)
+    assert [c.name for c in report.failures()] == ["not worse: cross_source_top1"]
+    report = apply_gates(gates, dict(base), champion)
+    assert [c.name for c in report.failures()] == ["not worse: cross_source_top1"]
+    assert "candidate has no cross_source_top1" in report.failures()[0].detail
+    report = apply_gates(gates, {**base, "cross_source_top1": 0.3}, dict(base))  # quick champion: nothing to compare
+    assert report.passed and any("not compared" in c.detail for c in report.checks)
