@@ -41,7 +41,8 @@ import pandas as pd
 from evaluation import triage_eval as ev
 from serving.feedback import REFERENCE_FILE, reference_stats
 from serving.settings import PROJECT_ROOT, Settings, get_settings
-from training import exemplar_blend, feedback_data, onnx_export, registry, urgency_data, urgency_train
+from training import (center_statements, exemplar_blend, feedback_data, onnx_export, registry, urgency_data,
+                      urgency_train)
 from training.onnx_export import _by_length, torch_logits
 from training.sources import hashes_for
 from training.triage_data import (
@@ -100,6 +101,10 @@ class TrainOptions:
     progress: bool = True
     urgency: bool = True  # train an urgency head (same encoder pass as the centers)
     guidance_centers: bool = False  # add public-guidance presentations as center training text (train split only)
+    # issue 12: complaints derived from public condition pages (datasets/triage/guidance/center_statements.csv),
+    # train split only, none equal to or near a validation/test text; see docs/triage-data.md for the measurement
+    center_statements: bool = False
+    center_statements_per_statement: int = 3
     # frozen (default): a head on the finished encoder; joint: multi-task fine-tuning, measured worse here (center
     # macro-F1 84.5 -> 78.8%, urgency validation AUROC no better: docs/urgency.md)
     urgency_mode: str = "frozen"
@@ -452,6 +457,11 @@ def _prepare(settings: Settings, opts: TrainOptions, examples=None):
         df = make_splits(df, opts.seed)
     if opts.guidance_centers:
         df = pd.concat([df, guidance_center_rows(opts.seed)], ignore_index=True)
+    if opts.center_statements:
+        heldout = list(df.loc[df["split"] != "train", "text"])
+        df = pd.concat([df, center_statements.center_rows(heldout, seed=opts.seed,
+                                                          per_statement=opts.center_statements_per_statement)],
+                       ignore_index=True)
     full = df
     if opts.limit_per_center:
         n = int(opts.limit_per_center)
@@ -646,6 +656,8 @@ def log_inputs(run: Run) -> None:
         hashes = {**hashes, **dataset_hashes(settings=run.settings)}
     except ImportError:
         pass
+    if opts.center_statements:
+        hashes = {**hashes, "triage/guidance/center_statements.csv": center_statements.data_hash()}
     mlflow.set_tags({"taxonomy_version": run.taxonomy.version, "git_commit": run.commit,
                      "model_name": TRIAGE_MODEL_NAME, **{f"data.{k}": v for k, v in hashes.items()}})
     mlflow.log_dict(hashes, "data/dataset_sha256.json")
@@ -986,6 +998,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-urgency", dest="urgency", action="store_false", help="train no urgency head")
     p.add_argument("--guidance-centers", action=argparse.BooleanOptionalAction, default=d.guidance_centers,
                    help="add public-guidance presentations (with their page's center) to the training split")
+    p.add_argument("--center-statements", action=argparse.BooleanOptionalAction, default=d.center_statements,
+                   help="add complaints derived from public condition pages (center_statements.csv, with "
+                        "provenance) to the training split")
     p.add_argument("--urgency-mode", choices=URGENCY_MODES, default=d.urgency_mode,
                    help="joint: multi-task fine-tuning of the encoder; frozen: a head on the finished encoder")
     p.add_argument("--urgency-per-statement", type=int, default=d.urgency_per_statement,

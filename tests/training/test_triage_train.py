@@ -144,6 +144,8 @@ def test_cli_options():
     assert dataclasses.asdict(opts)["layers"] == 2 and not opts.register and not opts.cross_source
     assert opts.alias == "challenger" and opts.few_shot == "both" and opts.limit_per_center == 5
     assert opts.exemplars and not TrainOptions(**vars(build_parser().parse_args(["--no-exemplars"]))).exemplars
+    assert not opts.center_statements  # issue 12: opt-in until a full retrain is measured
+    assert TrainOptions(**vars(build_parser().parse_args(["--center-statements"]))).center_statements
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--few-shot", "magic"])
     with pytest.raises(SystemExit):
