@@ -16,7 +16,7 @@ COMMANDS = {
     "triage": ("training.triage_train", "main", "same as 'train triage'"),
     "ddi": ("training.ddi_train", "main", "same as 'train ddi'"),
     "kb": ("training.kb_build", "main", "build the prescription knowledge-base artefact"),
-    "urgency-head": ("training.urgency_train", "main", "copy a triage artifact and fit its urgency head anew"),
+    "urgency-head": ("training.urgency_refit", "main", "refit the urgency head of a copy; --register: own version, gated"),
     "distill": ("training.distill", "main", "distil a registered triage model into a smaller student (own version)"),
     "gold": ("training.rx_gold", "main", "rebuild the prescription gold set datasets/drugs/gold_prescriptions.jsonl"),
     "eval-rx": ("training.offline_eval", "rx_main", "the checker on the gold set, the sig parser on its line set"),

@@ -49,7 +49,11 @@ def evaluate_triage(model_dir: Path, dataset: str, settings: Settings) -> dict:
     sel = selective(y, probs, clf.threshold)
     # the service's urgency decision with this artifact (its urgency head, or rules alone when it has none) on the
     # blind urgency set: the gate refuses a model that misses more emergencies or under-triages more
-    urgency = headline(evaluate_urgency(urgency_train.blind_rows(), pipeline(RedFlagMatcher(), clf)))
+    matcher = RedFlagMatcher()
+    urgency = headline(evaluate_urgency(urgency_train.blind_rows(), pipeline(matcher, clf)))
+    # the second blind set (written before any model ran on it; first run in docs/urgency.md): read by the gate too,
+    # so a candidate that misses more of either set's emergencies is refused
+    urgency2 = headline(evaluate_urgency(urgency_train.blind_rows_v2(), pipeline(matcher, clf)))
     # the blind routing set (written outside the training data): the gate refuses a model that routes it worse or
     # hands more of it to a human than the champion (issue 12)
     routing = routing_report(clf, read_rows(urgency_train.BLIND_SET.parent / "routing_blind_v1.csv"))["overall"]
@@ -67,6 +71,9 @@ def evaluate_triage(model_dir: Path, dataset: str, settings: Settings) -> dict:
         "urgency_emergency_recall": urgency["emergency_recall"],
         "urgency_under_triage_rate": urgency["under_triage_rate"],
         "urgency_exact_accuracy": urgency["exact_accuracy"],
+        "urgency_blind2_emergency_recall": urgency2["emergency_recall"],
+        "urgency_blind2_under_triage_rate": urgency2["under_triage_rate"],
+        "urgency_blind2_exact_accuracy": urgency2["exact_accuracy"],
         "n": metrics["n"],
         "accuracy": metrics["accuracy"],
         "macro_f1": metrics["macro_f1"],

@@ -159,6 +159,60 @@ def _body(statement: str, population: str, rng: random.Random) -> tuple[str, str
     return f"{rng.choice(HAVE)} {_first_person(s)}", "self"
 
 
+# ------------------------------------------------------------------------------------------------ page context
+# A list item is often an emergency only in the context its page gives it ("problems with memory" under "Go to A&E
+# after a head injury if you have"). The context is read from the row's own section heading (the page's words, or
+# the collector's ``[context: ...]`` note) or, for a few pages whose heading names no condition, from its title, and
+# carried into every complaint derived from the statement as a short clause. Each rule: (regex on the section,
+# regex on the title or None, clauses, regex that means the statement already says it). Nothing here adds a
+# symptom the page does not state; the clauses only restate the page's condition in lay words.
+CONTEXT_RULES: tuple[tuple[str, str | None, tuple[str, ...], str], ...] = (
+    (r"hit (?:their|your) head|\bhit head\b|after a head injury", None,
+     ("after a head injury", "after a bang on the head", "since the head injury"), r"head|concuss"),
+    (r"extremely painful headache", None, ("with an extremely painful headache", "and a really bad headache"),
+     r"headache"),
+    (r"severe headache and", None, ("with a severe headache",), r"headache"),
+    (r"have a hernia and", None, ("with my hernia", "- I have a hernia"), r"hernia"),
+    (r"chickenpox and", None, ("with chickenpox", "and has chickenpox"), r"chickenpox"),
+    (r"symptoms of DVT|DVT symptoms", None, ("with symptoms of DVT",), r"DVT|clot"),
+    (r"seizure \(or fit\) and|\[context: after a seizure\]", None, ("after a seizure", "after a fit"),
+     r"seizure|fit\b"),
+    (r"have gum disease", None, ("with gum disease",), r"gum"),
+    (r"recently had, a fever|fever also includes|\[context: child with a fever\]", None,
+     ("with a fever", "and a high temperature"), r"fever|temperature"),
+    (r"(?:might|could) be pregnant", None, ("and I might be pregnant",), r"pregnan"),
+    (r"^Come back to the emergency department", r"Kidney stone", ("with kidney stone pain",), r"kidney"),
+    (r"kidney infection", None, ("with UTI symptoms",), r"urin|pee|UTI"),
+    (r"^See a GP if$", r"Hives", ("with hives",), r"hives|rash"),
+    (r"^You should call your GP if$", r"Earache", ("with earache",), r"ear"),
+    (r"other symptoms such as$", r"Mouth ulcers", ("with mouth ulcers",), r"ulcer"),
+    (r"Call 999 immediately and ask for an ambulance", r"Transient ischaemic attack",
+     ("after stroke symptoms (TIA)",), r"stroke|TIA"),
+    (r"^Ask for an urgent GP appointment or go to A&E if$", r"Cellulitis", ("with cellulitis",), r"cellulitis"),
+)
+_CONTEXT_NOTE = re.compile(r"\[context: ([^\]]+)\]")
+CARRY_CONTEXT = True  # False reproduces the complaints as written before the page context was carried
+
+
+def statement_context(row: dict) -> tuple[str, ...]:
+    """Lay clauses that carry the page's context into complaints derived from ``row`` (``()`` when none)."""
+    if not CARRY_CONTEXT:
+        return ()
+    section, title, text = str(row.get("source_section", "")), str(row.get("source_title", "")), row["statement"]
+    for sec, tit, clauses, said in CONTEXT_RULES:
+        if re.search(sec, section, re.I) and (tit is None or re.search(tit, title, re.I)):
+            if row.get("population") == "pregnancy":  # the complaint states the pregnancy already
+                clauses = tuple(c for c in clauses if "pregnan" not in c)
+            return () if re.search(said, text, re.I) else clauses
+    note = _CONTEXT_NOTE.search(section)
+    if note:
+        clause = note.group(1).strip()
+        if re.match(r"(?:with|after|during|while|in|on|when|since)\b", clause, re.I):
+            return (_first_person(clause),)
+        return (f"with {_first_person(clause)}",)
+    return ()
+
+
 CHILD_WHO = ["my son", "my daughter", "my 4 year old", "my little boy", "my little girl", "my 7yo", "our son",
              "my 10 year old daughter", "my child", "my toddler"]
 INFANT_WHO = ["my baby", "my 6 week old", "our newborn", "my 3 month old", "my baby girl", "my baby boy",
@@ -233,6 +287,9 @@ def statement_complaints(row: dict, n: int, rng: random.Random) -> list[dict]:
         if len(out) >= n:
             break
         body, person = _body(row["statement"], row["population"], rng)
+        context = statement_context(row)
+        if context:
+            body = f"{body} {rng.choice(context)}"
         text, frame = _frame(body, row["population"], rng)
         text, register = _register(text, rng)
         if _norm(text) in seen:
@@ -240,7 +297,8 @@ def statement_complaints(row: dict, n: int, rng: random.Random) -> list[dict]:
         seen.add(_norm(text))
         out.append({"text": text, "urgency": row["urgency"], "center": row["center"], "kind": "statement",
                     "statement_id": row["statement_id"], "other_statement_id": "", "group": row["group"],
-                    "source_url": row["source_url"], "template": f"{person}/{frame}/{register}",
+                    "source_url": row["source_url"],
+                    "template": f"{person}/{frame}/{register}" + ("/context" if context else ""),
                     "author": AUTHOR})
     return out
 
@@ -298,15 +356,20 @@ def make_examples(statements: pd.DataFrame, per_statement: int = 6, contrast: in
 
 
 def split_groups(df: pd.DataFrame, val_fraction: float = 0.2, seed: int = 7) -> pd.Series:
-    """'train' / 'val' per row, by statement group (stratified by the group's level)."""
-    rng = random.Random(seed)
+    """'train' / 'val' per row, by statement group. A group's side depends only on its own text (a seeded hash), so
+    statements appended to the guidance table never move an existing statement across the split: two versions of
+    the table are compared on the same held-out statements (docs/urgency.md, sixth run). A level whose groups all
+    hash to 'train' (small tables) gives its lowest-hash group to 'val'."""
+    def score(group: str) -> float:
+        return int(hashlib.sha1(f"{seed}:{group}".encode()).hexdigest()[:12], 16) / float(16 ** 12)
+
     split = {}
     for level in URGENCY_LEVELS:
         groups = sorted(set(df.loc[df["urgency"] == level, "group"]) - set(split))
-        rng.shuffle(groups)
-        n_val = max(1, round(len(groups) * val_fraction)) if len(groups) > 1 else 0
-        for i, g in enumerate(groups):
-            split[g] = "val" if i < n_val else "train"
+        for g in groups:
+            split[g] = "val" if score(g) < val_fraction else "train"
+        if len(groups) > 1 and not any(split[g] == "val" for g in groups):
+            split[min(groups, key=score)] = "val"
     return df["group"].map(split)
 
 

@@ -17,19 +17,14 @@ the model as ``urgency_head.json`` (``triage.classifier.UrgencyHead``).  Steps (
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from evaluation.urgency_eval import evaluate_urgency, headline, pipeline
-from serving.registry import configure, resolve_model_dir
-from serving.settings import PROJECT_ROOT, get_settings
-from training.registry import experiment_id
+from serving.settings import PROJECT_ROOT
 from training.sources import source_file
 from training.urgency_data import (
     data_hash,
@@ -39,8 +34,6 @@ from training.urgency_data import (
 )
 from training.weights import balanced_class_weights
 from triage.classifier import (
-    URGENCY_HEAD_FILE,
-    TriageClassifier,
     encode_bank,
     neighbour_shares,
 )
@@ -359,43 +352,3 @@ def flat_metrics(reports: dict) -> dict[str, float]:
         for key, value in headline(report).items():
             out[f"urgency_{name}_{key}"] = value
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training urgency-head --model URI_OR_FOLDER --output DIR``: copy a triage artifact and fit its
-    urgency head anew (frozen mode) on the current guidance data, e.g. after the guidance table changed."""
-    parser = argparse.ArgumentParser(prog="python -m training urgency-head", description=main.__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="triage model URI or folder (with an embedding output)")
-    parser.add_argument("--output", required=True, type=Path, help="new artifact folder (must not exist)")
-    parser.add_argument("--per-statement", type=int, default=6)
-    parser.add_argument("--no-neighbours", action="store_true",
-                        help="no nearest-exemplar blend (the linear head alone, as before issue 11's blend)")
-    args = parser.parse_args(argv)
-    settings = get_settings()
-    folder, _ = resolve_model_dir(args.model, settings)
-    if args.output.exists():
-        parser.error(f"{args.output} exists")
-    shutil.copytree(folder, args.output)
-    (args.output / URGENCY_HEAD_FILE).unlink(missing_ok=True)
-    clf = TriageClassifier.from_folder(args.output, variant="int8")
-    head, details = train_head(clf, per_statement=args.per_statement, neighbours=not args.no_neighbours)
-    (args.output / URGENCY_HEAD_FILE).write_text(json.dumps(head))
-    details["frame"].to_csv(args.output / "urgency_training_examples.csv", index=False)
-    # the refit is a run of its own (experiment "triage"), named in the copy's meta.json as urgency_run_id, so
-    # `python -m training eval-urgency --log-mlflow` logs its figures there, not to the encoder's training run
-    import mlflow
-
-    meta_path = args.output / "meta.json"
-    meta = json.loads(meta_path.read_text())
-    configure(settings)
-    with mlflow.start_run(experiment_id=experiment_id("triage", settings), run_name="urgency-head-refit") as run:
-        mlflow.set_tags({"parent_model_run_id": str(meta.get("run_id")), "urgency_head": head["version"]})
-        mlflow.log_params({"mode": head["mode"], "per_statement": args.per_statement, "source_model": args.model,
-                           **{f"threshold_{k}": v for k, v in head["thresholds"].items()}})
-        mlflow.log_artifact(str(args.output / URGENCY_HEAD_FILE), "model")
-    meta["urgency_run_id"] = run.info.run_id
-    meta_path.write_text(json.dumps(meta, indent=2))
-    print(f"urgency head {head['version']} ({head['mode']}) written to {args.output / URGENCY_HEAD_FILE}; "
-          f"thresholds {head['thresholds']}; nearest-exemplar blend {head['neighbour_selection']['chosen']}; "
-          f"MLflow run {run.info.run_id}")
-    return 0

@@ -190,6 +190,7 @@ def test_shipped_triage_gate_refuses_worse_urgency_safety():
     gates = load_gates(kind_of("triage"))
     base = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selective_accuracy": 0.95, "ece": 0.04,
             "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08,
+            "urgency_blind2_emergency_recall": 0.9, "urgency_blind2_under_triage_rate": 0.1,
             "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65,
             "routing_blind2_top1": 0.74, "routing_blind2_coverage": 0.61}
     assert apply_gates(gates, dict(base), dict(base)).passed
@@ -199,6 +200,13 @@ def test_shipped_triage_gate_refuses_worse_urgency_safety():
     worse_under = {**base, "urgency_under_triage_rate": 0.09}
     report = apply_gates(gates, worse_under, base)
     assert [c.name for c in report.failures()] == ["not worse: urgency_under_triage_rate"]
+    # the second blind set is read the same way, each set on its own
+    report = apply_gates(gates, {**base, "urgency_blind2_emergency_recall": 0.8667}, base)
+    assert [c.name for c in report.failures()] == ["not worse: urgency_blind2_emergency_recall"]
+    report = apply_gates(gates, {**base, "urgency_blind2_under_triage_rate": 0.11}, base)
+    assert [c.name for c in report.failures()] == ["not worse: urgency_blind2_under_triage_rate"]
+    better = {**base, "urgency_blind2_emergency_recall": 0.95, "urgency_blind2_under_triage_rate": 0.05}
+    assert apply_gates(gates, better, base).passed
 
 
 def test_shipped_triage_gate_refuses_worse_blind_routing():
@@ -208,6 +216,7 @@ def test_shipped_triage_gate_refuses_worse_blind_routing():
     gates = load_gates(kind_of("triage"))
     base = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selective_accuracy": 0.95, "ece": 0.04,
             "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08,
+            "urgency_blind2_emergency_recall": 0.9, "urgency_blind2_under_triage_rate": 0.1,
             "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65,
             "routing_blind2_top1": 0.74, "routing_blind2_coverage": 0.61}
     assert apply_gates(gates, {**base, "routing_blind_top1": 0.685}, base).passed  # within the 2-point margin
@@ -230,6 +239,7 @@ def test_shipped_triage_gate_compares_cross_source_when_the_champion_has_it():
     gates = load_gates(kind_of("triage"))
     base = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selective_accuracy": 0.95, "ece": 0.04,
             "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08,
+            "urgency_blind2_emergency_recall": 0.9, "urgency_blind2_under_triage_rate": 0.1,
             "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65,
             "routing_blind2_top1": 0.74, "routing_blind2_coverage": 0.61}
     meta = {"metrics": {"xsrc_speech_to_s2d_accuracy": 0.76, "xsrc_s2d_to_speech_accuracy": 0.56,

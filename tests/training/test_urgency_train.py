@@ -289,3 +289,24 @@ def test_head_with_neighbours_blends_in_the_served_classifier(head_model_dir, tm
     (model / URGENCY_HEAD_FILE).write_text(json.dumps(doc))
     with pytest.raises(ModelArtifactError, match="neighbours"):
         TriageClassifier.from_folder(model, intra_op_threads=1)
+
+
+def test_page_context_is_carried_into_derived_complaints():
+    """A list item that is an emergency only in its page's context ("problems with memory" after a head injury)
+    keeps that context in every complaint derived from it; a statement that already says it gets no clause."""
+    import random
+
+    row = {"statement_id": "X1", "statement": "problems with memory", "urgency": "emergency", "center": "neurology",
+           "population": "any", "group": "g1", "source_url": "https://www.nhs.uk/x", "source_title": "Head injury",
+           "source_section": "When to go to A&E: Go to A&E after a head injury if you or your child have"}
+    out = urgency_data.statement_complaints(row, 6, random.Random(0))
+    assert all("head" in r["text"].lower() for r in out) and all(r["template"].endswith("/context") for r in out)
+    said = {**row, "statement": "a head wound with something inside it"}
+    assert urgency_data.statement_context(said) == ()
+    noted = {**row, "source_section": "Call 111 if [context: child with a fever]"}
+    assert urgency_data.statement_context(noted) == ("with a fever", "and a high temperature")
+    plain = {**row, "source_section": "Call 999 if"}
+    assert urgency_data.statement_context(plain) == ()
+    pregnant = {**row, "population": "pregnancy", "statement": "heavy bleeding",
+                "source_section": "Call 999 if you are pregnant or could be pregnant and experience"}
+    assert urgency_data.statement_context(pregnant) == ()
