@@ -50,7 +50,7 @@ from serving.metrics import Metrics
 from serving.model_holder import ModelHolder, check_labels, model_version_of
 from serving.registry import resolve_model_dir
 from serving.settings import Settings
-from serving.shadow_worker import MAX_MESSAGE
+from serving.shadow_worker import MAX_MESSAGE, ActivityBoard
 
 log = logging.getLogger(SERVICE_LOGGER)
 
@@ -74,14 +74,19 @@ class ChallengerInfo:
 class ScorerProcess:
     """The scorer process and the service's end of its socket."""
 
-    def __init__(self, on_message: Callable[[tuple], None], on_exit: Callable[[], None]) -> None:
+    def __init__(self, on_message: Callable[[tuple], None], on_exit: Callable[[], None],
+                 board: ActivityBoard | None = None, idle_ms: float = 0.0) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env.setdefault("OMP_NUM_THREADS", "1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "serving.shadow_worker", str(child.fileno())],
-                                     pass_fds=(child.fileno(),), env=env, cwd=PROJECT_ROOT)
+        argv, fds = [str(child.fileno())], [child.fileno()]
+        if board is not None:  # score only in the worker's idle moments (serving.shadow_worker)
+            argv += [str(board.fd), repr(float(idle_ms))]
+            fds.append(board.fd)
+        self.proc = subprocess.Popen([sys.executable, "-m", "serving.shadow_worker", *argv],
+                                     pass_fds=tuple(fds), env=env, cwd=PROJECT_ROOT)
         child.close()
         self.sock = parent
         self.scheduling = "starting"
@@ -155,6 +160,16 @@ class ShadowScorer:
         self.max_outstanding = int(settings.shadow_queue)
         self.skip_waiting = int(settings.shadow_skip_waiting)
         self.waiting = waiting  # requests waiting for a triage batch now (the answering path's backlog)
+        # requests in flight in this worker (the request middleware counts them), read by the scorer process, which
+        # then scores only in the worker's idle moments (RXT_SHADOW_IDLE_ONLY)
+        self.activity: ActivityBoard | None = None
+        if self.enabled and settings.shadow_idle_only:
+            try:
+                self.activity = ActivityBoard()
+            except (AttributeError, OSError) as exc:  # no memfd (not Linux): score as requests come
+                log_event(log, "shadow scoring not limited to idle moments: no shared memory board",
+                          level=logging.WARNING, error=exc.__class__.__name__)
+        self.idle_ms = float(settings.shadow_idle_ms)
         self.holder = ModelHolder(settings, uri=settings.challenger_model_uri, loader=self._load_in_process,
                                   check=lambda m: check_labels(m, taxonomy), name="challenger",
                                   on_change=lambda m: metrics.set_challenger(model_version_of(m)))
@@ -177,7 +192,7 @@ class ShadowScorer:
             if self._process is None or not self._process.alive:
                 self._outstanding = 0
                 self.metrics.shadow_outstanding.set(0)
-                self._process = ScorerProcess(self._on_message, self._on_exit)
+                self._process = ScorerProcess(self._on_message, self._on_exit, self.activity, self.idle_ms)
             return self._process
 
     def _load_in_process(self, uri: str, settings: Settings) -> ChallengerInfo:
@@ -282,6 +297,7 @@ class ShadowScorer:
     def status(self) -> dict:
         process = self._process
         return {"enabled": self.enabled, "fraction": self.fraction, "challenger_version": self.holder.version,
+                "idle_only": self.activity is not None,
                 "uri": self.holder.uri, "outstanding": self._outstanding, "error": self.holder.last_error,
                 "process": None if process is None else {"pid": process.pid, "alive": process.alive,
                                                           "scheduling": process.scheduling}}
