@@ -16,6 +16,8 @@ For each serving mode (``batched``: the configured ``batch_max_size``/``batch_ma
     .venv/bin/python benchmarks/load_triage.py --modes batched shadow --concurrency 64   # shadow challenger cost
     .venv/bin/python benchmarks/load_triage.py --modes batched shadow --concurrency 64 --rounds 6 --duration 20 \
         --challenger <model folder> --shadow-fraction 0.2     # both servers up, ABBAAB..., warm-up round discarded
+    .venv/bin/python benchmarks/load_triage.py --modes batched shadow --concurrency 64 --rounds 12 --duration 6 \
+        --challenger <model folder> --shadow-fraction 0.2 --wrk   # the same, each slice driven by wrk
 
 Modes ``nofeedback`` (answers not recorded: RXT_FEEDBACK_ENABLED=false) and ``shadow`` (the challenger, by default
 the same model, scores ``--shadow-fraction`` of the requests off the answering path) are batched serving with one
@@ -296,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-round", type=float, default=20.0,
                    help="--rounds: seconds of the discarded warm-up round of each mode")
     p.add_argument("--json", help="also write the results to this file")
-    p.add_argument("--wrk", action="store_true", help="drive the service with wrk instead of the Python client")
+    p.add_argument("--wrk", action="store_true", help="drive the service with wrk instead of the Python client (with --rounds: each slice is one wrk run; "
+                        "wrk reports percentiles only, so no pooled p99)")
     p.add_argument("--workers", type=int, nargs="+", default=[1], help="service worker processes, one run each")
     p.add_argument("--inprocess", type=float, default=0.0,
                    help="first measure the in-process pipeline for this many seconds (HTTP share of it)")
@@ -312,10 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    if args.wrk:
-        return wrk_main(args)
     if args.rounds:
         return alternate_main(args)
+    if args.wrk:
+        return wrk_main(args)
     results: dict[str, list[dict]] = {}
     log_dir = Path(tempfile.mkdtemp(prefix="load-triage-"))
     for mode in args.modes:
@@ -479,7 +482,21 @@ def alternate_main(args) -> int:
     modes = list(dict.fromkeys(args.modes))
     if len(modes) != 2:
         raise SystemExit("--rounds compares exactly two modes (e.g. --modes batched shadow)")
-    print(f"cpu: {describe_cpu()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    if args.wrk:  # --rounds --wrk: the slices are driven by wrk (no per-request latencies: no pooled p99)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from wrk_support import run_wrk
+
+        bodies = [{"text": t, "age": 30 + i % 40} for i, t in enumerate(TEXTS)]
+
+        def drive(url: str, c: int, seconds: float, raw: bool = False) -> dict:
+            if args.warmup > 0:
+                run_wrk(f"{url}/v1/triage", bodies, BENCH_KEY, connections=c, seconds=args.warmup)
+            return run_wrk(f"{url}/v1/triage", bodies, BENCH_KEY, connections=c, seconds=seconds)
+    else:
+        def drive(url: str, c: int, seconds: float, raw: bool = False) -> dict:
+            return run_client_process(url, c, seconds, args.max_requests, args.warmup, raw=raw)
+    print(f"cpu: {describe_cpu()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; client "
+          f"{'wrk' if args.wrk else 'python (httpx)'}", flush=True)
     log_dir = Path(tempfile.mkdtemp(prefix="load-triage-ab-"))
     servers: dict[str, Server] = {}
     rounds: list[dict] = []
@@ -493,7 +510,7 @@ def alternate_main(args) -> int:
             print(f"[{mode}] {ready['components']['triage_model']['detail']}", flush=True)
         for c in args.concurrency:
             for mode in modes:  # the discarded warm-up round of each server
-                row = run_client_process(servers[mode].url, c, args.warmup_round, args.max_requests, args.warmup)
+                row = drive(servers[mode].url, c, args.warmup_round)
                 waited = settle(servers[mode].url)
                 print(f"  c={c} warm-up {mode}: {row['rps']:.1f} req/s  p99 {row['p99_ms']} ms (discarded; settled "
                       f"{waited:.1f} s)", flush=True)
@@ -504,8 +521,7 @@ def alternate_main(args) -> int:
                     load = os.getloadavg()[0]
                     before = background_counters(servers[mode].url)
                     cpu_before = server_cpu(servers[mode])
-                    row = run_client_process(servers[mode].url, c, args.duration, args.max_requests, args.warmup,
-                                             raw=True)
+                    row = drive(servers[mode].url, c, args.duration, raw=True)
                     cpu_after = server_cpu(servers[mode])
                     at_end = background_counters(servers[mode].url)  # before the settle: scored during the slice
                     waited = settle(servers[mode].url)
