@@ -24,7 +24,8 @@ The worker exits when the service's end closes (the service stopped or died).
 requests in flight on an :class:`ActivityBoard`, a shared memory page whose descriptor this process inherits.  The
 scorer then holds the requests it is sent (the service bounds how many are outstanding) and scores them, a few at a
 time, only while the worker has had no request in flight for ``IDLE_MS``; while the worker is busy it only reads
-its socket every ``POLL_S``.  ``SCHED_IDLE`` alone was not enough: measured at c=64 on two cores, the scorer still
+its socket every ``POLL_S`` (doubling up to ``POLL_MAX_S`` while the worker stays busy; it does not wake for each
+request sent meanwhile).  ``SCHED_IDLE`` alone was not enough: measured at c=64 on two cores, the scorer still
 found CPU in the answering path's short gaps and cost ~8-10% of the p99 (docs/benchmarks.md).  Without a board
 (``FD`` only) it scores as soon as requests arrive, as before.
 """
@@ -46,7 +47,8 @@ from triage.classifier import TriageClassifier
 
 SHADOW_BATCH = 16
 IDLE_BATCH = 4  # texts scored between two looks at the board (a few ms of the challenger each)
-POLL_S = 0.01  # how often a scorer holding requests looks at the board while the worker is busy
+POLL_S = 0.01  # how often a scorer holding requests looks at the board while the worker is busy ...
+POLL_MAX_S = 0.08  # ... doubling up to this while it stays busy
 MAX_MESSAGE = 1 << 20
 
 
@@ -133,8 +135,8 @@ def _load(folder: str, registry_version: str | None, threads: int, centers: list
     return model, info
 
 
-def _receive(sock: socket.socket, timeout: float | None) -> list[tuple] | None:
-    """The messages waiting (at most SHADOW_BATCH), after waiting up to ``timeout`` s for the first (None: until one
+def _receive(sock: socket.socket, timeout: float | None, limit: int = SHADOW_BATCH) -> list[tuple] | None:
+    """The messages waiting (at most ``limit``), after waiting up to ``timeout`` s for the first (None: until one
     comes); None when the service's end closed."""
     if timeout is not None and not select.select([sock], [], [], timeout)[0]:
         return []
@@ -145,7 +147,7 @@ def _receive(sock: socket.socket, timeout: float | None) -> list[tuple] | None:
     if not data:
         return None
     messages = [pickle.loads(data)]
-    while len(messages) < SHADOW_BATCH:  # drain what else is waiting, without blocking
+    while len(messages) < limit:  # drain what else is waiting, without blocking
         try:
             more = sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
@@ -181,14 +183,20 @@ def serve(sock: socket.socket, board: ActivityBoard | None = None, idle_s: float
     model, version, lowered = None, None, None
     pending: deque = deque()  # score requests not scored yet (the service bounds them: RXT_SHADOW_QUEUE)
     send(("hello", "normal until the first model is loaded"))
+    poll = POLL_S
     while True:
+        limit = SHADOW_BATCH
         if not pending:
             timeout = None  # nothing to do: wait for the service
         elif board is None or idle():
             timeout = 0.0  # score now; only pick up what else has arrived
         else:
-            timeout = POLL_S  # the worker is busy: hold the requests, look again shortly
-        messages = _receive(sock, timeout)
+            # the worker is busy: hold the requests and sleep (not woken by each request the worker sends
+            # meanwhile), then take everything that came and look at the board again
+            time.sleep(poll)
+            poll = min(POLL_MAX_S, poll * 2)
+            timeout, limit = 0.0, 1 << 16
+        messages = _receive(sock, timeout, limit)
         if messages is None:
             return
         for msg in messages:
@@ -221,6 +229,7 @@ def serve(sock: socket.socket, board: ActivityBoard | None = None, idle_s: float
                 pending.clear()
         elif pending and (model is None or idle()):  # a few at a time, then look at the board again
             score([pending.popleft() for _ in range(min(IDLE_BATCH, len(pending)))])
+            poll = POLL_S
 
 
 def main(argv: list[str] | None = None) -> int:
