@@ -20,6 +20,11 @@ answering path (issue 15), in its own process so that it cannot slow the answers
 
   So under saturation the shadow sample shrinks (the scorer falls behind, then work is dropped or skipped) instead
   of the answers slowing; ``rxt_shadow_scored_total`` counts what was scored.
+- With ``RXT_SHADOW_IDLE_ONLY`` (the default) the scorer process also waits for idle moments: the request
+  middleware counts this worker's requests in flight on :attr:`ShadowScorer.activity` (a shared memory page, see
+  :class:`serving.shadow_worker.ActivityBoard`), and the scorer holds what it is sent until the worker has had none
+  in flight for ``RXT_SHADOW_IDLE_MS``.  Measured: ``SCHED_IDLE`` alone still gave it ~6% of the service's CPU
+  while the machine had no idle time at all (docs/benchmarks.md).
 - A receiving thread turns each scored request into a :class:`serving.feedback.ShadowRow` (both versions, both top
   centers and confidences, both hand-off decisions, agreement) for the feedback writer, which stores it beside the
   answer's record (``shadow_scores``).  Outcomes recorded later give both models' live accuracy (``python -m
