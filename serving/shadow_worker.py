@@ -63,7 +63,7 @@ class ActivityBoard:
     def __init__(self, fd: int | None = None) -> None:
         self.owner = fd is None
         if fd is None:
-            fd = os.memfd_create("rxt-shadow-activity", 0)  # no MFD_CLOEXEC: passed to the scorer (pass_fds)
+            fd = os.memfd_create("rxt-shadow-activity")  # close-on-exec; the scorer gets it through pass_fds
             os.ftruncate(fd, mmap.PAGESIZE)
         self.fd = fd
         self._map = mmap.mmap(fd, mmap.PAGESIZE)
