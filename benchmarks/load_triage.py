@@ -16,6 +16,8 @@ For each serving mode (``batched``: the configured ``batch_max_size``/``batch_ma
     .venv/bin/python benchmarks/load_triage.py --modes batched shadow --concurrency 64   # shadow challenger cost
     .venv/bin/python benchmarks/load_triage.py --modes batched shadow --concurrency 64 --rounds 6 --duration 20 \
         --challenger <model folder> --shadow-fraction 0.2     # both servers up, ABBAAB..., warm-up round discarded
+    .venv/bin/python benchmarks/load_triage.py --modes batched shadow --concurrency 64 --rounds 12 --duration 6 \
+        --challenger <model folder> --shadow-fraction 0.2 --wrk   # the same, each slice driven by wrk
 
 Modes ``nofeedback`` (answers not recorded: RXT_FEEDBACK_ENABLED=false) and ``shadow`` (the challenger, by default
 the same model, scores ``--shadow-fraction`` of the requests off the answering path) are batched serving with one
@@ -296,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-round", type=float, default=20.0,
                    help="--rounds: seconds of the discarded warm-up round of each mode")
     p.add_argument("--json", help="also write the results to this file")
-    p.add_argument("--wrk", action="store_true", help="drive the service with wrk instead of the Python client")
+    p.add_argument("--wrk", action="store_true", help="drive the service with wrk instead of the Python client (with --rounds: each slice is one wrk run; "
+                        "wrk reports percentiles only, so no pooled p99)")
     p.add_argument("--workers", type=int, nargs="+", default=[1], help="service worker processes, one run each")
     p.add_argument("--inprocess", type=float, default=0.0,
                    help="first measure the in-process pipeline for this many seconds (HTTP share of it)")
@@ -312,10 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    if args.wrk:
-        return wrk_main(args)
     if args.rounds:
         return alternate_main(args)
+    if args.wrk:
+        return wrk_main(args)
     results: dict[str, list[dict]] = {}
     log_dir = Path(tempfile.mkdtemp(prefix="load-triage-"))
     for mode in args.modes:
@@ -410,6 +413,40 @@ def settle(url: str, timeout: float = 60.0) -> float:
     return time.monotonic() - started
 
 
+def server_cpu(server: "Server") -> dict:
+    """CPU seconds used so far by the service's processes, split into the shadow scorer processes
+    (``serving.shadow_worker``) and the rest (the parent and its workers), and the machine's idle and steal seconds
+    (/proc/stat): where the CPU of a slice went."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from wrk_support import cpu_seconds
+
+    # descendants by parent pid (/proc/<pid>/task/<tid>/children names only the children that thread started, and
+    # the scorer process is started by a worker thread)
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, todo = [], [server.proc.pid]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    scorer, rest = [], []
+    for pid in tree:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        (scorer if b"serving.shadow_worker" in cmdline else rest).append(pid)
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    tick = os.sysconf("SC_CLK_TCK")
+    return {"service_cpu_s": cpu_seconds(rest), "scorer_cpu_s": cpu_seconds(scorer),
+            "idle_s": (int(fields[3]) + int(fields[4])) / tick, "steal_s": int(fields[7]) / tick}
+
+
 def _p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
@@ -445,7 +482,21 @@ def alternate_main(args) -> int:
     modes = list(dict.fromkeys(args.modes))
     if len(modes) != 2:
         raise SystemExit("--rounds compares exactly two modes (e.g. --modes batched shadow)")
-    print(f"cpu: {describe_cpu()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    if args.wrk:  # --rounds --wrk: the slices are driven by wrk (no per-request latencies: no pooled p99)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from wrk_support import run_wrk
+
+        bodies = [{"text": t, "age": 30 + i % 40} for i, t in enumerate(TEXTS)]
+
+        def drive(url: str, c: int, seconds: float, raw: bool = False) -> dict:
+            if args.warmup > 0:
+                run_wrk(f"{url}/v1/triage", bodies, BENCH_KEY, connections=c, seconds=args.warmup)
+            return run_wrk(f"{url}/v1/triage", bodies, BENCH_KEY, connections=c, seconds=seconds)
+    else:
+        def drive(url: str, c: int, seconds: float, raw: bool = False) -> dict:
+            return run_client_process(url, c, seconds, args.max_requests, args.warmup, raw=raw)
+    print(f"cpu: {describe_cpu()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; client "
+          f"{'wrk' if args.wrk else 'python (httpx)'}", flush=True)
     log_dir = Path(tempfile.mkdtemp(prefix="load-triage-ab-"))
     servers: dict[str, Server] = {}
     rounds: list[dict] = []
@@ -459,7 +510,7 @@ def alternate_main(args) -> int:
             print(f"[{mode}] {ready['components']['triage_model']['detail']}", flush=True)
         for c in args.concurrency:
             for mode in modes:  # the discarded warm-up round of each server
-                row = run_client_process(servers[mode].url, c, args.warmup_round, args.max_requests, args.warmup)
+                row = drive(servers[mode].url, c, args.warmup_round)
                 waited = settle(servers[mode].url)
                 print(f"  c={c} warm-up {mode}: {row['rps']:.1f} req/s  p99 {row['p99_ms']} ms (discarded; settled "
                       f"{waited:.1f} s)", flush=True)
@@ -469,17 +520,25 @@ def alternate_main(args) -> int:
                 for mode in order:
                     load = os.getloadavg()[0]
                     before = background_counters(servers[mode].url)
-                    row = run_client_process(servers[mode].url, c, args.duration, args.max_requests, args.warmup,
-                                             raw=True)
+                    cpu_before = server_cpu(servers[mode])
+                    row = drive(servers[mode].url, c, args.duration, raw=True)
+                    cpu_after = server_cpu(servers[mode])
+                    at_end = background_counters(servers[mode].url)  # before the settle: scored during the slice
                     waited = settle(servers[mode].url)
                     after = background_counters(servers[mode].url)
                     row["background"] = {key: round(after.get(key, 0) - before.get(key, 0), 3)
                                          for key in after if key.endswith("_total")}
+                    row["scored_in_slice"] = round(at_end.get("rxt_shadow_scored_total", 0)
+                                                   - before.get("rxt_shadow_scored_total", 0))
+                    # the client's slice (warm-up + measured), CPU seconds per served request and the machine's
+                    # idle/steal seconds over it
+                    row["cpu"] = {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after}
                     row.update(load_before=round(load, 2), settled_s=round(waited, 1), mode=mode)
                     got[mode] = row
                     print(f"  c={c} round {k + 1} {mode:<10} {row['rps']:>7.1f} req/s  p50 {row['p50_ms']} ms  "
                           f"p99 {row['p99_ms']} ms  errors {row['errors']}  (load {load:.2f}; settled {waited:.1f} s) "
-                          f"{ {k_.replace('_total', ''): v for k_, v in row['background'].items() if v} }", flush=True)
+                          f"{ {k_.replace('_total', ''): v for k_, v in row['background'].items() if v} } "
+                          f"scored in slice {row['scored_in_slice']}; cpu {row['cpu']}", flush=True)
                 a, b = got[modes[0]], got[modes[1]]
                 ratio = b["p99_ms"] / a["p99_ms"] if a["p99_ms"] and b["p99_ms"] else None
                 rounds.append({"concurrency": c, "round": k + 1, "order": order, modes[0]: a, modes[1]: b,
@@ -500,6 +559,26 @@ def alternate_main(args) -> int:
               f"{bg.get('rxt_shadow_scored_total', 0):.0f} / {dropped:.0f} / {skipped:.0f} of "
               f"{bg.get('rxt_triage_predictions_total', 0):.0f} |")
     for c in args.concurrency:
+        for mode in modes:  # where the CPU went during the slices, and how much of the sample was scored
+            rows_ = [r[mode] for r in rounds if r["concurrency"] == c]
+            if not rows_:
+                continue
+            cpu = {k: sum(r["cpu"][k] for r in rows_) for k in rows_[0]["cpu"]}
+            bg: dict[str, float] = {}
+            for r in rows_:
+                for k, v in r["background"].items():
+                    bg[k] = bg.get(k, 0) + v
+            served = sum(r["ok"] for r in rows_)
+            offered = bg.get("rxt_triage_predictions_total", 0)
+            scored = bg.get("rxt_shadow_scored_total", 0)
+            dropped = sum(v for k, v in bg.items() if k.startswith("rxt_shadow_dropped_total"))
+            skipped = sum(v for k, v in bg.items() if k.startswith("rxt_shadow_skipped_total"))
+            print(f"c={c} {mode}: {served} requests measured, {offered:.0f} answered in the slices (warm-ups "
+                  f"included); service CPU {cpu['service_cpu_s']:.1f} s, scorer CPU {cpu['scorer_cpu_s']:.1f} s, "
+                  f"machine idle {cpu['idle_s']:.1f} s, steal {cpu['steal_s']:.1f} s over the slices"
+                  + (f"; shadow scored {scored:.0f} ({scored / max(offered, 1):.1%} of answers; "
+                     f"{sum(r['scored_in_slice'] for r in rows_)} during the slices, the rest while settling), "
+                     f"dropped {dropped:.0f}, skipped {skipped:.0f}" if mode == "shadow" else ""))
         pooled = pooled_p99_ratio([r for r in rounds if r["concurrency"] == c], modes)
         if pooled:
             print(f"c={c}: pooled over {pooled['rounds']} rounds: {modes[0]} p99 {pooled['a_p99_ms']:.1f} ms "

@@ -161,7 +161,9 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None,
     # the last added runs first: /review security headers (on every status, the 500 included), request id /
     # access log / last-resort 500, the body limit, then routing and auth
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    shadow = state.triage.shadow
+    app.add_middleware(RequestContextMiddleware, metrics=metrics,
+                       activity=shadow.activity if shadow is not None and shadow.enabled else None)
     app.add_middleware(SecurityHeadersMiddleware)
     # the prescription check first: routes are matched in this order, and it is the busiest endpoint (issue #16)
     for module in (prescriptions, health, triage, outcomes, admin, alert_tiers, reviews, dashboard, review_page, docs):

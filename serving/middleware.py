@@ -31,9 +31,11 @@ service_log = logging.getLogger(SERVICE_LOGGER)
 
 
 class RequestContextMiddleware:
-    def __init__(self, app, metrics) -> None:
+    def __init__(self, app, metrics, activity=None) -> None:
         self.app = app
         self.metrics = metrics
+        # requests in flight, for the shadow scorer process (serving.shadow_worker.ActivityBoard), or None
+        self.activity = activity
         # the labelled children, looked up once per (route template, method[, status]): ``labels()`` validates,
         # locks and builds a key on every call (these dicts hold one entry per label set the metrics hold anyway)
         self._counters: dict[tuple[str, str, int], object] = {}
@@ -75,6 +77,9 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", []), rid_header]
             await send(message)
 
+        activity = self.activity
+        if activity is not None:
+            activity.enter()
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:  # noqa: BLE001 - the last resort: a JSON 500, never a bare reset
@@ -99,6 +104,8 @@ class RequestContextMiddleware:
                 )
                 await send({"type": "http.response.body", "body": body})
         finally:
+            if activity is not None:
+                activity.leave()
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"

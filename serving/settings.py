@@ -223,6 +223,18 @@ class Settings(BaseSettings):
         description="A request drawn for shadow scoring is skipped (rxt_shadow_skipped_total{reason=\"busy\"}) while "
         "at least this many triage requests wait for a batch (the answering path is behind); 0 never skips.",
     )
+    shadow_idle_only: bool = Field(
+        default=True,
+        description="The shadow scorer process scores only while its service worker has had no request in flight for "
+        "RXT_SHADOW_IDLE_MS; meanwhile the drawn requests wait in it (at most RXT_SHADOW_QUEUE, then dropped), so "
+        "under sustained load the shadow sample shrinks instead of the answers slowing. false: score as they come "
+        "(still at idle CPU priority).",
+    )
+    shadow_idle_ms: float = Field(
+        default=5.0, ge=0, le=10_000,
+        description="With RXT_SHADOW_IDLE_ONLY: how long the worker must have been without a request in flight before "
+        "the scorer starts (it looks again between every few texts).",
+    )
     monitor_window: int = Field(
         default=500, ge=10,
         description="The last N recorded answers behind the rxt_triage_live_* gauges.",

@@ -20,6 +20,11 @@ answering path (issue 15), in its own process so that it cannot slow the answers
 
   So under saturation the shadow sample shrinks (the scorer falls behind, then work is dropped or skipped) instead
   of the answers slowing; ``rxt_shadow_scored_total`` counts what was scored.
+- With ``RXT_SHADOW_IDLE_ONLY`` (the default) the scorer process also waits for idle moments: the request
+  middleware counts this worker's requests in flight on :attr:`ShadowScorer.activity` (a shared memory page, see
+  :class:`serving.shadow_worker.ActivityBoard`), and the scorer holds what it is sent until the worker has had none
+  in flight for ``RXT_SHADOW_IDLE_MS``.  Measured: ``SCHED_IDLE`` alone still gave it ~6% of the service's CPU
+  while the machine had no idle time at all (docs/benchmarks.md).
 - A receiving thread turns each scored request into a :class:`serving.feedback.ShadowRow` (both versions, both top
   centers and confidences, both hand-off decisions, agreement) for the feedback writer, which stores it beside the
   answer's record (``shadow_scores``).  Outcomes recorded later give both models' live accuracy (``python -m
@@ -50,7 +55,7 @@ from serving.metrics import Metrics
 from serving.model_holder import ModelHolder, check_labels, model_version_of
 from serving.registry import resolve_model_dir
 from serving.settings import Settings
-from serving.shadow_worker import MAX_MESSAGE
+from serving.shadow_worker import MAX_MESSAGE, ActivityBoard
 
 log = logging.getLogger(SERVICE_LOGGER)
 
@@ -74,14 +79,19 @@ class ChallengerInfo:
 class ScorerProcess:
     """The scorer process and the service's end of its socket."""
 
-    def __init__(self, on_message: Callable[[tuple], None], on_exit: Callable[[], None]) -> None:
+    def __init__(self, on_message: Callable[[tuple], None], on_exit: Callable[[], None],
+                 board: ActivityBoard | None = None, idle_ms: float = 0.0) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env.setdefault("OMP_NUM_THREADS", "1")
-        self.proc = subprocess.Popen([sys.executable, "-m", "serving.shadow_worker", str(child.fileno())],
-                                     pass_fds=(child.fileno(),), env=env, cwd=PROJECT_ROOT)
+        argv, fds = [str(child.fileno())], [child.fileno()]
+        if board is not None:  # score only in the worker's idle moments (serving.shadow_worker)
+            argv += [str(board.fd), repr(float(idle_ms))]
+            fds.append(board.fd)
+        self.proc = subprocess.Popen([sys.executable, "-m", "serving.shadow_worker", *argv],
+                                     pass_fds=tuple(fds), env=env, cwd=PROJECT_ROOT)
         child.close()
         self.sock = parent
         self.scheduling = "starting"
@@ -155,6 +165,16 @@ class ShadowScorer:
         self.max_outstanding = int(settings.shadow_queue)
         self.skip_waiting = int(settings.shadow_skip_waiting)
         self.waiting = waiting  # requests waiting for a triage batch now (the answering path's backlog)
+        # requests in flight in this worker (the request middleware counts them), read by the scorer process, which
+        # then scores only in the worker's idle moments (RXT_SHADOW_IDLE_ONLY)
+        self.activity: ActivityBoard | None = None
+        if self.enabled and settings.shadow_idle_only:
+            try:
+                self.activity = ActivityBoard()
+            except (AttributeError, OSError) as exc:  # no memfd (not Linux): score as requests come
+                log_event(log, "shadow scoring not limited to idle moments: no shared memory board",
+                          level=logging.WARNING, error=exc.__class__.__name__)
+        self.idle_ms = float(settings.shadow_idle_ms)
         self.holder = ModelHolder(settings, uri=settings.challenger_model_uri, loader=self._load_in_process,
                                   check=lambda m: check_labels(m, taxonomy), name="challenger",
                                   on_change=lambda m: metrics.set_challenger(model_version_of(m)))
@@ -177,7 +197,7 @@ class ShadowScorer:
             if self._process is None or not self._process.alive:
                 self._outstanding = 0
                 self.metrics.shadow_outstanding.set(0)
-                self._process = ScorerProcess(self._on_message, self._on_exit)
+                self._process = ScorerProcess(self._on_message, self._on_exit, self.activity, self.idle_ms)
             return self._process
 
     def _load_in_process(self, uri: str, settings: Settings) -> ChallengerInfo:
@@ -282,6 +302,7 @@ class ShadowScorer:
     def status(self) -> dict:
         process = self._process
         return {"enabled": self.enabled, "fraction": self.fraction, "challenger_version": self.holder.version,
+                "idle_only": self.activity is not None,
                 "uri": self.holder.uri, "outstanding": self._outstanding, "error": self.holder.last_error,
                 "process": None if process is None else {"pid": process.pid, "alive": process.alive,
                                                           "scheduling": process.scheduling}}

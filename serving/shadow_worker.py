@@ -1,4 +1,4 @@
-"""The shadow challenger's own process (issue 15): ``python -m serving.shadow_worker FD``, started by
+"""The shadow challenger's own process (issue 15): ``python -m serving.shadow_worker FD [BOARD_FD IDLE_MS]``, started by
 :class:`serving.shadow.ShadowScorer`, one per service worker process.
 
 Why a process and not a thread: a thread of the service shares its interpreter lock.  A shadow thread lowered to
@@ -19,20 +19,75 @@ The protocol, over a ``SOCK_SEQPACKET`` Unix socket pair (one pickled tuple per 
   [(request_id, champion, center, confidence, abstained), ...])``; ``("failed", [request_id, ...], error)``.
 
 The worker exits when the service's end closes (the service stopped or died).
+
+**Idle moments only** (``python -m serving.shadow_worker FD BOARD_FD IDLE_MS``): the service worker counts its
+requests in flight on an :class:`ActivityBoard`, a shared memory page whose descriptor this process inherits.  The
+scorer then holds the requests it is sent (the service bounds how many are outstanding) and scores them, a few at a
+time, only while the worker has had no request in flight for ``IDLE_MS``; while the worker is busy it only reads
+its socket every ``POLL_S`` (doubling up to ``POLL_MAX_S`` while the worker stays busy; it does not wake for each
+request sent meanwhile).  ``SCHED_IDLE`` alone was not enough: measured at c=64 on two cores, the scorer still
+found CPU in the answering path's short gaps and cost ~8-10% of the p99 (docs/benchmarks.md).  Without a board
+(``FD`` only) it scores as soon as requests arrive, as before.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
+import select
 import socket
+import struct
 import sys
+import time
+from collections import deque
 from pathlib import Path
 
 from triage.classifier import TriageClassifier
 
 SHADOW_BATCH = 16
+IDLE_BATCH = 4  # texts scored between two looks at the board (a few ms of the challenger each)
+POLL_S = 0.01  # how often a scorer holding requests looks at the board while the worker is busy ...
+POLL_MAX_S = 0.08  # ... doubling up to this while it stays busy
 MAX_MESSAGE = 1 << 20
+
+
+class ActivityBoard:
+    """Requests in flight in one service worker and when it last became idle, on a shared memory page (a memfd the
+    scorer process inherits).  The worker's event loop writes it (:meth:`enter` / :meth:`leave`, one ``pack_into``
+    each: no lock, one writer); the scorer process only reads it.  A torn read can only make the scorer start a
+    moment early or late, never change an answer."""
+
+    LAYOUT = struct.Struct("qd")  # requests in flight, time.monotonic() when the count last fell to 0
+
+    def __init__(self, fd: int | None = None) -> None:
+        self.owner = fd is None
+        if fd is None:
+            fd = os.memfd_create("rxt-shadow-activity")  # close-on-exec; the scorer gets it through pass_fds
+            os.ftruncate(fd, mmap.PAGESIZE)
+        self.fd = fd
+        self._map = mmap.mmap(fd, mmap.PAGESIZE)
+        self._in_flight = 0
+        if self.owner:
+            self.LAYOUT.pack_into(self._map, 0, 0, time.monotonic())
+
+    def enter(self) -> None:
+        self._in_flight += 1
+        self.LAYOUT.pack_into(self._map, 0, self._in_flight, 0.0)
+
+    def leave(self) -> None:
+        self._in_flight = max(0, self._in_flight - 1)
+        self.LAYOUT.pack_into(self._map, 0, self._in_flight, time.monotonic() if self._in_flight == 0 else 0.0)
+
+    def read(self) -> tuple[int, float]:
+        """(requests in flight, seconds the worker has been idle: 0.0 while it is busy)."""
+        in_flight, since = self.LAYOUT.unpack_from(self._map, 0)
+        return in_flight, (max(0.0, time.monotonic() - since) if in_flight == 0 and since > 0 else 0.0)
+
+    def close(self) -> None:
+        self._map.close()
+        if self.owner:
+            os.close(self.fd)
 
 
 def lower_priority() -> str:
@@ -80,51 +135,81 @@ def _load(folder: str, registry_version: str | None, threads: int, centers: list
     return model, info
 
 
-def serve(sock: socket.socket) -> None:
+def _receive(sock: socket.socket, timeout: float | None, limit: int = SHADOW_BATCH) -> list[tuple] | None:
+    """The messages waiting (at most ``limit``), after waiting up to ``timeout`` s for the first (None: until one
+    comes); None when the service's end closed."""
+    if timeout is not None and not select.select([sock], [], [], timeout)[0]:
+        return []
+    try:
+        data = sock.recv(MAX_MESSAGE)
+    except OSError:
+        return None
+    if not data:
+        return None
+    messages = [pickle.loads(data)]
+    while len(messages) < limit:  # drain what else is waiting, without blocking
+        try:
+            more = sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            break
+        if not more:
+            break
+        messages.append(pickle.loads(more))
+    return messages
+
+
+def serve(sock: socket.socket, board: ActivityBoard | None = None, idle_s: float = 0.0) -> None:
     def send(msg: tuple) -> None:
         sock.send(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
 
-    model, version, lowered = None, None, None
-    send(("hello", "normal until the first model is loaded"))
-    while True:
+    def idle() -> bool:
+        if board is None:
+            return True
+        in_flight, idle_for = board.read()
+        return in_flight == 0 and idle_for >= idle_s
+
+    def score(batch: list[tuple]) -> None:
+        rows = [(m[1], m[3]) for m in batch]
+        if model is None:
+            send(("failed", [r for r, _ in rows], "no challenger loaded"))
+            return
         try:
-            data = sock.recv(MAX_MESSAGE)
-        except OSError:
+            predictions = model.predict([m[2] for m in batch])
+            send(("scored", version, [(rid, champ, str(p.centers[0][0]), float(p.centers[0][1]),
+                                       bool(p.abstained)) for (rid, champ), p in zip(rows, predictions)]))
+        except Exception as exc:  # noqa: BLE001 - shadow work never takes anything down
+            send(("failed", [r for r, _ in rows], exc.__class__.__name__))
+
+    model, version, lowered = None, None, None
+    pending: deque = deque()  # score requests not scored yet (the service bounds them: RXT_SHADOW_QUEUE)
+    send(("hello", "normal until the first model is loaded"))
+    poll = POLL_S
+    while True:
+        limit = SHADOW_BATCH
+        if not pending:
+            timeout = None  # nothing to do: wait for the service
+        elif board is None or idle():
+            timeout = 0.0  # score now; only pick up what else has arrived
+        else:
+            # the worker is busy: hold the requests and sleep (not woken by each request the worker sends
+            # meanwhile), then take everything that came and look at the board again
+            time.sleep(poll)
+            poll = min(POLL_MAX_S, poll * 2)
+            timeout, limit = 0.0, 1 << 16
+        messages = _receive(sock, timeout, limit)
+        if messages is None:
             return
-        if not data:
-            return
-        messages = [pickle.loads(data)]
-        # drain what else is waiting (a micro-batch), without blocking
-        while len(messages) < SHADOW_BATCH:
-            try:
-                more = sock.recv(MAX_MESSAGE, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                break
-            if not more:
-                break
-            messages.append(pickle.loads(more))
-        batch: list[tuple] = []
-        for msg in messages + [None]:
-            if msg is not None and msg[0] == "score":
-                batch.append(msg)
-                continue
-            if batch:  # score what came before this control message
-                rows = [(m[1], m[3]) for m in batch]
-                if model is None:
-                    send(("failed", [r for r, _ in rows], "no challenger loaded"))
-                else:
-                    try:
-                        predictions = model.predict([m[2] for m in batch])
-                        send(("scored", version, [(rid, champ, str(p.centers[0][0]), float(p.centers[0][1]),
-                                                   bool(p.abstained)) for (rid, champ), p in zip(rows, predictions)]))
-                    except Exception as exc:  # noqa: BLE001 - shadow work never takes anything down
-                        send(("failed", [r for r, _ in rows], exc.__class__.__name__))
-                batch = []
-            if msg is None:
-                break
-            if msg[0] == "stop":
+        for msg in messages:
+            if msg[0] == "score":
+                pending.append(msg)
+            elif msg[0] == "stop":
+                if board is None and pending:  # as before: what came before the stop is scored
+                    score(list(pending))
                 return
-            if msg[0] == "load":
+            elif msg[0] == "load":
+                if board is None and pending:  # as before: what came before a load is scored by the model it met
+                    score(list(pending))
+                    pending.clear()
                 _, token, folder, registry_version, threads, centers = msg
                 reply = None
                 try:
@@ -138,13 +223,22 @@ def serve(sock: socket.socket) -> None:
                     lowered = lower_priority()
                     send(("hello", lowered))
                 send(reply)
+        if board is None:
+            if pending:
+                score(list(pending))
+                pending.clear()
+        elif pending and (model is None or idle()):  # a few at a time, then look at the board again
+            score([pending.popleft() for _ in range(min(IDLE_BATCH, len(pending)))])
+            poll = POLL_S
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     sock = socket.socket(fileno=int(argv[0]))
+    board = ActivityBoard(int(argv[1])) if len(argv) > 1 else None
+    idle_s = float(argv[2]) / 1000 if len(argv) > 2 else 0.0
     try:
-        serve(sock)
+        serve(sock, board, idle_s)
     except (BrokenPipeError, ConnectionResetError):
         pass
     finally:

@@ -178,3 +178,126 @@ def test_a_challenger_with_foreign_labels_never_replaces_the_one_being_scored(sc
     assert not result.reloaded and "podiatry" in result.error and scorer.holder.version == good
     assert scorer.offer("r0", TEXTS[0], _answers(champion, TEXTS[:1])[0]) and scorer.wait_idle(120)
     assert [(r.request_id, r.challenger_version) for r in rows] == [("r0", good)]
+
+
+# --- idle moments only (RXT_SHADOW_IDLE_ONLY, RXT_SHADOW_IDLE_MS) -----------------------------------------------------
+def test_idle_settings_parse_from_the_environment(monkeypatch, tmp_path):
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("RXT_SHADOW_IDLE_ONLY", "false")
+    monkeypatch.setenv("RXT_SHADOW_IDLE_MS", "12.5")
+    settings = Settings(work_dir=tmp_path, api_keys={})
+    assert settings.shadow_idle_only is False and settings.shadow_idle_ms == 12.5
+    monkeypatch.delenv("RXT_SHADOW_IDLE_ONLY")
+    monkeypatch.delenv("RXT_SHADOW_IDLE_MS")
+    defaults = Settings(work_dir=tmp_path, api_keys={})
+    assert defaults.shadow_idle_only is True and defaults.shadow_idle_ms == 5.0
+    for bad in ("-1", "soon"):
+        monkeypatch.setenv("RXT_SHADOW_IDLE_MS", bad)
+        with pytest.raises(ValidationError, match="shadow_idle_ms"):
+            Settings(work_dir=tmp_path, api_keys={})
+
+
+def test_the_activity_board_counts_requests_in_flight_for_another_process():
+    from serving.shadow_worker import ActivityBoard
+
+    board = ActivityBoard()
+    try:
+        reader = ActivityBoard(os.dup(board.fd))  # what the scorer process maps (its inherited descriptor)
+        assert reader.read()[0] == 0
+        board.enter()
+        board.enter()
+        assert reader.read() == (2, 0.0)
+        board.leave()
+        assert reader.read() == (1, 0.0)
+        board.leave()
+        in_flight, idle_for = reader.read()
+        assert in_flight == 0 and idle_for >= 0.0
+        board.leave()  # never below zero
+        assert reader.read()[0] == 0
+        os.close(reader.fd)
+    finally:
+        board.close()
+
+
+def test_the_request_middleware_marks_the_worker_busy_while_a_request_is_in_flight():
+    import asyncio
+
+    from serving.middleware import RequestContextMiddleware
+    from serving.shadow_worker import ActivityBoard
+
+    board = ActivityBoard()
+    seen = []
+
+    async def app(scope, receive, send):
+        seen.append(board.read()[0])
+        if scope["path"] == "/boom":
+            raise RuntimeError("unexpected")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def call(path):
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        await RequestContextMiddleware(app, Metrics(), activity=board)(
+            {"type": "http", "method": "GET", "path": path, "headers": []}, receive, send)
+        return sent[0]["status"]
+
+    try:
+        assert asyncio.run(call("/ok")) == 200 and seen == [1] and board.read()[0] == 0
+        assert asyncio.run(call("/boom")) == 500 and seen == [1, 1] and board.read()[0] == 0  # an error leaves too
+    finally:
+        board.close()
+
+
+def test_the_scorer_holds_drawn_requests_while_the_worker_is_busy_and_scores_them_when_it_is_idle(
+        scorer_factory, champion):
+    scorer, rows = scorer_factory(shadow_idle_ms=0)
+    assert scorer.activity is not None
+    scorer.load()
+    assert scorer.status()["idle_only"]
+    answers = _answers(champion, TEXTS)
+    scorer.activity.enter()  # a request in flight (what the middleware does)
+    try:
+        assert all(scorer.offer(f"r{i}", t, a) for i, (t, a) in enumerate(zip(TEXTS, answers)))
+        # the scorer process is up and reading the board (it loaded the challenger); while the worker is busy
+        # it scores nothing, whatever time it is given
+        assert not scorer.wait_idle(1.0)
+        assert rows == [] and scorer.status()["outstanding"] == len(TEXTS)
+        assert _metric(scorer.metrics, "rxt_shadow_scored_total") == 0
+    finally:
+        scorer.activity.leave()
+    assert scorer.wait_idle(120)  # idle again: everything held is scored
+    assert sorted(r.request_id for r in rows) == [f"r{i}" for i in range(len(TEXTS))]
+    assert all(r.agree for r in rows)
+    assert _metric(scorer.metrics, "rxt_shadow_scored_total") == len(TEXTS)
+
+
+def test_a_scorer_held_back_by_a_busy_worker_still_drops_past_its_queue(scorer_factory, champion):
+    scorer, rows = scorer_factory(shadow_queue=3)
+    scorer.load()
+    answers = _answers(champion, TEXTS)
+    scorer.activity.enter()
+    try:
+        offered = [scorer.offer(f"r{i}", t, a) for i, (t, a) in enumerate(zip(TEXTS, answers))]
+        assert offered == [True] * 3 + [False] * (len(TEXTS) - 3)
+        assert _metric(scorer.metrics, "rxt_shadow_dropped_total", reason="queue_full") == len(TEXTS) - 3
+    finally:
+        scorer.activity.leave()
+    assert scorer.wait_idle(120) and sorted(r.request_id for r in rows) == ["r0", "r1", "r2"]
+
+
+def test_without_idle_only_the_scorer_scores_as_requests_come(scorer_factory, champion):
+    scorer, rows = scorer_factory(shadow_idle_only=False)
+    assert scorer.activity is None
+    scorer.load()
+    assert not scorer.status()["idle_only"]
+    answers = _answers(champion, TEXTS[:2])
+    assert all(scorer.offer(f"r{i}", t, a) for i, (t, a) in enumerate(zip(TEXTS, answers)))
+    assert scorer.wait_idle(120) and sorted(r.request_id for r in rows) == ["r0", "r1"]
