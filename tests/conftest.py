@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.plugins.triage_model",
     "tests.plugins.db",
     "tests.plugins.ddi_model",
+    "tests.plugins.red_flags",
 ]
 
 
