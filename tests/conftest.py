@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.plugins.triage_model",
     "tests.plugins.db",
     "tests.plugins.ddi_model",
+    "tests.plugins.red_flags",
 ]
 
 
@@ -25,7 +26,7 @@ def settings(tmp_path) -> Settings:
     return Settings(work_dir=tmp_path / "var", api_keys={})
 
 
-# The fast tier (`scripts/test -m "not slow"`, under 2 minutes) leaves out every test that trains or exports a
+# The fast tier (`scripts/test -m "not slow"`; times in docs/benchmarks.md) leaves out every test that trains or exports a
 # model, builds a knowledge base, starts a browser or a tracking server. Tests that use the session fixtures
 # which train models are marked here by fixture, so a new test cannot land in the fast tier by accident.
 SLOW_FIXTURES = frozenset({

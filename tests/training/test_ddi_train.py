@@ -106,13 +106,15 @@ def test_unknown_or_bad_options_are_refused(settings):
         train_ddi(settings, fast=True, test_drug_frac=1.5)
 
 
-def test_train_exports_checks_parity_logs_and_registers(settings):
+def test_train_exports_checks_parity_logs_and_registers(ddi_training):
+    """On the session's DDI training (tests/plugins/ddi_model.py: ``train_ddi(fast=True, limit=1500, max_iter=8,
+    detector_limit=3000, alias="champion")`` into its own store), not a second full training of the same pipeline."""
     import mlflow
     from mlflow import MlflowClient
 
     from training import registry
 
-    res = train_ddi(settings, fast=True, limit=1500, max_iter=8, alias="champion")
+    settings, res = ddi_training
     assert res.version == "1"
     for f in ("model.onnx", "drug_features.npz", "labels.json", "meta.json"):
         assert (res.model_dir / f).is_file(), f
