@@ -87,6 +87,7 @@ from training.triage_train import (
     predict_logits,
     set_seed,
 )
+from training.triage_train import load_tokenizer as encoder_tokenizer
 from training.urgency_data import data_hash as guidance_hash
 from triage.classifier import URGENCY_HEAD_FILE, TriageClassifier, UrgencyHead
 from triage.taxonomy import load_taxonomy
@@ -117,6 +118,13 @@ class DistillOptions:
     temperature: float = 2.0  # distillation temperature T
     alpha: float = 0.7  # weight of the soft (KL) term; 1 - alpha goes to the hard-label cross entropy
     embedding_weight: float = 1.0  # cosine loss between student and teacher pooled embeddings
+    # TinyBERT-style intermediate-layer matching (0: off): MSE between each student layer's output and the output of
+    # teacher layer hidden_map[j] (default: the input the next student layer's teacher weights expect, see
+    # default_hidden_map); KL between the last layers' attention distributions (needs eager attention; the
+    # student then trains without attention-probability dropout)
+    hidden_weight: float = 0.0
+    hidden_map: tuple[int, ...] | None = None
+    attention_weight: float = 0.0
     augment: int = 1  # word-dropout copies of each labelled training text (teacher-labelled only)
     unlabelled: bool = True  # guidance-derived complaints + label-map-dropped external rows
     unlabelled_limit: int | None = None  # cap on unlabelled rows (fast runs)
@@ -132,6 +140,15 @@ class DistillOptions:
     cross_source: bool = True
     cross_source_epochs: int | None = None  # student epochs per direction (default: epochs)
     cross_source_unlabelled: int = 1000  # unlabelled guidance rows per direction
+    # extra student recipes distilled from the same cross-source teachers, e.g. ("hidden_weight=0",): a cheap A/B
+    cross_source_variants: tuple[str, ...] = ()
+    # the cross-source step does not depend on the in-source teacher's weights (fresh teachers per direction), so it
+    # can run before that teacher exists: --cross-source-only (teacher recipe: triage_train's defaults with
+    # --teacher-layers) writes cross_source.json; a later run reads it with --cross-source-from after checking
+    # that both recipes match
+    cross_source_only: bool = False
+    teacher_layers: int = 6
+    cross_source_from: Path | None = None
     register: bool = True
     promote: bool = True  # try the gated promotion after registering (never forced)
     output_dir: Path | None = None
@@ -156,6 +173,7 @@ class Distillation:
     report_dir: Path
     texts: dict = field(default_factory=dict)
     y: dict = field(default_factory=dict)
+    hidden_map: tuple[int, ...] = ()  # teacher layer each student layer's output is matched to (hidden_weight > 0)
     transfer: pd.DataFrame | None = None
     urgency_frame: pd.DataFrame | None = None
     tokenizer: object = None
@@ -201,6 +219,43 @@ def check_layer_map(layer_map, teacher_layers: int, student_layers: int) -> tupl
     if list(layer_map) != sorted(set(layer_map)):
         raise DistillError(f"--layer-map {list(layer_map)} must be strictly increasing")
     return layer_map
+
+
+def default_hidden_map(layer_map: tuple[int, ...], teacher_layers: int) -> tuple[int, ...]:
+    """The teacher layer whose output student layer j is matched to: for all but the last, the output the next
+    student layer's weights (teacher layer layer_map[j + 1]) read in the teacher, i.e. teacher layer
+    layer_map[j + 1] - 1; for the last, the teacher's last layer.  6 -> 2 from (0, 5): (4, 5); 6 -> 3 from
+    (0, 2, 5): (1, 4, 5); 2 -> 1: (1,)."""
+    return tuple(int(layer_map[j + 1]) - 1 for j in range(len(layer_map) - 1)) + (int(teacher_layers) - 1,)
+
+
+def check_hidden_map(hidden_map, teacher_layers: int, student_layers: int) -> tuple[int, ...]:
+    hidden_map = tuple(int(i) for i in hidden_map)
+    if len(hidden_map) != student_layers:
+        raise DistillError(f"--hidden-map names {len(hidden_map)} layers for a {student_layers}-layer student")
+    if any(not 0 <= i < teacher_layers for i in hidden_map):
+        raise DistillError(f"--hidden-map {list(hidden_map)}: the teacher has layers 0..{teacher_layers - 1}")
+    return hidden_map
+
+
+def hidden_state_loss(student_states, teacher_states, mask):
+    """Mean over matched layers of the MSE between student and teacher token states, real tokens only.
+    student_states: K tensors [batch, length, hidden]; teacher_states: [batch, K, length, hidden]; mask:
+    [batch, length] (1 = real token)."""
+    m = mask.unsqueeze(-1).to(teacher_states.dtype)
+    denom = m.sum().clamp(min=1.0) * teacher_states.shape[-1]
+    losses = [(((s - teacher_states[:, k]) ** 2) * m).sum() / denom for k, s in enumerate(student_states)]
+    return sum(losses) / len(losses)
+
+
+def attention_loss(student_attention, teacher_attention, mask, eps: float = 1e-8):
+    """KL(teacher || student) of the attention distributions [batch, heads, length, length], averaged over heads
+    and real query tokens (padded keys carry ~0 probability in both)."""
+    import torch
+
+    kl = (teacher_attention * (torch.log(teacher_attention + eps) - torch.log(student_attention + eps))).sum(-1)
+    m = mask.unsqueeze(1).to(kl.dtype).expand_as(kl)
+    return (kl * m).sum() / m.sum().clamp(min=1.0)
 
 
 def word_dropout(text: str, rng: np.random.Generator, p: float = 0.15) -> str:
@@ -472,6 +527,11 @@ def teacher_model(run: Distillation) -> None:
         run.layer_map = default_layer_map(layers, run.opts.layers)
     check_layer_map(run.layer_map, layers, run.opts.layers)
     run.results["layer_map"] = list(run.layer_map)
+    run.hidden_map = (check_hidden_map(run.opts.hidden_map, layers, run.opts.layers) if run.opts.hidden_map
+                      else default_hidden_map(run.layer_map, layers))
+    if run.opts.hidden_weight or run.opts.attention_weight:
+        run.results["intermediate"] = {"hidden_weight": run.opts.hidden_weight, "hidden_map": list(run.hidden_map),
+                                       "attention_weight": run.opts.attention_weight}
     run.tokenizer = load_tokenizer(run.teacher_dir)
     model = new_model(run.labels, layers)
     load_state(model, state, f"teacher {run.teacher_dir / 'model.onnx'}")
@@ -540,6 +600,68 @@ def soft_targets(run: Distillation) -> None:
     run.soft_logits, run.soft_embeddings = out
 
 
+def use_eager_attention(model) -> None:
+    """Attention implementation that returns the attention probabilities (transformers' default, SDPA, does not)."""
+    model.config._attn_implementation = "eager"
+    model.bert.config._attn_implementation = "eager"
+
+
+def teacher_internals(teacher, tokenizer, texts: list[str], max_length: int, hidden_layers: tuple[int, ...],
+                      attention: bool = False, batch_size: int = 64):
+    """The teacher's token states after each of ``hidden_layers`` and (``attention``) its last layer's attention
+    probabilities, per text without padding, float16: (hidden [K, length, hidden] per text, attention
+    [heads, length, length] per text or None).  Computed once, like the soft targets."""
+    import torch
+
+    teacher.eval()
+    previous = teacher.config._attn_implementation
+    if attention:
+        use_eager_attention(teacher)
+    idx = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    hidden: list = [None] * len(texts)
+    attn: list | None = [None] * len(texts) if attention else None
+    try:
+        with torch.no_grad():
+            for start in range(0, len(idx), batch_size):
+                chunk = idx[start:start + batch_size]
+                enc = tokenizer([texts[i] for i in chunk], padding=True, truncation=True, max_length=max_length,
+                                return_tensors="pt")
+                out = teacher.bert(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                   token_type_ids=enc["token_type_ids"], output_hidden_states=True,
+                                   output_attentions=attention)
+                states = torch.stack([out.hidden_states[k + 1] for k in hidden_layers], dim=1)  # [B, K, L, H]
+                lengths = enc["attention_mask"].sum(1).tolist()
+                for row, i in enumerate(chunk):
+                    n = int(lengths[row])
+                    hidden[i] = states[row, :, :n].to(torch.float16).numpy()
+                    if attention:
+                        attn[i] = out.attentions[-1][row, :, :n, :n].to(torch.float16).numpy()
+    finally:
+        teacher.config._attn_implementation = previous
+        teacher.bert.config._attn_implementation = previous
+    return hidden, attn
+
+
+def padded_hidden(arrays: list, length: int):
+    """Per-text teacher states [K, n, H] (``teacher_internals``) zero-padded to [batch, K, length, H]."""
+    import torch
+
+    out = np.zeros((len(arrays), arrays[0].shape[0], length, arrays[0].shape[-1]), dtype=np.float32)
+    for r, a in enumerate(arrays):
+        out[r, :, : a.shape[1]] = a
+    return torch.from_numpy(out)
+
+
+def padded_attention(arrays: list, length: int):
+    """Per-text teacher attention [heads, n, n] zero-padded to [batch, heads, length, length]."""
+    import torch
+
+    out = np.zeros((len(arrays), arrays[0].shape[0], length, length), dtype=np.float32)
+    for r, a in enumerate(arrays):
+        out[r, :, : a.shape[1], : a.shape[2]] = a
+    return torch.from_numpy(out)
+
+
 def init_student(teacher, labels: list[str], layer_map: tuple[int, ...]):
     """A MeanPoolClassifier with len(layer_map) layers holding the teacher's embeddings, chosen layers and head."""
     teacher_state = {k: v.detach().numpy() for k, v in teacher.state_dict().items()}
@@ -551,8 +673,10 @@ def init_student(teacher, labels: list[str], layer_map: tuple[int, ...]):
 def train_student(teacher, tokenizer, labels: list[str], layer_map: tuple[int, ...], texts: list[str],
                   y: np.ndarray, soft_logits: np.ndarray, soft_embeddings: np.ndarray,
                   val_texts: list[str] | None, val_y: np.ndarray | None, opts: DistillOptions, max_length: int,
-                  seed: int, log_metrics: bool = True, desc: str = "distil"):
-    """Distil: returns (student, history, best_epoch). Early stopping on validation macro-F1 when given."""
+                  seed: int, log_metrics: bool = True, desc: str = "distil", internals=None):
+    """Distil: returns (student, history, best_epoch). Early stopping on validation macro-F1 when given.
+    ``internals`` = (per-text teacher states, per-text last-layer attention or None) from ``teacher_internals``,
+    needed when ``opts.hidden_weight`` or ``opts.attention_weight`` is set."""
     import torch
     from sklearn.metrics import f1_score
     from tqdm.auto import tqdm
@@ -563,6 +687,15 @@ def train_student(teacher, tokenizer, labels: list[str], layer_map: tuple[int, .
     student = init_student(teacher, labels, layer_map)
     if opts.freeze_embeddings:
         student.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    t_hidden, t_attn = internals if internals is not None else (None, None)
+    use_hidden = bool(opts.hidden_weight) and t_hidden is not None
+    use_attention = bool(opts.attention_weight) and t_attn is not None
+    if (opts.hidden_weight and not use_hidden) or (opts.attention_weight and not use_attention):
+        raise DistillError("hidden-state or attention matching needs the teacher's internals (teacher_internals)")
+    if use_attention:
+        use_eager_attention(student)
+        for layer in student.bert.encoder.layer:  # the returned probabilities must not be dropped out
+            layer.attention.self.dropout.p = 0.0
     y = np.asarray(y, dtype=np.int64)
     labelled = y[y >= 0]
     weight = torch.tensor(class_weights(labelled, len(labels)), dtype=torch.float32) if len(labelled) else None
@@ -575,16 +708,34 @@ def train_student(teacher, tokenizer, labels: list[str], layer_map: tuple[int, .
     history, best, best_state, best_epoch, stale = [], -1.0, None, 0, 0
     for epoch in range(1, opts.epochs + 1):
         student.train()
-        totals, seen = {"loss": 0.0, "soft": 0.0, "hard": 0.0, "embedding": 0.0}, 0
+        totals, seen = {"loss": 0.0, "soft": 0.0, "hard": 0.0, "embedding": 0.0, "hidden": 0.0, "attention": 0.0}, 0
         bar = tqdm(_length_batches(texts, opts.batch_size, rng), desc=f"{desc} epoch {epoch}/{opts.epochs}",
                    disable=not opts.progress)
         for idx in bar:
             enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                             return_tensors="pt")
-            pooled = student.embed(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+            if use_hidden or use_attention:
+                out = student.bert(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                                   token_type_ids=enc["token_type_ids"], output_hidden_states=use_hidden,
+                                   output_attentions=use_attention)
+                mask = enc["attention_mask"]
+                m = mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+                pooled = (out.last_hidden_state * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            else:
+                pooled = student.embed(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
             logits = student.classifier(student.dropout(pooled))
             loss, parts = distillation_loss(logits, t_logits[idx], torch.as_tensor(y[idx]), opts.temperature,
                                             opts.alpha, weight, pooled, t_emb[idx], opts.embedding_weight)
+            length = enc["input_ids"].shape[1]
+            if use_hidden:
+                h = hidden_state_loss(list(out.hidden_states[1:]), padded_hidden([t_hidden[i] for i in idx], length),
+                                      mask)
+                loss = loss + opts.hidden_weight * h
+                parts["hidden"] = float(h.detach())
+            if use_attention:
+                a = attention_loss(out.attentions[-1], padded_attention([t_attn[i] for i in idx], length), mask)
+                loss = loss + opts.attention_weight * a
+                parts["attention"] = float(a.detach())
             optim.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -593,7 +744,7 @@ def train_student(teacher, tokenizer, labels: list[str], layer_map: tuple[int, .
             seen += len(idx)
             totals["loss"] += loss.item() * len(idx)
             for k, v in parts.items():
-                totals[k] += v * len(idx)
+                totals[k] = totals.get(k, 0.0) + v * len(idx)
             bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}")
         row = {"epoch": epoch, **{f"distil_{k}": v / max(seen, 1) for k, v in totals.items()}}
         if val_texts:
@@ -620,11 +771,26 @@ def train_student(teacher, tokenizer, labels: list[str], layer_map: tuple[int, .
     return student, history, best_epoch
 
 
+def internals_for(run: Distillation, teacher, texts: list[str]):
+    """The teacher's states (and attention) on ``texts`` when the options ask for intermediate matching, else None."""
+    if not (run.opts.hidden_weight or run.opts.attention_weight):
+        return None
+    import torch
+
+    torch.set_num_threads(run.opts.threads)
+    started = time.time()
+    out = teacher_internals(teacher, run.tokenizer, texts, run.max_length, run.hidden_map,
+                            attention=bool(run.opts.attention_weight))
+    log.info("teacher internals on %d texts in %.0f s", len(texts), time.time() - started)
+    return out
+
+
 def distil(run: Distillation) -> None:
+    texts = list(run.transfer["text"])
     run.student, history, best_epoch = train_student(
-        run.teacher, run.tokenizer, run.labels, run.layer_map, list(run.transfer["text"]),
+        run.teacher, run.tokenizer, run.labels, run.layer_map, texts,
         run.transfer["label"].to_numpy(), run.soft_logits, run.soft_embeddings, run.texts["val"], run.y["val"],
-        run.opts, run.max_length, run.seed)
+        run.opts, run.max_length, run.seed, internals=internals_for(run, run.teacher, texts))
     run.results["epochs_run"], run.results["best_epoch"] = len(history), best_epoch
     run.results["history"] = history
 
@@ -697,20 +863,67 @@ def urgency(run: Distillation) -> None:
     run.flat.update(urgency_train.flat_metrics(reports))
 
 
+def variant_options(opts: DistillOptions, spec: str) -> tuple[str, DistillOptions]:
+    """``"hidden_weight=0,alpha=0.5"`` -> (that label, opts with those fields replaced, typed like their defaults)."""
+    fields = {f: getattr(DistillOptions(), f) for f in DistillOptions.__dataclass_fields__}
+    changes = {}
+    for part in filter(None, (x.strip() for x in spec.split(","))):
+        key, _, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in fields or not value:
+            raise DistillError(f"cross-source variant {spec!r}: {part!r} is not option=value of a distillation option")
+        default = fields[key]
+        try:
+            changes[key] = (value.lower() in ("1", "true", "yes") if isinstance(default, bool)
+                            else type(default)(value) if default is not None else float(value))
+        except ValueError as exc:
+            raise DistillError(f"cross-source variant {spec!r}: {exc}") from exc
+    return spec, replace(opts, **changes)
+
+
+def cross_source_teacher_recipe(run: Distillation) -> dict:
+    """What the cross-source teachers are trained with (training.triage_train's cross-source recipe)."""
+    meta = run.teacher_meta
+    return {"teacher_layers": int(run.results["teacher"]["layers"]),
+            "teacher_epochs": int(meta.get("cross_source_epochs") or TrainOptions().epochs),
+            "max_length": int(run.max_length), "seed": int(run.seed),
+            "few_shot": meta.get("few_shot", "prototypes")}
+
+
+def cross_source_recipe(run: Distillation, opts: DistillOptions | None = None) -> dict:
+    """Everything the cross-source figures depend on: the teachers' recipe and the student's options."""
+    o = opts or run.opts
+    return {**cross_source_teacher_recipe(run), "layers": o.layers, "layer_map": list(run.layer_map),
+            "hidden_map": list(run.hidden_map), "epochs": o.cross_source_epochs or o.epochs,
+            "batch_size": o.batch_size, "lr": o.lr, "temperature": o.temperature, "alpha": o.alpha,
+            "embedding_weight": o.embedding_weight, "hidden_weight": o.hidden_weight,
+            "attention_weight": o.attention_weight, "augment": o.augment, "unlabelled": o.unlabelled,
+            "cross_source_unlabelled": o.cross_source_unlabelled, "urgency_per_statement": o.urgency_per_statement,
+            "urgency_limit": o.urgency_limit, "limit_per_center": o.limit_per_center,
+            "freeze_embeddings": o.freeze_embeddings}
+
+
 def cross_source(run: Distillation, full_df: pd.DataFrame | None = None) -> None:
     """Per direction: a teacher trained on one source as ``training.triage_train`` trains its cross-source models
     (same layers, epochs and recipe as the teacher's run), a student distilled from it on that source's text, the
-    word-dropout copies and unlabelled guidance text (never the other source's), both tested on the other source."""
+    word-dropout copies and unlabelled guidance text (never the other source's), both tested on the other source.
+    With ``cross_source_from`` the figures of an earlier ``--cross-source-only`` run are taken instead, after
+    checking that its recipe is this run's."""
     if not run.opts.cross_source:
         return
+    if run.opts.cross_source_from:
+        return reuse_cross_source(run, Path(run.opts.cross_source_from))
     from sklearn.metrics import f1_score
 
-    opts, meta = run.opts, run.teacher_meta
+    opts = run.opts
     full_df = full_df if full_df is not None else load_examples(run.settings)
-    t_opts = TrainOptions(layers=run.results["teacher"]["layers"], epochs=int(meta.get("cross_source_epochs")
-                          or 2), max_length=run.max_length, seed=run.seed, few_shot=meta.get("few_shot", "prototypes"),
+    recipe = cross_source_teacher_recipe(run)
+    t_opts = TrainOptions(layers=recipe["teacher_layers"], epochs=recipe["teacher_epochs"],
+                          max_length=run.max_length, seed=run.seed, few_shot=recipe["few_shot"],
                           threads=opts.threads, progress=opts.progress, urgency=False, cross_source=False)
     s_opts = replace(opts, epochs=opts.cross_source_epochs or opts.epochs)
+    variants = [("recipe", s_opts)] + [variant_options(s_opts, v) for v in opts.cross_source_variants]
+    run.results["cross_source_variant_recipes"] = {label: cross_source_recipe(run, v) for label, v in variants[1:]}
     rng = np.random.default_rng(run.seed)
     guidance = pd.DataFrame(columns=["text"])
     if run.urgency_frame is not None and opts.unlabelled:
@@ -727,25 +940,128 @@ def cross_source(run: Distillation, full_df: pd.DataFrame | None = None) -> None
             te = te.groupby("center").head(max(2, opts.limit_per_center // 2))
         index = {c: i for i, c in enumerate(shared)}
         ytr, yte = tr["center"].map(index).to_numpy(), te["center"].map(index).to_numpy()
+        started = time.time()
         teacher, _tok, _hist, _ = fit(shared, list(tr["text"]), ytr, None, None, t_opts, log_metrics=False,
                                       desc=f"xsrc {name} teacher")
+        teacher_seconds = time.time() - started
         aug = [word_dropout(t, rng) for _ in range(opts.augment) for t in tr["text"]]
         extra = drop_near_heldout(pd.DataFrame({"text": list(guidance["text"])}), list(te["text"]))
         texts = list(tr["text"]) + aug + list(extra["text"])
         labels = np.concatenate([ytr, np.full(len(texts) - len(ytr), UNLABELLED)])
         t_logits, t_emb = encode_outputs(teacher, run.tokenizer, texts, run.max_length)
-        student, _hist, _ = train_student(teacher, run.tokenizer, shared, run.layer_map, texts, labels, t_logits,
-                                          t_emb, None, None, s_opts, run.max_length, run.seed, log_metrics=False,
-                                          desc=f"xsrc {name} student")
-        out = {}
-        for who, model in (("teacher", teacher), ("student", student)):
+
+        def score(model, te=te, yte=yte):
             pred = predict_logits(model, run.tokenizer, list(te["text"]), run.max_length).argmax(1)
-            out[who] = {"accuracy": float((pred == yte).mean()),
-                        "macro_f1": float(f1_score(yte, pred, average="macro", zero_division=0))}
-        results[name] = {"centers": shared, "n_train": len(tr), "n_test": len(te),
-                         "n_transfer": len(texts), **out}
-        del teacher, student
+            return {"accuracy": float((pred == yte).mean()),
+                    "macro_f1": float(f1_score(yte, pred, average="macro", zero_division=0))}
+
+        out, extra_out = {"teacher": score(teacher)}, {}
+        cached: dict = {}
+        for label, v_opts in variants:
+            need = (bool(v_opts.hidden_weight), bool(v_opts.attention_weight))
+            internals = None
+            if any(need):
+                if need not in cached:
+                    cached[need] = teacher_internals(teacher, run.tokenizer, texts, run.max_length, run.hidden_map,
+                                                     attention=need[1])
+                internals = cached[need]
+            started = time.time()
+            student, _hist, _ = train_student(teacher, run.tokenizer, shared, run.layer_map, texts, labels, t_logits,
+                                              t_emb, None, None, v_opts, run.max_length, run.seed, log_metrics=False,
+                                              desc=f"xsrc {name} student {label}", internals=internals)
+            scored = {**score(student), "seconds": round(time.time() - started, 1)}
+            if label == "recipe":
+                out["student"] = scored
+            else:
+                extra_out[label] = scored
+            del student
+        results[name] = {"centers": shared, "n_train": len(tr), "n_test": len(te), "n_transfer": len(texts),
+                         "teacher_seconds": round(teacher_seconds, 1), **out,
+                         **({"variants": extra_out} if extra_out else {})}
+        del teacher
     run.results["cross_source"] = results
+
+
+def reuse_cross_source(run: Distillation, path: Path) -> None:
+    """The cross-source figures of an earlier ``--cross-source-only`` run, refused unless its recipe is this run's."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DistillError(f"--cross-source-from {path}: {exc}") from exc
+    if not isinstance(saved, dict) or not {"recipe", "results"} <= set(saved):
+        raise DistillError(f"--cross-source-from {path}: not a cross_source.json (needs 'recipe' and 'results')")
+    mine = json.loads(json.dumps(cross_source_recipe(run)))
+
+    def differ(recipe: dict) -> list[str]:
+        return sorted(k for k in set(mine) | set(recipe) if mine.get(k) != recipe.get(k))
+
+    if not differ(saved["recipe"]):
+        results, used = saved["results"], "recipe"
+    else:  # a variant of that run may be this run's recipe: its student's figures are then the ones to report
+        match = next((label for label, r in (saved.get("variant_recipes") or {}).items() if not differ(r)), None)
+        if match is None:
+            raise DistillError(f"--cross-source-from {path}: its recipe differs from this run's in " + ", ".join(
+                f"{k} ({saved['recipe'].get(k)!r} there, {mine.get(k)!r} here)" for k in differ(saved["recipe"])))
+        results, used = {}, match
+        for name, c in saved["results"].items():
+            others = {"recipe": c["student"], **{k: v for k, v in c.get("variants", {}).items() if k != match}}
+            results[name] = {**{k: v for k, v in c.items() if k != "variants"}, "student": c["variants"][match],
+                             "variants": others}
+    run.results["cross_source"] = results
+    run.results["cross_source_measured_in"] = {"file": str(path), "run_id": saved.get("run_id"), "student": used,
+                                               "git_commit": saved.get("git_commit"), "created": saved.get("created")}
+
+
+def distil_cross_source_only(settings: Settings, opts: DistillOptions) -> DistillResult:
+    """The cross-source step alone, before the in-source teacher exists: fresh teachers with triage_train's recipe
+    (``opts.teacher_layers`` layers) and students with ``opts``; writes ``<out>/cross_source.json``."""
+    import mlflow
+
+    t = TrainOptions()
+    seed = int(opts.seed if opts.seed is not None else t.seed)
+    if opts.layers > opts.teacher_layers:
+        raise DistillError(f"a {opts.layers}-layer student of a {opts.teacher_layers}-layer teacher")
+    layer_map = (check_layer_map(opts.layer_map, opts.teacher_layers, opts.layers) if opts.layer_map
+                 else default_layer_map(opts.teacher_layers, opts.layers))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    out = Path(opts.output_dir or settings.work_dir / "runs" / "distill-xsrc" / stamp)
+    meta = {"layers": opts.teacher_layers, "cross_source_epochs": t.cross_source_epochs or t.epochs,
+            "few_shot": t.few_shot, "max_length": t.max_length, "seed": seed}
+    run = Distillation(settings, opts, out, None, meta, [], seed, t.max_length, layer_map, pd.DataFrame(), out,
+                       out / "model", out / "report", stamp=stamp)
+    run.results = {"teacher": {"uri": None, "layers": opts.teacher_layers}, "layers": opts.layers,
+                   "layer_map": list(layer_map)}
+    run.hidden_map = (check_hidden_map(opts.hidden_map, opts.teacher_layers, opts.layers) if opts.hidden_map
+                      else default_hidden_map(layer_map, opts.teacher_layers))
+    run.report_dir.mkdir(parents=True, exist_ok=True)
+    _quiet_transformers()
+    run.tokenizer = encoder_tokenizer()
+    if opts.unlabelled:
+        run.urgency_frame = urgency_train.training_frame(per_statement=opts.urgency_per_statement,
+                                                         limit=opts.urgency_limit)
+    registry.configure(settings)
+    exp = registry.experiment_id(EXPERIMENT, settings)
+    with mlflow.start_run(experiment_id=exp, run_name=f"distill-xsrc-{opts.layers}l-{stamp}") as active:
+        run.run_id = active.info.run_id
+        run.commit = git_commit()
+        recipe = cross_source_recipe(run)
+        mlflow.log_params({f"xsrc_{k}": str(v) for k, v in recipe.items()})
+        mlflow.set_tags({"git_commit": run.commit, "kind": "distill cross-source only"})
+        cross_source(run)
+        saved = {"recipe": recipe, "variant_recipes": run.results.get("cross_source_variant_recipes", {}),
+                 "results": run.results["cross_source"], "run_id": run.run_id,
+                 "git_commit": run.commit, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        path = out / "cross_source.json"
+        path.write_text(json.dumps(saved, indent=2, default=float))
+        mlflow.log_artifact(str(path), "report")
+        flat = {}
+        for name, c in run.results["cross_source"].items():
+            key = name.replace("->", "_to_")
+            for who, prefix in (("student", "xsrc"), ("teacher", "teacher_xsrc")):
+                flat[f"{prefix}_{key}_accuracy"] = c[who]["accuracy"]
+                flat[f"{prefix}_{key}_macro_f1"] = c[who]["macro_f1"]
+        mlflow.log_metrics(flat)
+    return DistillResult(run.run_id, None, path, None, {**flat, "details": run.results})
 
 
 def report(run: Distillation) -> None:
@@ -798,6 +1114,10 @@ def markdown(run: Distillation) -> str:
         for name, c in r["cross_source"].items():
             lines.append(f"| {name} | {c['n_test']} | {c['teacher']['accuracy']:.1%} | {c['student']['accuracy']:.1%} "
                          f"| {c['teacher']['macro_f1']:.1%} | {c['student']['macro_f1']:.1%} |")
+        if r.get("cross_source_measured_in"):
+            m = r["cross_source_measured_in"]
+            lines += ["", f"Cross-source figures measured by the same recipe in run {m.get('run_id')} ({m.get('file')}, "
+                      f"commit {m.get('git_commit')}): fresh teachers per direction do not depend on this teacher."]
     return "\n".join(lines) + "\n"
 
 
@@ -872,7 +1192,10 @@ def distil_triage(settings: Settings | None = None, **options) -> DistillResult:
     settings = settings or get_settings()
     started = time.time()
     _quiet_transformers()
-    run = prepare(settings, DistillOptions(**options))
+    opts = DistillOptions(**options)
+    if opts.cross_source_only:
+        return distil_cross_source_only(settings, opts)
+    run = prepare(settings, opts)
     registry.configure(settings)
     exp = registry.experiment_id(EXPERIMENT, settings)
     with mlflow.start_run(experiment_id=exp, run_name=f"distill-{run.opts.layers}l-{run.stamp}") as active:
@@ -880,6 +1203,8 @@ def distil_triage(settings: Settings | None = None, **options) -> DistillResult:
         transfer_set(run)
         log_inputs(run)
         teacher_model(run)
+        if run.opts.cross_source_from:  # refuse a mismatching recipe before hours of training, not after
+            reuse_cross_source(run, Path(run.opts.cross_source_from))
         soft_targets(run)
         distil(run)
         calibrate(run)
@@ -912,6 +1237,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=d.alpha, help="weight of the soft-label term (rest: hard labels)")
     p.add_argument("--embedding-weight", type=float, default=d.embedding_weight,
                    help="weight of the pooled-embedding cosine loss (0: off)")
+    p.add_argument("--hidden-weight", type=float, default=d.hidden_weight,
+                   help="weight of the intermediate-layer MSE (TinyBERT-style hidden-state matching; 0: off)")
+    p.add_argument("--hidden-map", default=None,
+                   help="teacher layer each student layer's output is matched to, comma-separated (default: the "
+                        "layer before the next student layer's teacher layer, and the last: 4,5 for 0,5)")
+    p.add_argument("--attention-weight", type=float, default=d.attention_weight,
+                   help="weight of the last-layer attention KL (0: off; trains with eager attention)")
     p.add_argument("--augment", type=int, default=d.augment, help="word-dropout copies per training text")
     p.add_argument("--unlabelled", action=argparse.BooleanOptionalAction, default=d.unlabelled,
                    help="add unlabelled complaint text (guidance-derived, label-map-dropped external rows)")
@@ -927,6 +1259,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-urgency-external", dest="urgency_external", action="store_false")
     p.add_argument("--cross-source", action=argparse.BooleanOptionalAction, default=d.cross_source)
     p.add_argument("--cross-source-epochs", type=int, default=None)
+    p.add_argument("--cross-source-unlabelled", type=int, default=d.cross_source_unlabelled,
+                   help="unlabelled guidance rows in each cross-source student's transfer set")
+    p.add_argument("--cross-source-variant", dest="cross_source_variants", action="append", default=[],
+                   help="another student recipe distilled from the same cross-source teachers, e.g. "
+                        "'hidden_weight=0' (repeatable; reported beside the recipe's)")
+    p.add_argument("--cross-source-only", action="store_true",
+                   help="run only the cross-source step (fresh teachers, no in-source teacher needed) and write "
+                        "cross_source.json into the output folder")
+    p.add_argument("--teacher-layers", type=int, default=d.teacher_layers,
+                   help="layers of the cross-source teachers with --cross-source-only")
+    p.add_argument("--cross-source-from", type=Path, default=None,
+                   help="take the cross-source figures from this cross_source.json (refused unless its recipe "
+                        "matches this run's)")
     p.add_argument("--no-register", dest="register", action="store_false")
     p.add_argument("--no-promote", dest="promote", action="store_false",
                    help="register only; do not hand the version to the gated promotion")
@@ -939,17 +1284,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options = vars(args)
-    if options["layer_map"]:
-        try:
-            options["layer_map"] = tuple(int(x) for x in options["layer_map"].split(","))
-        except ValueError:
-            parser.error(f"--layer-map {options['layer_map']!r}: comma-separated layer numbers, e.g. 0,2,5")
+    for key in ("layer_map", "hidden_map"):
+        if options[key]:
+            try:
+                options[key] = tuple(int(x) for x in options[key].split(","))
+            except ValueError:
+                parser.error(f"--{key.replace('_', '-')} {options[key]!r}: comma-separated layer numbers, e.g. 0,2,5")
+    options["cross_source_variants"] = tuple(options["cross_source_variants"])
     try:
         result = distil_triage(get_settings(), **options)
     except DistillError as exc:
         print(f"error: {exc}")
         return 2
     m = result.metrics
+    if args.cross_source_only:
+        print(f"run {result.run_id}: cross-source figures in {result.model_dir}")
+        for name, c in result.metrics["details"]["cross_source"].items():
+            extra = "; ".join(f"{k}: {v['accuracy']:.4f}" for k, v in c.get("variants", {}).items())
+            print(f"  {name}: teacher {c['teacher']['accuracy']:.4f}, student {c['student']['accuracy']:.4f}"
+                  + (f"; variants {extra}" if extra else ""))
+        return 0
     print(f"run {result.run_id} -> {TRIAGE_MODEL_NAME} version {result.version}; artifact {result.model_dir}")
     for key in ("test_accuracy", "teacher_test_accuracy", "test_macro_f1", "teacher_test_macro_f1",
                 "test_ece_after", "test_selective_accuracy", "test_coverage", "test_top1_agreement",

@@ -17,11 +17,18 @@ import pytest
 from training import distill
 from training.distill import (
     DistillError,
+    DistillOptions,
+    Distillation,
+    attention_loss,
+    check_hidden_map,
     check_layer_map,
+    default_hidden_map,
     default_layer_map,
     distillation_loss,
     drop_near_heldout,
+    hidden_state_loss,
     student_state,
+    variant_options,
     word_dropout,
 )
 
@@ -70,6 +77,135 @@ def test_distillation_loss_parts():
     assert parts["embedding"] == pytest.approx(1.0)  # orthogonal: 1 - cos = 1
     _, parts = distillation_loss(logits, same, torch.tensor([-1, -1]), 2.0, 0.0)
     assert parts["hard"] == 0.0  # a batch without labels
+
+
+def test_default_hidden_map_targets_what_the_next_student_layer_reads():
+    # student layer j holds teacher layer layer_map[j]; its output should be what teacher layer layer_map[j + 1]
+    # reads in the teacher (the output of layer layer_map[j + 1] - 1); the last matches the teacher's last layer
+    assert default_hidden_map((0, 5), 6) == (4, 5)
+    assert default_hidden_map((0, 2, 5), 6) == (1, 4, 5)
+    assert default_hidden_map((0,), 2) == (1,)
+    assert default_hidden_map((0, 1, 2, 3, 4, 5), 6) == (0, 1, 2, 3, 4, 5)
+    assert check_hidden_map([2, 5], 6, 2) == (2, 5)
+    with pytest.raises(DistillError, match="names 1 layers"):
+        check_hidden_map([5], 6, 2)
+    with pytest.raises(DistillError, match="layers 0..5"):
+        check_hidden_map([2, 6], 6, 2)
+
+
+def test_hidden_state_loss_counts_real_tokens_only():
+    import torch
+
+    teacher = torch.zeros(2, 1, 3, 4)  # batch 2, one matched layer, 3 tokens, hidden 4
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    student = torch.zeros(2, 3, 4)
+    student[0, 2] = 5.0  # a padded position: ignored
+    student[1, 1:] = 7.0  # padded positions: ignored
+    assert float(hidden_state_loss([student], teacher, mask)) == 0.0
+    student[0, 0] = 1.0  # one real token off by 1 in each of 4 dims: squared error 4 over 3 real tokens x 4 dims
+    assert float(hidden_state_loss([student], teacher, mask)) == pytest.approx(4 / 12)
+    # two matched layers: the mean of the layers' losses
+    two = torch.zeros(2, 2, 3, 4)
+    assert float(hidden_state_loss([student, torch.zeros(2, 3, 4)], two, mask)) == pytest.approx(2 / 12)
+
+
+def test_attention_loss_is_a_kl_over_real_query_rows():
+    import torch
+
+    mask = torch.tensor([[1, 1, 0]])
+    peaked = torch.tensor([[[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.3, 0.3, 0.4]]]])  # [1, 1 head, 3, 3]
+    assert float(attention_loss(peaked, peaked, mask)) == pytest.approx(0.0, abs=1e-6)
+    flat = torch.tensor([[[[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]]])  # padded query row differs: ignored
+    assert float(attention_loss(flat, peaked, mask)) == pytest.approx(np.log(2), rel=1e-4)  # KL(peaked || flat)
+
+
+def test_variant_options_are_typed_like_their_defaults():
+    base = DistillOptions(hidden_weight=1.0)
+    label, v = variant_options(base, "hidden_weight=0,augment=2,unlabelled=false")
+    assert label == "hidden_weight=0,augment=2,unlabelled=false"
+    assert v.hidden_weight == 0.0 and v.augment == 2 and v.unlabelled is False and base.hidden_weight == 1.0
+    with pytest.raises(DistillError, match="not option=value"):
+        variant_options(base, "nonsense=1")
+    with pytest.raises(DistillError, match="not option=value"):
+        variant_options(base, "alpha")
+
+
+def _recipe_run(tmp_path, **opts) -> Distillation:
+    from serving.settings import Settings
+
+    run = Distillation(Settings(work_dir=tmp_path / "var", api_keys={}), DistillOptions(**opts), tmp_path, None,
+                       {"cross_source_epochs": 2, "few_shot": "prototypes"}, [], 13, 80, (0, 5), pd.DataFrame(),
+                       tmp_path, tmp_path / "model", tmp_path / "report")
+    run.results = {"teacher": {"layers": 6}}
+    run.hidden_map = default_hidden_map(run.layer_map, 6)
+    return run
+
+
+def test_cross_source_figures_are_reused_only_for_the_same_recipe(tmp_path):
+    from training.distill import cross_source_recipe, reuse_cross_source
+
+    earlier = _recipe_run(tmp_path, hidden_weight=1.0, cross_source_epochs=3)
+    variant = _recipe_run(tmp_path, hidden_weight=0.0, cross_source_epochs=3)
+    figures = {"speech->s2d": {"n_test": 10, "teacher": {"accuracy": 0.5, "macro_f1": 0.4},
+                               "student": {"accuracy": 0.45, "macro_f1": 0.35},
+                               "variants": {"hidden_weight=0": {"accuracy": 0.4, "macro_f1": 0.3}}}}
+    path = tmp_path / "cross_source.json"
+    path.write_text(json.dumps({"recipe": cross_source_recipe(earlier), "run_id": "abc", "results": figures,
+                                "variant_recipes": {"hidden_weight=0": cross_source_recipe(variant)}}))
+
+    same = _recipe_run(tmp_path, hidden_weight=1.0, cross_source_epochs=3)
+    reuse_cross_source(same, path)
+    assert same.results["cross_source"]["speech->s2d"]["student"]["accuracy"] == 0.45
+    assert same.results["cross_source_measured_in"]["run_id"] == "abc"
+
+    # this run's recipe is the earlier run's variant: that student's figures are reported
+    as_variant = _recipe_run(tmp_path, hidden_weight=0.0, cross_source_epochs=3)
+    reuse_cross_source(as_variant, path)
+    c = as_variant.results["cross_source"]["speech->s2d"]
+    assert c["student"]["accuracy"] == 0.4 and c["variants"]["recipe"]["accuracy"] == 0.45
+    assert as_variant.results["cross_source_measured_in"]["student"] == "hidden_weight=0"
+
+    other = _recipe_run(tmp_path, hidden_weight=1.0, cross_source_epochs=2)
+    with pytest.raises(DistillError, match=r"differs from this run's in epochs \(3 there, 2 here\)"):
+        reuse_cross_source(other, path)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(DistillError, match="not a cross_source.json"):
+        reuse_cross_source(same, tmp_path / "bad.json")
+
+
+@pytest.mark.slow  # loads the encoder
+def test_teacher_internals_line_up_with_a_padded_student_batch():
+    """Per-text teacher states padded into a batch equal the states of the same model run on that padded batch (the
+    hidden and attention losses of a model against itself are ~0), and matching without them is refused."""
+    import torch
+
+    from training.distill import (
+        padded_attention,
+        padded_hidden,
+        teacher_internals,
+        train_student,
+        use_eager_attention,
+    )
+    from training.triage_train import load_tokenizer, new_model
+
+    tok = load_tokenizer()
+    model = new_model(["a", "b", "c"], layers=2).eval()
+    texts = ["short", "a much longer complaint about a sore throat and a fever for three days", "headache again"]
+    hidden, attn = teacher_internals(model, tok, texts, 32, (0, 1), attention=True)
+    enc = tok(texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    lengths = enc["attention_mask"].sum(1).tolist()
+    assert [h.shape for h in hidden] == [(2, n, 384) for n in lengths]
+    assert [a.shape for a in attn] == [(12, n, n) for n in lengths]
+    use_eager_attention(model)
+    with torch.no_grad():
+        out = model.bert(**enc, output_hidden_states=True, output_attentions=True)
+    length = enc["input_ids"].shape[1]
+    h = hidden_state_loss(list(out.hidden_states[1:]), padded_hidden(hidden, length), enc["attention_mask"])
+    a = attention_loss(out.attentions[-1], padded_attention(attn, length), enc["attention_mask"])
+    assert float(h) < 1e-4 and float(a) < 1e-3  # float16 storage
+    with pytest.raises(DistillError, match="needs the teacher's internals"):
+        train_student(model, tok, ["a", "b", "c"], (0,), texts, np.array([0, 1, 2]), np.zeros((3, 3)),
+                      np.zeros((3, 384)), None, None, DistillOptions(hidden_weight=1.0, progress=False), 32, 13)
 
 
 def test_student_state_renumbers_the_chosen_layers():
