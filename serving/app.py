@@ -20,6 +20,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
 
 from prescription_check import Checker
 from prescription_check.schemas import SEVERITIES
@@ -128,6 +129,9 @@ async def lifespan(app: FastAPI):
 
 def create_app(settings: Settings | None = None, checker: Checker | None = None, *, freeze_gc: bool = False) -> FastAPI:
     settings = settings or get_settings()
+    if settings.blas_threads:
+        # process-wide and lasting (not a context): every later numpy product of this worker uses it
+        threadpool_limits(limits=settings.blas_threads, user_api="blas")
     app = FastAPI(
         title="rxtriage",
         version="0.1.0",

@@ -110,6 +110,13 @@ class Settings(BaseSettings):
         description="onnxruntime intra-op threads of the triage model; 0: 2 (one process), 1 per worker when "
         "--workers > 1.",
     )
+    blas_threads: int = Field(
+        default=1, ge=0,
+        description="BLAS threads of numpy's matrix products in the service process (the urgency head's "
+        "nearest-exemplar blend, the center exemplars); 0 leaves the library's default (one per core). One by "
+        "default: per-request products are small, and OpenBLAS's threads waking beside onnxruntime's cost ~10 ms "
+        "a call where one thread takes 0.14 ms (issue 16).",
+    )
     batch_max_size: int = Field(default=32, ge=1)
     batch_max_wait_ms: float = Field(default=3.0, ge=0)
     log_patient_text: bool = False

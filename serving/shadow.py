@@ -86,6 +86,7 @@ class ScorerProcess:
         env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env.setdefault("OMP_NUM_THREADS", "1")
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")  # the urgency blend's small products (see Settings.blas_threads)
         argv, fds = [str(child.fileno())], [child.fileno()]
         if board is not None:  # score only in the worker's idle moments (serving.shadow_worker)
             argv += [str(board.fd), repr(float(idle_ms))]
