@@ -163,35 +163,28 @@ def apply_gates(gates: dict, candidate: dict, champion: dict | None, extra: dict
                 f"candidate was scored on held-out split {candidate.get('heldout_id')}, champion on "
                 f"{champion.get('heldout_id')} (different seed, fractions or source files): not comparable",
             ))
-        for metric, tolerance in gates.get("non_inferiority", {}).items():
+        # "non_inferiority_if_present": figures only some artefacts carry (e.g. the training run's cross-source
+        # tests): compared when the champion has them; a candidate without them is then refused, a champion
+        # without them cannot be compared (passes)
+        rules = [(m, t, False) for m, t in gates.get("non_inferiority", {}).items()]
+        rules += [(m, t, True) for m, t in gates.get("non_inferiority_if_present", {}).items()]
+        for metric, tolerance, optional in rules:
             a, b = champion.get(metric), candidate.get(metric)
-            lower_is_better = metric in gates.get("lower_is_better", [])
-            if a is None or b is None:
-                checks.append(GateCheck(f"not worse: {metric}", False, f"{metric} missing"))
+            name = f"not worse: {metric}"
+            if optional and a is None:
+                checks.append(GateCheck(name, True, f"champion has no {metric} (not measured when it was trained): "
+                                                    "not compared"))
                 continue
-            worse_by = (b - a) if lower_is_better else (a - b)
-            checks.append(GateCheck(
-                f"not worse: {metric}", worse_by <= tolerance,
-                f"candidate {_fmt(b)} vs champion {_fmt(a)} (tolerance {tolerance})",
-            ))
-        # figures only some artefacts carry (e.g. the training run's cross-source tests): compared when the champion
-        # has them; a candidate without them is then refused, a champion without them cannot be compared (passes)
-        for metric, tolerance in gates.get("non_inferiority_if_present", {}).items():
-            a, b = champion.get(metric), candidate.get(metric)
-            lower_is_better = metric in gates.get("lower_is_better", [])
-            if a is None:
-                checks.append(GateCheck(f"not worse: {metric}", True,
-                                        f"champion has no {metric} (not measured when it was trained): not compared"))
-                continue
-            if b is None:
-                checks.append(GateCheck(f"not worse: {metric}", False,
+            if optional and b is None:
+                checks.append(GateCheck(name, False,
                                         f"candidate has no {metric} but the champion has {_fmt(a)}: train it with them"))
                 continue
-            worse_by = (b - a) if lower_is_better else (a - b)
-            checks.append(GateCheck(
-                f"not worse: {metric}", worse_by <= tolerance,
-                f"candidate {_fmt(b)} vs champion {_fmt(a)} (tolerance {tolerance})",
-            ))
+            if a is None or b is None:
+                checks.append(GateCheck(name, False, f"{metric} missing"))
+                continue
+            worse_by = (b - a) if metric in gates.get("lower_is_better", []) else (a - b)
+            checks.append(GateCheck(name, worse_by <= tolerance,
+                                    f"candidate {_fmt(b)} vs champion {_fmt(a)} (tolerance {tolerance})"))
     return GateReport(all(c.passed for c in checks), checks)
 
 

@@ -183,16 +183,20 @@ def test_shipped_triage_gate_reads_redflag_recall_and_parity(lc):
     assert extra["onnx_parity_max_abs_diff"] is not None and extra["onnx_parity_max_abs_diff"] < 1e-3
 
 
+# a candidate's figures that pass every minimum of the shipped triage gate (each gate test moves one of them)
+GATE_BASE = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selective_accuracy": 0.95, "ece": 0.04,
+             "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08,
+             "urgency_blind2_emergency_recall": 0.9, "urgency_blind2_under_triage_rate": 0.1,
+             "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65,
+             "routing_blind2_top1": 0.74, "routing_blind2_coverage": 0.61}
+
+
 def test_shipped_triage_gate_refuses_worse_urgency_safety():
     """A challenger that misses more emergencies, or under-triages more, than the champion is refused."""
     from training.lifecycle import apply_gates, kind_of, load_gates
 
     gates = load_gates(kind_of("triage"))
-    base = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selective_accuracy": 0.95, "ece": 0.04,
-            "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08,
-            "urgency_blind2_emergency_recall": 0.9, "urgency_blind2_under_triage_rate": 0.1,
-            "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65,
-            "routing_blind2_top1": 0.74, "routing_blind2_coverage": 0.61}
+    base = dict(GATE_BASE)
     assert apply_gates(gates, dict(base), dict(base)).passed
     worse_recall = {**base, "urgency_emergency_recall": 0.96}
     report = apply_gates(gates, worse_recall, base)
@@ -214,11 +218,7 @@ def test_shipped_triage_gate_refuses_worse_blind_routing():
     from training.lifecycle import apply_gates, kind_of, load_gates
 
     gates = load_gates(kind_of("triage"))
-    base = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selective_accuracy": 0.95, "ece": 0.04,
-            "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08,
-            "urgency_blind2_emergency_recall": 0.9, "urgency_blind2_under_triage_rate": 0.1,
-            "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65,
-            "routing_blind2_top1": 0.74, "routing_blind2_coverage": 0.61}
+    base = dict(GATE_BASE)
     assert apply_gates(gates, {**base, "routing_blind_top1": 0.685}, base).passed  # within the 2-point margin
     report = apply_gates(gates, {**base, "routing_blind_top1": 0.67}, base)
     assert [c.name for c in report.failures()] == ["not worse: routing_blind_top1"]
@@ -237,11 +237,7 @@ def test_shipped_triage_gate_compares_cross_source_when_the_champion_has_it():
     from training.lifecycle_eval import cross_source_figures
 
     gates = load_gates(kind_of("triage"))
-    base = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selective_accuracy": 0.95, "ece": 0.04,
-            "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08,
-            "urgency_blind2_emergency_recall": 0.9, "urgency_blind2_under_triage_rate": 0.1,
-            "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65,
-            "routing_blind2_top1": 0.74, "routing_blind2_coverage": 0.61}
+    base = dict(GATE_BASE)
     meta = {"metrics": {"xsrc_speech_to_s2d_accuracy": 0.76, "xsrc_s2d_to_speech_accuracy": 0.56,
                         "xsrc_speech_to_s2d_baseline_accuracy": 0.5, "xsrc_speech_to_s2d_top3_accuracy": 0.9,
                         "xsrc_s2d_to_speech_top3_accuracy": 0.8, "test_accuracy": 0.88}}
