@@ -288,13 +288,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-max-size", type=int, default=32)
     p.add_argument("--batch-max-wait-ms", type=float, default=3.0)
     p.add_argument("--modes", nargs="+", default=["batched", "unbatched"],
-                   choices=["batched", "unbatched", "nofeedback", "shadow"])
+                   choices=["batched", "unbatched", "nofeedback", "shadow", "control"],
+                   help="control: batched serving again, its own server and database (an A/A test of two "
+                        "identical servers: how far two processes differ by themselves)")
     p.add_argument("--shadow-fraction", type=float, default=1.0, help="shadow mode: RXT_SHADOW_FRACTION")
     p.add_argument("--challenger", help="shadow mode: the challenger's URI or folder (default: --model)")
     p.add_argument("--rounds", type=int, default=0,
                    help="alternate: start every mode's server once, keep all up, discard one warm-up round per "
                         "mode, then measure this many rounds per concurrency level, the order of the modes "
                         "reversed every round (AB BA AB ...); prints the p99 ratio of each round and the median")
+    p.add_argument("--pairs", type=int, default=1,
+                   help="--rounds: start a fresh pair of servers this many times (their start order alternated) "
+                        "and run --rounds rounds on each pair; a difference that belongs to one process rather "
+                        "than to the mode shows up as pairs that disagree")
     p.add_argument("--warmup-round", type=float, default=20.0,
                    help="--rounds: seconds of the discarded warm-up round of each mode")
     p.add_argument("--json", help="also write the results to this file")
@@ -377,9 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def mode_env(mode: str, args, log_dir: Path) -> dict:
-    """The environment that makes ``mode`` differ from ``batched`` (each mode records into its own database)."""
-    extra = {"RXT_DATABASE_URL": f"sqlite:///{log_dir / f'feedback-{mode}.db'}"}
+def mode_env(mode: str, args, log_dir: Path, suffix: str = "") -> dict:
+    """The environment that makes ``mode`` differ from ``batched`` (each mode records into its own database;
+    ``control`` is batched again)."""
+    extra = {"RXT_DATABASE_URL": f"sqlite:///{log_dir / f'feedback-{mode}{suffix}.db'}"}
     if mode == "nofeedback":
         extra["RXT_FEEDBACK_ENABLED"] = "false"
     if mode == "shadow":
@@ -498,13 +505,27 @@ def alternate_main(args) -> int:
     print(f"cpu: {describe_cpu()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; client "
           f"{'wrk' if args.wrk else 'python (httpx)'}", flush=True)
     log_dir = Path(tempfile.mkdtemp(prefix="load-triage-ab-"))
+    rounds: list[dict] = []
+    for pair in range(1, max(1, args.pairs) + 1):
+        start_order = modes if pair % 2 == 1 else modes[::-1]
+        if args.pairs > 1:
+            print(f"pair {pair}: fresh servers, started in the order {' '.join(start_order)}", flush=True)
+        rounds += _alternate_pair(args, modes, start_order, drive, log_dir, pair)
+    _alternate_report(args, modes, rounds, log_dir)
+    return 0
+
+
+def _alternate_pair(args, modes: list[str], start_order: list[str], drive, log_dir: Path, pair: int) -> list[dict]:
+    """One pair of servers (one per mode) up at once, a discarded warm-up round each, then ``args.rounds`` rounds
+    per concurrency level in ABBA order."""
     servers: dict[str, Server] = {}
     rounds: list[dict] = []
     try:
-        for mode in modes:
+        for mode in start_order:
             size = 1 if mode == "unbatched" else args.batch_max_size
-            servers[mode] = Server(args.model, size, args.batch_max_wait_ms, log_dir / f"server-{mode}.log",
-                                   args.work_dir, args.workers[0], mode_env(mode, args, log_dir))
+            servers[mode] = Server(args.model, size, args.batch_max_wait_ms,
+                                   log_dir / f"server-{mode}-pair{pair}.log", args.work_dir, args.workers[0],
+                                   mode_env(mode, args, log_dir, suffix=f"-pair{pair}"))
         for mode, server in servers.items():
             ready = server.wait_ready()
             print(f"[{mode}] {ready['components']['triage_model']['detail']}", flush=True)
@@ -541,11 +562,17 @@ def alternate_main(args) -> int:
                           f"scored in slice {row['scored_in_slice']}; cpu {row['cpu']}", flush=True)
                 a, b = got[modes[0]], got[modes[1]]
                 ratio = b["p99_ms"] / a["p99_ms"] if a["p99_ms"] and b["p99_ms"] else None
-                rounds.append({"concurrency": c, "round": k + 1, "order": order, modes[0]: a, modes[1]: b,
+                rounds.append({"concurrency": c, "pair": pair, "round": k + 1, "order": order, modes[0]: a, modes[1]: b,
                                "p99_ratio": ratio, "rps_ratio": b["rps"] / a["rps"] if a["rps"] else None})
     finally:
         for server in servers.values():
             server.stop()
+    return rounds
+
+
+def _alternate_report(args, modes: list[str], rounds: list[dict], log_dir: Path) -> None:
+    from evaluation.cpu_info import describe_cpu
+
     print(f"\n| c | round | order | {modes[0]} req/s | {modes[0]} p99 ms | {modes[1]} req/s | {modes[1]} p99 ms | "
           f"p99 {modes[1]}/{modes[0]} | req/s {modes[1]}/{modes[0]} | {modes[1]} scored / dropped / skipped |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -554,7 +581,7 @@ def alternate_main(args) -> int:
         bg = b["background"]
         dropped = sum(v for k, v in bg.items() if k.startswith("rxt_shadow_dropped_total"))
         skipped = sum(v for k, v in bg.items() if k.startswith("rxt_shadow_skipped_total"))
-        print(f"| {r['concurrency']} | {r['round']} | {''.join(m[0].upper() for m in r['order'])} | {a['rps']:.1f} | "
+        print(f"| {r['concurrency']} | {r['pair']}.{r['round']} | {''.join(m[0].upper() for m in r['order'])} | {a['rps']:.1f} | "
               f"{a['p99_ms']} | {b['rps']:.1f} | {b['p99_ms']} | {r['p99_ratio']:.3f} | {r['rps_ratio']:.3f} | "
               f"{bg.get('rxt_shadow_scored_total', 0):.0f} / {dropped:.0f} / {skipped:.0f} of "
               f"{bg.get('rxt_triage_predictions_total', 0):.0f} |")
@@ -591,11 +618,25 @@ def alternate_main(args) -> int:
             print(f"c={c}: p99 {modes[1]}/{modes[0]} per round {', '.join(f'{x:.3f}' for x in ratios)}; median "
                   f"{statistics.median(ratios):.3f}, geometric mean {statistics.geometric_mean(ratios):.3f}; "
                   f"req/s ratio median {statistics.median(rps):.3f}")
+        per_pair = pair_medians(rounds, c)
+        if len(per_pair) > 1:
+            print(f"c={c}: median p99 ratio per pair of servers " + ", ".join(
+                f"pair {k}: {v:.3f}" for k, v in per_pair.items()) + f"; median of the pair medians "
+                f"{statistics.median(per_pair.values()):.3f}, {sum(v > 1 for v in per_pair.values())} of "
+                f"{len(per_pair)} pairs above 1")
     print(f"(server logs in {log_dir}; cpu: {describe_cpu()}; load average now "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
     if args.json:
         Path(args.json).write_text(json.dumps({"rounds": rounds, "args": vars(args)}, indent=2))
-    return 0
+
+
+def pair_medians(rounds: list[dict], concurrency: int) -> dict[int, float]:
+    """The median p99 ratio of each pair of servers at one concurrency level (pair number -> median)."""
+    by_pair: dict[int, list[float]] = {}
+    for r in rounds:
+        if r["concurrency"] == concurrency and r.get("p99_ratio") is not None:
+            by_pair.setdefault(r.get("pair", 1), []).append(r["p99_ratio"])
+    return {k: statistics.median(v) for k, v in sorted(by_pair.items())}
 
 
 def wrk_main(args) -> int:
