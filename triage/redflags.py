@@ -511,7 +511,10 @@ class RedFlagMatcher:
         self._reach: dict[str, int] = {}  # longest possible match (tokens) per first word
         # a first word with many terms ("not", "can", "baby") is split by the terms' last word, and a
         # text runs only the parts whose last word it also contains ("not not not ..." stays cheap)
-        self._buckets: dict[str, list[tuple[str | None, Matcher, Matcher, int]]] = {}
+        # each bucket also keeps the word sets of its terms: every word of a term must be in the text for the term
+        # to match (each pattern token is an exact LEMMA), so a bucket none of whose sets the text holds is skipped
+        # without a Matcher call (most texts hold a term's first word, e.g. "pain", and not the rest)
+        self._buckets: dict[str, list[tuple[str | None, Matcher, Matcher, int, tuple[frozenset, ...]]]] = {}
         for first, keyed in by_first.items():
             n_terms = sum(len(pairs) for pairs in keyed.values())
             parts: dict[str | None, dict[str, list]] = {}
@@ -523,17 +526,21 @@ class RedFlagMatcher:
             for part, part_keyed in parts.items():
                 matcher, strict_matcher = Matcher(self.nlp.vocab), Matcher(self.nlp.vocab)
                 reach = 1
+                needs: set[frozenset] = set()
                 for key, pairs in part_keyed.items():
                     matcher.add(key, [f for f, _ in pairs])
                     strict_matcher.add(key, [st for _, st in pairs])
                     for pat, _ in pairs:
                         reach = max(reach, sum(MAX_GAP if "OP" in p else 1 for p in pat))
+                        needs.add(frozenset(p["LEMMA"] for p in pat if "LEMMA" in p))
                 if part == "":  # every term of this first word (API, tests)
                     self.matchers[first] = matcher
                     self.strict_matchers[first] = strict_matcher
                     self._reach[first] = reach
                 else:
-                    self._buckets.setdefault(first, []).append((part, matcher, strict_matcher, reach))
+                    # smallest sets first: the test stops at the first set the text holds
+                    need = tuple(sorted(needs, key=len))
+                    self._buckets.setdefault(first, []).append((part, matcher, strict_matcher, reach, need))
         # fuzzy map: raw words of length >= 6 used in the table, keyed by their one-deletions
         self._fuzzy_exact = {w for w in self._vocab_words if len(w) >= 6 and w.isalpha()}
         self._fuzzy_dels: dict[str, str] = {}
@@ -816,10 +823,13 @@ class RedFlagMatcher:
         n_tokens = len(doc)
         # repetitive text (a table word 8+ times) uses the strict, linear-time patterns
         repetitive = any(len(w) >= REPEAT_LIMIT for lem, w in positions.items() if lem in self._pattern_words)
+        present = positions.keys()
         for lemma, where in positions.items():
-            for last, fast_matcher, strict_matcher, reach in self._buckets.get(lemma, ()):
+            for last, fast_matcher, strict_matcher, reach, need in self._buckets.get(lemma, ()):
                 if last is not None and last not in positions:
                     continue  # no term of this part can end in this text
+                if not any(present >= words for words in need):
+                    continue  # no term of this part has all its words in this text
                 matcher = strict_matcher if repetitive else fast_matcher
                 # a spaCy Matcher call costs O(len(doclike)); run it only on the windows where a
                 # match can start (the first word's positions) and could still end
@@ -904,7 +914,8 @@ class RedFlagMatcher:
                 found.setdefault(key, []).append((start, end))
                 found[key].sort()
         hits: list[FlagHit] = []
-        for rule in self.rules:
+        # only rules whose first group was found can fire (every group must be found)
+        for rule in [self.rules[i] for i in sorted({k[0] for k in found if k[1] == "g" and k[2] == 0})]:
             options = [found.get((rule.index, "g", gi)) for gi in range(len(rule.groups))]
             if any(o is None for o in options):
                 continue
