@@ -59,6 +59,7 @@ REFERENCE_FILE = "reference.json"  # beside the model artefact (written by train
 NON_LATIN = 0.5  # a text with less than this share of Latin letters counts as "not Latin script"
 WRITE_BATCH = 256
 PURGE_EVERY_S = 3600.0
+LIVE_EVERY_S = 1.0  # the live gauges are recomputed at most this often while answers keep arriving
 RETRIES = 5
 RECENT_GRACE_S = 2.0  # an outcome for an unknown id waits this long for a not-yet-written answer (any worker's)
 
@@ -434,6 +435,7 @@ class FeedbackRecorder:
         self._stop = threading.Event()
         self._reference_for = reference_for  # model version -> artefact folder (for reference.json), or None
         self._live = _Live(settings.monitor_window)
+        self._live_at = 0.0  # monotonic time of the last gauge update
         self._last_purge = 0.0
         self.last_error: str | None = None
 
@@ -555,6 +557,13 @@ class FeedbackRecorder:
                 folder = self._reference_for(r.model_version) if self._reference_for else None
                 live.reference = load_reference(folder)
             live.rows.append(r)
+        # the gauges average the whole window (and the embedding shift over its sketches): under load, recompute
+        # them at most once per LIVE_EVERY_S, and at once whenever the queue has run dry (a scrape sees a window at
+        # most that old; at 300 answers/s recomputing per batch cost ~5% of the service's CPU)
+        now = time.monotonic()
+        if now - self._live_at < LIVE_EVERY_S and not self._queue.empty():
+            return
+        self._live_at = now
         rows = list(live.rows)
         m.live_window.set(len(rows))
         m.live_confidence.set(float(np.mean([r.confidence for r in rows])))

@@ -182,6 +182,29 @@ def test_writer_records_in_the_background_and_drops_under_pressure(tmp_path):
     db.dispose()
 
 
+def test_live_gauges_throttled_under_load_but_current_once_the_queue_drains(tmp_path):
+    """Under load the live gauges are recomputed at most once a second (they average the whole window); the batch
+    that empties the queue always updates them, so a scrape after a burst sees the burst."""
+    from serving.db import Database
+    from serving.feedback import WRITE_BATCH
+
+    settings = Settings(work_dir=tmp_path / "var", feedback_queue=4 * WRITE_BATCH, monitor_window=50)
+    db = Database(settings.resolved_database_url())
+    metrics = Metrics()
+    recorder = FeedbackRecorder(db, settings, metrics)
+    n = 2 * WRITE_BATCH + 7  # three batches: two see a non-empty queue, the last empties it
+    for i in range(n):
+        confidence = 0.9 if i >= n - 50 else 0.1  # the window (last 50) is all 0.9
+        assert recorder.offer(make_record(settings, f"b{i}", TEXT, None, None, answer(p=confidence), {}))
+    recorder.start()
+    assert recorder.wait_idle(30)
+    recorder.stop()
+    text = metrics.render()[0].decode()
+    assert f"rxt_feedback_recorded_total {float(n)}" in text
+    assert "rxt_triage_live_window 50.0" in text and "rxt_triage_live_confidence_mean 0.9" in text
+    db.dispose()
+
+
 def test_request_ids_stay_unique_in_forked_workers():
     """Outcomes are matched by request id: a forked worker must not repeat its parent's ids."""
     import os
