@@ -59,7 +59,6 @@ REFERENCE_FILE = "reference.json"  # beside the model artefact (written by train
 NON_LATIN = 0.5  # a text with less than this share of Latin letters counts as "not Latin script"
 WRITE_BATCH = 256
 PURGE_EVERY_S = 3600.0
-LIVE_EVERY_S = 1.0  # the live gauges are recomputed at most this often while answers keep arriving
 RETRIES = 5
 RECENT_GRACE_S = 2.0  # an outcome for an unknown id waits this long for a not-yet-written answer (any worker's)
 
@@ -413,12 +412,56 @@ class _Raw:
 
 @dataclass
 class _Live:
-    """The last ``window`` answers of one model version, behind the rxt_triage_live_* gauges."""
+    """The last ``window`` answers of one model version, behind the rxt_triage_live_* gauges, with running sums so
+    that a gauge update costs the same whatever the window (recomputing means over the whole window per written
+    batch cost ~5% of the served CPU at ~100 answers/s); the sums are recomputed exactly once per ``window``
+    additions, so rounding never accumulates."""
 
     window: int
     version: str | None = None
     reference: dict | None = None
     rows: deque = field(default_factory=deque)
+    sums: np.ndarray = field(default_factory=lambda: np.zeros(4))  # confidence, abstained, non-Latin, chars
+    sketch_sum: np.ndarray | None = None
+    sketch_n: int = 0
+    added: int = 0
+
+    @staticmethod
+    def _values(r) -> np.ndarray:
+        return np.array([r.confidence, float(r.abstained), float(r.latin_share < NON_LATIN), r.text_chars],
+                        dtype=np.float64)
+
+    def reset(self, version: str | None, reference: dict | None) -> None:
+        self.version, self.reference, self.rows = version, reference, deque()
+        self.sums, self.sketch_sum, self.sketch_n, self.added = np.zeros(4), None, 0, 0
+
+    def _count(self, r, sign: int) -> None:
+        self.sums += sign * self._values(r)
+        if r.sketch is not None:
+            vec = np.asarray(r.sketch, dtype=np.float64)
+            self.sketch_sum = sign * vec if self.sketch_sum is None else self.sketch_sum + sign * vec
+            self.sketch_n += sign
+
+    def add(self, r) -> None:
+        if self.window <= 0:
+            return
+        if len(self.rows) >= self.window:
+            self._count(self.rows.popleft(), -1)
+        self.rows.append(r)
+        self._count(r, +1)
+        self.added += 1
+        if self.added % max(self.window, 1) == 0:  # exact again
+            rows = list(self.rows)
+            self.reset(self.version, self.reference)
+            self.rows.extend(rows)
+            for row in rows:
+                self._count(row, +1)
+
+    def means(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(mean confidence, hand-off share, non-Latin share, mean chars) and the mean sketch (None without)."""
+        n = max(len(self.rows), 1)
+        sketch_mean = self.sketch_sum / self.sketch_n if self.sketch_n else None
+        return self.sums / n, sketch_mean
 
 
 class FeedbackRecorder:
@@ -435,7 +478,6 @@ class FeedbackRecorder:
         self._stop = threading.Event()
         self._reference_for = reference_for  # model version -> artefact folder (for reference.json), or None
         self._live = _Live(settings.monitor_window)
-        self._live_at = 0.0  # monotonic time of the last gauge update
         self._last_purge = 0.0
         self.last_error: str | None = None
 
@@ -553,25 +595,17 @@ class FeedbackRecorder:
         live, m = self._live, self.metrics
         for r in records:
             if r.model_version != live.version:
-                live.version, live.rows = r.model_version, deque(maxlen=live.window)
                 folder = self._reference_for(r.model_version) if self._reference_for else None
-                live.reference = load_reference(folder)
-            live.rows.append(r)
-        # the gauges average the whole window (and the embedding shift over its sketches): under load, recompute
-        # them at most once per LIVE_EVERY_S, and at once whenever the queue has run dry (a scrape sees a window at
-        # most that old; at 300 answers/s recomputing per batch cost ~5% of the service's CPU)
-        now = time.monotonic()
-        if now - self._live_at < LIVE_EVERY_S and not self._queue.empty():
-            return
-        self._live_at = now
-        rows = list(live.rows)
-        m.live_window.set(len(rows))
-        m.live_confidence.set(float(np.mean([r.confidence for r in rows])))
-        m.live_handoff.set(float(np.mean([r.abstained for r in rows])))
-        m.live_nonlatin.set(float(np.mean([r.latin_share < NON_LATIN for r in rows])))
-        m.live_text_chars.set(float(np.mean([r.text_chars for r in rows])))
-        sketches = [r.sketch for r in rows if r.sketch is not None]
-        shift = embedding_shift(np.asarray(sketches), live.reference) if sketches else None
+                live.reset(r.model_version, load_reference(folder))
+            live.add(r)
+        means, sketch_mean = live.means()
+        m.live_window.set(len(live.rows))
+        means = [round(float(x), 9) for x in means]  # running sums: no trailing rounding noise in the gauges
+        m.live_confidence.set(means[0])
+        m.live_handoff.set(means[1])
+        m.live_nonlatin.set(means[2])
+        m.live_text_chars.set(means[3])
+        shift = embedding_shift(sketch_mean[None, :], live.reference) if sketch_mean is not None else None
         if shift is not None:
             m.live_embedding_shift.set(shift)
 

@@ -6,6 +6,7 @@ triage model itself is exercised by tests/training/test_feedback_loop.py (slow t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -182,9 +183,9 @@ def test_writer_records_in_the_background_and_drops_under_pressure(tmp_path):
     db.dispose()
 
 
-def test_live_gauges_throttled_under_load_but_current_once_the_queue_drains(tmp_path):
-    """Under load the live gauges are recomputed at most once a second (they average the whole window); the batch
-    that empties the queue always updates them, so a scrape after a burst sees the burst."""
+def test_live_gauges_follow_the_window_through_a_burst(tmp_path):
+    """The live gauges keep running sums over the window (no recomputation per batch): after a burst of several
+    write batches they describe exactly the last ``monitor_window`` answers."""
     from serving.db import Database
     from serving.feedback import WRITE_BATCH
 
@@ -203,6 +204,35 @@ def test_live_gauges_throttled_under_load_but_current_once_the_queue_drains(tmp_
     assert f"rxt_feedback_recorded_total {float(n)}" in text
     assert "rxt_triage_live_window 50.0" in text and "rxt_triage_live_confidence_mean 0.9" in text
     db.dispose()
+
+
+def test_live_running_sums_equal_a_recomputation():
+    """_Live's running sums (evictions subtracted, exact again every window) against plain means of its rows."""
+    from serving.feedback import NON_LATIN, _Live, embedding_shift
+
+    rng = np.random.default_rng(3)
+    settings = Settings()
+    reference = {"sketch_mean": [0.0] * 8, "sketch_std": [1.0] * 8}
+    live = _Live(window=37)
+    live.reset("7", reference)
+    for i in range(500):
+        rec = make_record(settings, f"s{i}", "x" * int(rng.integers(1, 300)), None, None,
+                          answer(p=float(rng.uniform(0.3, 1.0))), {})
+        rec = replace(rec, sketch=None if i % 5 == 0 else rng.standard_normal(8).tolist(),
+                      latin_share=float(rng.uniform(0, 1)))
+        live.add(rec)
+        if i % 23 == 0 or i == 499:
+            rows = list(live.rows)
+            assert len(rows) == min(i + 1, 37)
+            means, sketch_mean = live.means()
+            expect = [np.mean([r.confidence for r in rows]), np.mean([r.abstained for r in rows]),
+                      np.mean([r.latin_share < NON_LATIN for r in rows]), np.mean([r.text_chars for r in rows])]
+            assert np.allclose(means, expect, atol=1e-9)
+            sketches = np.asarray([r.sketch for r in rows if r.sketch is not None])
+            if not len(sketches):
+                assert sketch_mean is None
+                continue
+            assert np.isclose(embedding_shift(sketch_mean[None, :], reference), embedding_shift(sketches, reference))
 
 
 def test_request_ids_stay_unique_in_forked_workers():
