@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import os
 import signal
@@ -307,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wrk", action="store_true", help="drive the service with wrk instead of the Python client (with --rounds: each slice is one wrk run; "
                         "wrk reports percentiles only, so no pooled p99)")
     p.add_argument("--workers", type=int, nargs="+", default=[1], help="service worker processes, one run each")
+    p.add_argument("--profile", type=float, default=0.0,
+                   help="--wrk: sample the server with py-spy for this many seconds during the last concurrency "
+                        "level and print the share of each area of the triage path (encoder, tokenizer, red flags, "
+                        "urgency, feedback recorder, logging, HTTP stack)")
     p.add_argument("--inprocess", type=float, default=0.0,
                    help="first measure the in-process pipeline for this many seconds (HTTP share of it)")
     # client mode (internal)
@@ -639,9 +644,24 @@ def pair_medians(rounds: list[dict], concurrency: int) -> dict[int, float]:
     return {k: statistics.median(v) for k, v in sorted(by_pair.items())}
 
 
+# areas of the served triage path for --profile: a sample counts for the first area one of whose markers is in its
+# stack (py-spy frame names)
+TRIAGE_CATEGORIES = [
+    ("encoder (onnxruntime)", ("Session.run",)),
+    ("tokenizer", ("TriageClassifier._encode",)),
+    ("red flags", ("RedFlagMatcher.",)),
+    ("urgency head and decision", ("decide_urgency", "UrgencyHead.", "respect_mentions")),
+    ("feedback recorder", ("FeedbackRecorder.", "make_record")),
+    ("shadow hand-off", ("shadow.py", "Shadow")),
+    ("logging", ("Logger.", "JsonFormatter")),
+    ("metrics", ("prometheus_client", "MetricWrapperBase")),
+    ("HTTP, ASGI, FastAPI, validation", ("run_asgi", "httptools_impl", "h11_impl")),
+]
+
+
 def wrk_main(args) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from wrk_support import cpu_seconds, run_wrk, tree_pids
+    from wrk_support import categorise_stacks, cpu_seconds, py_spy_record, run_wrk, tree_pids
 
     from evaluation.cpu_info import describe_cpu
 
@@ -668,9 +688,19 @@ def wrk_main(args) -> int:
                 for c in args.concurrency:
                     load = os.getloadavg()[0]
                     pids = tree_pids(server.proc.pid)
+                    spy = None
+                    if args.profile and c == args.concurrency[-1]:  # py-spy beside the last level's run
+                        out = log_dir / f"pyspy-{mode}-{workers}w"
+                        spy = concurrent.futures.ThreadPoolExecutor(1).submit(
+                            py_spy_record, pids, min(args.profile, max(1.0, args.duration - 1)), out)
                     cpu0 = cpu_seconds(pids)
                     row = run_wrk(f"{server.url}/v1/triage", bodies, BENCH_KEY, connections=c, seconds=args.duration)
                     row["cpu_ms_per_request"] = round((cpu_seconds(pids) - cpu0) * 1000 / max(row["requests"], 1), 3)
+                    if spy is not None:
+                        samples, shares = categorise_stacks(spy.result(), TRIAGE_CATEGORIES)
+                        row["profile"] = dict(shares)
+                        print(f"    py-spy, {samples} samples of active threads (server processes), share per area: "
+                              + ", ".join(f"{name} {share}%" for name, share in shares), flush=True)
                     row.update(mode=mode, workers=workers, load_before=round(load, 2), version=version)
                     rows.append(row)
                     share = (f"  = {row['rps'] / inproc['texts_per_s']:.0%} of in-process req/s, CPU efficiency "

@@ -90,3 +90,40 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return total / tick
+
+
+def py_spy_record(pids: list[int], seconds: float, out: Path) -> list[Path]:
+    """py-spy (200 Hz, non-blocking, active threads only) on each process for ``seconds``; raw collapsed stacks,
+    one file per process."""
+    import sys
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    paths = [out.with_suffix(f".{pid}.txt") for pid in pids]
+    procs = [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "-f", "raw",
+                               "-o", str(path), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for pid, path in zip(pids, paths)]
+    for p in procs:
+        p.wait(timeout=seconds + 60)
+    return [p for p in paths if p.exists()]
+
+
+def categorise_stacks(paths: list[Path], categories: list[tuple[str, tuple[str, ...]]]) -> tuple[int, list]:
+    """Share of the samples in each category: a sample belongs to the first category (in the given order) any of
+    whose markers occurs in one of its frames; the rest is "other". Returns (samples, [(name, share %)])."""
+    counts = {name: 0 for name, _ in categories}
+    counts["other"] = 0
+    samples = 0
+    for path in paths:
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            n = int(count)
+            samples += n
+            for name, markers in categories:
+                if any(marker in stack for marker in markers):
+                    counts[name] += n
+                    break
+            else:
+                counts["other"] += n
+    return samples, [(name, round(100 * c / max(samples, 1), 1)) for name, c in counts.items()]
