@@ -125,6 +125,13 @@ def _urgency_markdown(reports: dict[str, dict], title: str) -> str:
     for name, (with_model, _) in reports.items():
         lines += ["", f"{name}: emergencies missed {with_model['overall']['emergency_under_triaged']} of "
                       f"{with_model['overall']['n_emergency']}; decided by {with_model['decided_by']}"]
+        traps, rescored = with_model["traps"], with_model.get("rescored")
+        if traps["n"]:
+            lines.append(f"{name}: traps raised to emergency {traps['raised_to_emergency']} of {traps['n']}, by path "
+                         f"{traps['paths']} (red_flag: a rule fired; model_not_rescored: the head, nothing denied or "
+                         f"past found to remove; model_rescored: still an emergency without the denied / past words)")
+        if rescored:
+            lines.append(f"{name}: re-scored (second encoder pass) {rescored['rescored']} of {rescored['texts']} texts")
         if with_model["by_group"] and name in ("blind", "blind2"):
             lines += ["", "| style | n | exact | dichotomised | emergency recall | under-triage |", "|---|---:|---:|---:|---:|---:|"]
             for group, m in with_model["by_group"].items():
