@@ -21,9 +21,11 @@ from triage.urgency import UrgencyDecision, UrgencyModel, decide_urgency, respec
 TRAP_GROUPS = ("negation_trap", "history_trap")
 
 
-def pipeline(matcher: RedFlagMatcher, classifier=None, respect_negation: bool = True) -> Callable[[dict], UrgencyDecision]:
+def pipeline(matcher: RedFlagMatcher, classifier=None, respect_negation: bool = True,
+             scopes: bool = True) -> Callable[[dict], UrgencyDecision]:
     """The service's urgency decision for one row (classifier optional: rules and red flags only without it).
-    ``respect_negation=False`` leaves out ``triage.urgency.respect_mentions`` (to measure what it changes)."""
+    ``respect_negation=False`` leaves out ``triage.urgency.respect_mentions`` (to measure what it changes);
+    ``scopes=False`` keeps it to the red-flag matcher's blocked mentions (as before issue 11's negation scopes)."""
     head = getattr(classifier, "urgency_head", None)
     version = None if classifier is None else (getattr(classifier, "version", None) or "local")
 
@@ -39,7 +41,8 @@ def pipeline(matcher: RedFlagMatcher, classifier=None, respect_negation: bool = 
                 model = UrgencyModel(pred.urgency, head.thresholds, version, pred.urgency_evidence)
         flags = matcher.match(text, age_years=age, sex=sex, pregnant=pregnant)
         if model is not None and respect_negation:
-            model = respect_mentions(text, flags, model, matcher, rescore, age_years=age, sex=sex, pregnant=pregnant)
+            model = respect_mentions(text, flags, model, matcher, rescore, age_years=age, sex=sex, pregnant=pregnant,
+                                     scopes=scopes)
         return decide_urgency(text, centers, flags, age_years=age, pregnant=pregnant, model=model)
 
     def rescore(text: str) -> UrgencyModel | None:
@@ -68,7 +71,7 @@ def emergency_path(decision: UrgencyDecision) -> str:
     return decision.source
 
 
-def evaluate_urgency(rows: list[dict], decide: Callable[[dict], UrgencyDecision], keep_errors: int = 40) -> dict:
+def evaluate_urgency(rows: list[dict], decide: Callable[[dict], UrgencyDecision], keep_errors: int = 1000) -> dict:
     gold, pred, groups, sources = [], [], defaultdict(lambda: ([], [])), Counter()
     errors, trap_paths, raised = [], Counter(), []
     before = (getattr(decide, "texts", 0), getattr(decide, "rescored", 0))
