@@ -146,6 +146,10 @@ def discount_text(text: str, mentions: list[FlagHit], extra: list[tuple[int, int
         pos = max(pos, end)
     out.append(text[pos:])
     clean = re.sub(r"\s+", " ", " ".join(out)).strip()
+    clean = re.sub(r"(?:\s*[,;:\-\u2013\u2014]\s*){2,}", ", ", clean)  # "no rash, no fever - headache" -> ", headache"
+    clean = re.sub(r"^[\s,;:.\-\u2013\u2014]+", "", clean).strip()
+    if not clean:
+        return None
     return clean if clean != text.strip() else None
 
 
