@@ -361,12 +361,13 @@ def names_a_finding(text: str, scope: Scope, is_finding) -> bool:
     return any(is_finding(w) for w in re.findall(r"[A-Za-z]+", text[scope.start : scope.end]))
 
 
-def removable_spans(text: str, protect: list[tuple[int, int]] = (), is_finding=None) -> list[tuple[int, int]]:
+def removable_spans(text: str, protect: list[tuple[int, int]] = (), is_finding=None,
+                    scopes: list[Scope] | None = None) -> list[tuple[int, int]]:
     """Character spans of the context scopes, cut so that none overlaps a protected span (words a red flag fired on).
     With ``is_finding`` (a word -> bool test, e.g. ``RedFlagMatcher.is_finding_word``) a scope counts only when it
     names a finding: "I don't know why I'm typing this" denies nothing, and removing it would only dilute the text."""
     spans = []
-    for s in context_scopes(text):
+    for s in context_scopes(text) if scopes is None else scopes:
         if is_finding is not None and not names_a_finding(text, s, is_finding):
             continue
         pieces = [(s.start, s.end)]

@@ -186,7 +186,8 @@ def respect_mentions(
         return model
     mentions = matcher.blocked_mentions(text, age_years=age_years, sex=sex, pregnant=pregnant, fired=flags)
     protect = [(sp.start, sp.end) for h in flags for sp in h.matched]
-    extra = removable_spans(text, protect, matcher.is_finding_word) if scopes else []
+    found = context_scopes(text) if scopes else []
+    extra = removable_spans(text, protect, matcher.is_finding_word, found) if found else []
     clean = discount_text(text, mentions, extra)
     if clean is None:
         return model
@@ -194,7 +195,7 @@ def respect_mentions(
     if again is None or _RANK[model_level(again)[0]] > _RANK[model_level(model)[0]]:
         return model  # removing a denied mention removes evidence: it never raises the level
     ids = sorted({h.rule_id for h in mentions if h.urgency in DISCOUNTED_LEVELS})
-    kinds = sorted({sc.kind for sc in context_scopes(text)}) if extra else []
+    kinds = sorted({sc.kind for sc in found}) if extra else []
     what = ", ".join(ids + [f"{k} scope" for k in kinds])
     note = (f"scored without the denied / past mention(s) of {what}; on the full text p(emergency) was "
             f"{model.probabilities.get('emergency', 0.0):.2f}")
