@@ -125,7 +125,14 @@ def _urgency_markdown(reports: dict[str, dict], title: str) -> str:
     for name, (with_model, _) in reports.items():
         lines += ["", f"{name}: emergencies missed {with_model['overall']['emergency_under_triaged']} of "
                       f"{with_model['overall']['n_emergency']}; decided by {with_model['decided_by']}"]
-        if with_model["by_group"] and name in ("blind", "blind2"):
+        traps, rescored = with_model["traps"], with_model.get("rescored")
+        if traps["n"]:
+            lines.append(f"{name}: traps raised to emergency {traps['raised_to_emergency']} of {traps['n']}, by path "
+                         f"{traps['paths']} (red_flag: a rule fired; model_not_rescored: the head, nothing denied or "
+                         f"past found to remove; model_rescored: still an emergency without the denied / past words)")
+        if rescored:
+            lines.append(f"{name}: re-scored (second encoder pass) {rescored['rescored']} of {rescored['texts']} texts")
+        if with_model["by_group"] and name in ("blind", "blind2", "blind3", "valtraps"):
             lines += ["", "| style | n | exact | dichotomised | emergency recall | under-triage |", "|---|---:|---:|---:|---:|---:|"]
             for group, m in with_model["by_group"].items():
                 lines.append(f"| {group} | {m['n']} | {m['exact_accuracy']:.0%} | {m['dichotomised_accuracy']:.0%} | "
@@ -146,12 +153,16 @@ def urgency_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-respect-negation", action="store_true",
                         help="leave out the re-scoring of texts whose urgent mentions are denied or past "
                              "(triage.urgency.respect_mentions), to measure what it changes")
+    parser.add_argument("--no-negation-scopes", action="store_true",
+                        help="re-score only without the red-flag matcher's blocked mentions, not the NegEx-style "
+                             "scopes of triage.mentions (the behaviour before issue 11's scopes), to measure them")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     settings = get_settings()
     uri = args.model or settings.triage_model_uri
     classifier = load_triage_classifier(uri, settings)
     loaders = {"blind": urgency_train.blind_rows, "blind2": urgency_train.blind_rows_v2,
+               "blind3": urgency_train.blind_rows_v3, "valtraps": urgency_train.validation_trap_rows,
                "acuitybench": urgency_train.acuity_rows,
                "validation": urgency_train.validation_rows}
     unknown = [s for s in args.sets.split(",") if s not in loaders]
@@ -159,7 +170,8 @@ def urgency_main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown set(s) {unknown}; choose from {sorted(loaders)}")
     sets = {name: loaders[name]() for name in args.sets.split(",")}
     matcher = RedFlagMatcher()
-    with_model = urgency_train.evaluate(classifier, sets, matcher, respect_negation=not args.no_respect_negation)
+    with_model = urgency_train.evaluate(classifier, sets, matcher, respect_negation=not args.no_respect_negation,
+                                        scopes=not args.no_negation_scopes)
     rules_only = {name: evaluate_urgency(rows, pipeline(matcher, None)) for name, rows in sets.items()}
     reports = {name: (with_model[name], rules_only[name]) for name in sets}
     if args.json:

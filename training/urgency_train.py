@@ -43,6 +43,12 @@ from triage.taxonomy import URGENCY_LEVELS
 BLIND_SET = PROJECT_ROOT / "datasets" / "triage" / "blind" / "urgency_blind_v1.csv"
 # second blind set (team-written 2026-12-07, before any model or rule ran on it; evaluation only): eval-urgency --sets blind2
 BLIND_SET_V2 = BLIND_SET.parent / "urgency_blind_v2.csv"
+# third blind set (issue 11: 54 negation / history traps in outside registers, 37 emergencies each beside a denied or
+# past mention; written before any model or rule ran on it; evaluation only): eval-urgency --sets blind3
+BLIND_SET_V3 = BLIND_SET.parent / "urgency_blind_v3.csv"
+# team-written negation / history traps and emergencies beside a denial, in outside registers (issue 11): for choosing
+# and checking the negation / history scopes; validation only, never test or training: eval-urgency --sets valtraps
+VALIDATION_TRAPS = PROJECT_ROOT / "datasets" / "triage" / "validation" / "urgency_traps_val.csv"
 ACUITY_LEVELS = {"A": "self_care", "B": "routine", "C": "urgent", "D": "emergency"}
 COST = {"emergency": 3.0, "urgent": 1.5, "routine": 1.0, "self_care": 1.0}  # weight of a missed example
 EMERGENCY_RECALL = 0.99
@@ -263,6 +269,14 @@ def blind_rows_v2() -> list[dict]:
     return blind_rows(BLIND_SET_V2)
 
 
+def blind_rows_v3() -> list[dict]:
+    return blind_rows(BLIND_SET_V3)
+
+
+def validation_trap_rows() -> list[dict]:
+    return blind_rows(VALIDATION_TRAPS)
+
+
 def acuity_rows(field: str = "vignette_text") -> list[dict]:
     rows = []
     with source_file("acuitybench_seed100", "vignettes.csv").open(newline="", encoding="utf-8") as fh:
@@ -292,8 +306,8 @@ def validation_rows(seed: int = 11) -> list[dict]:
 
 
 def evaluate(classifier, sets: dict[str, list[dict]], matcher: RedFlagMatcher | None = None,
-             respect_negation: bool = True) -> dict:
-    decide = pipeline(matcher or RedFlagMatcher(), classifier, respect_negation=respect_negation)
+             respect_negation: bool = True, scopes: bool = True) -> dict:
+    decide = pipeline(matcher or RedFlagMatcher(), classifier, respect_negation=respect_negation, scopes=scopes)
     return {name: evaluate_urgency(rows, decide) for name, rows in sets.items()}
 
 

@@ -234,10 +234,12 @@ HYPOTHETICAL = [
     "risk of", "risks of", "signs of", "sign of", "symptoms of", "symptom of", "chance of",
     "chances of", "prevent", "preventing", "worried about", "worry about", "afraid of", "scared of",
     "fear of", "how to tell", "how do i know", "what are the", "learn about", "reading about",
-    "almost", "nearly", "possible", "possibly", "could it be", "could this be",
+    "almost", "nearly", "possible", "possibly", "could it be", "could this be", "what if", "in case",
+    "worried i might", "worried i may", "worried i could", "worried it might", "worried it may", "worried it could",
+    "scared i might", "scared it might", "afraid i might", "afraid it might", "might be having", "could be having",
 ]
 HISTORY = [
-    "history of", "hx of", "last year", "years ago", "year ago", "months ago", "month ago",
+    "history of", "hx of", "hx", "h / o", "pmh", "pmhx", "phx", "fhx", "fh of", "past medical history", "last year", "years ago", "year ago", "months ago", "month ago",
     "weeks ago", "week ago", "last month", "in the past", "previously", "previous", "used to",
     "as a child", "as a kid", "when i was a child", "when i was a kid", "when i was a baby",
     "when i was a teenager", "when i was a teen", "when i was young", "when i was younger",
@@ -279,6 +281,25 @@ AND_SUBJECTS = frozenset(
 INNER_NEG = frozenset({"no", "never", "without", "nor", "denies", "denied"})
 SENTENCE_BREAKS = frozenset({".", "!", "?", ";", "...", "…"})
 PHRASE_BREAKS = SENTENCE_BREAKS | {",", ":", "(", ")"}
+# function words of the rule table's terms: they do not name a finding
+FINDING_STOP = frozenset({
+    "the", "and", "not", "can", "could", "have", "has", "had", "feel", "feels", "felt", "like", "get", "got", "going",
+    "been", "being", "with", "for", "from", "into", "onto", "out", "off", "over", "under", "after", "before", "since",
+    "when", "what", "how", "who", "that", "this", "there", "their", "they", "them", "she", "her", "his", "him", "you",
+    "your", "our", "its", "are", "was", "were", "will", "would", "should", "just", "very", "really", "all", "any",
+    "some", "more", "most", "much", "one", "two", "side", "sides", "time", "times", "hour", "hours", "minute",
+    "minutes", "day", "days", "week", "weeks", "now", "today", "tonight", "again", "still", "also", "keep", "keeps",
+    "kept", "come", "came", "comes", "go", "goes", "went", "make", "made", "take", "took", "taken", "say", "said",
+    "properly", "normal", "normally", "anything", "something", "nothing", "everything", "thing", "things", "way",
+    "lot", "lots", "bit", "little", "than", "then", "too", "does", "did", "doing", "done", "want", "wants", "need",
+    "needs", "look", "looks", "looking", "seem", "seems", "think", "thought", "know", "right", "left", "first", "last",
+})
+# clinical abbreviations written in notes and by clinicians: they name a finding
+CLINICAL_SHORTHAND = frozenset({
+    "cp", "sob", "sobar", "doe", "mi", "stemi", "nstemi", "acs", "cva", "tia", "sah", "si", "sh", "dsh", "od",
+    "dvt", "pe", "loc", "uti", "gi", "pr", "pv", "palps", "haemoptysis", "hemoptysis", "haematemesis", "melaena",
+    "dib", "cough", "fever", "temp", "afebrile", "apyrexial", "headache", "rash", "covid", "flu", "strep",
+})
 PREGNANCY_WORDS = ("pregnant", "pregnancy", "trimester", "weeks along", "expecting a baby")
 
 
@@ -407,6 +428,7 @@ class RedFlagMatcher:
         self.rules: list[_Rule] = self._load(raw.decode("utf-8-sig"))
         self._compile()
         self._order = {r.rule_id: r.index for r in self.rules}
+        self._finding_words: frozenset[str] | None = None
 
     # -- loading ----------------------------------------------------------------------------
     def _term_words(self, term: str) -> list[str]:
@@ -487,12 +509,14 @@ class RedFlagMatcher:
         by_first: dict[str, dict[str, list]] = {}
         self._pattern_words: set[str] = set()
         self._terms_with_not: set[str] = set()  # match keys of groups where a term itself says "not"
+        self._not_terms: dict[str, list[list[str]]] = {}  # those terms, per match key
         for rule in self.rules:
             for kind, groups in (("g", rule.groups), ("x", rule.excludes)):
                 for gi, terms in enumerate(groups):
                     key = f"{rule.index}|{kind}|{gi}"
                     if any("not" in words for words in terms):
                         self._terms_with_not.add(key)
+                        self._not_terms.setdefault(key, []).extend(w for w in terms if "not" in w)
                     for words in terms:
                         fast: list[dict] = []
                         strict: list[dict] = []
@@ -707,7 +731,7 @@ class RedFlagMatcher:
             )
             recency = bool(_seq_index(clause_norms, RECENCY))
             # a fronted time phrase scopes over the whole clause: "Last year, I had a seizure"
-            fronted = any(s == 0 and e < len(clause_norms) and clause_norms[e] == "," for s, e in _seq_index(clause_norms, HISTORY))
+            fronted = any(s == 0 and e < len(clause_norms) and clause_norms[e] in (",", ":") for s, e in _seq_index(clause_norms, HISTORY))
             facts = ctx.clause_facts[cl] = (recent_again, recency, fronted)
         recent_again, recency, fronted = facts
         # otherwise history markers count within the comma-bounded phrase of the finding, so
@@ -891,8 +915,11 @@ class RedFlagMatcher:
             key_str = strings[match_id]
             rule_index, kind, gi = key_str.split("|")
             key = (int(rule_index), kind, int(gi))
-            # "poo is not black": a "not" in the gap of a term negates it (unless a term says "not")
-            if respect_context and key_str not in self._terms_with_not and "not" in norms[start + 1 : end - 1]:
+            # "poo is not black", "face isn't drooping": a "not" in the gap of a term negates it, unless the words
+            # matched are those of a term that itself says "not" ("can not lift my arm" in the same group)
+            if respect_context and "not" in norms[start + 1 : end - 1] and not self._not_term_matched(
+                key_str, [doc[i].lemma_ for i in range(start, end)]
+            ):
                 continue
             post_negation = self.rules[key[0]].conditions.get("transient") != "yes"
             bkey = (start, end, post_negation)
@@ -949,6 +976,35 @@ class RedFlagMatcher:
             if hi - lo <= window:
                 return chosen
         return None
+
+    @property
+    def finding_words(self) -> frozenset[str]:
+        """Normal forms of the content words of the rule table's terms ("chest", "pain", "droop", "seizure", ...):
+        what counts as naming a finding when a denied / past scope is weighed (``triage.mentions``)."""
+        if self._finding_words is None:
+            self._finding_words = frozenset(
+                normalise_word(w) for w in self._vocab_words if w.isalpha() and len(w) > 2 and w not in FINDING_STOP
+            )
+        return self._finding_words
+
+    def is_finding_word(self, raw: str) -> bool:
+        """True when ``raw`` (one word as written) names a finding: a content word of the rule table (after the same
+        normalisation and one-edit spelling fix as matching) or a clinical abbreviation ("CP", "SOB", "CVA")."""
+        w = raw.lower().strip("'")
+        if w in CLINICAL_SHORTHAND:
+            return True
+        return w.isalpha() and len(w) > 2 and w not in FINDING_STOP and self._fix(w) in self.finding_words
+
+    def _not_term_matched(self, key: str, lemmas: list[str]) -> bool:
+        """True when a term of this group that itself says "not" has all its words, in order, in the matched span."""
+        for words in self._not_terms.get(key, ()):
+            k = 0
+            for lemma in lemmas:
+                if k < len(words) and lemma == words[k]:
+                    k += 1
+            if k == len(words):
+                return True
+        return False
 
     def rule_ids(self) -> list[str]:
         return [r.rule_id for r in self.rules]

@@ -41,6 +41,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from triage.mentions import context_scopes, removable_spans
 from triage.redflags import FlagHit, RedFlagMatcher
 from triage.taxonomy import URGENCY_LEVELS, Urgency  # noqa: F401 - re-exported
 
@@ -130,10 +131,12 @@ _RANK = {level: i for i, level in enumerate(reversed(URGENCY_LEVELS))}  # self_c
 DISCOUNTED_LEVELS = ("emergency", "urgent")
 
 
-def discount_text(text: str, mentions: list[FlagHit]) -> str | None:
+def discount_text(text: str, mentions: list[FlagHit], extra: list[tuple[int, int]] = ()) -> str | None:
     """``text`` without the words of the given mentions of urgent or emergency presentations (the spans the red-flag
-    matcher found negated, hypothetical, in the past or in someone else), or None when there is nothing to remove."""
-    spans = sorted({(s.start, s.end) for h in mentions if h.urgency in DISCOUNTED_LEVELS for s in h.matched})
+    matcher found negated, hypothetical, in the past or in someone else) and without the ``extra`` character spans
+    (``triage.mentions`` scopes), or None when there is nothing to remove."""
+    spans = sorted({(s.start, s.end) for h in mentions if h.urgency in DISCOUNTED_LEVELS for s in h.matched}
+                   | {(a, b) for a, b in extra if b > a})
     if not spans:
         return None
     out, pos = [], 0
@@ -143,6 +146,10 @@ def discount_text(text: str, mentions: list[FlagHit]) -> str | None:
         pos = max(pos, end)
     out.append(text[pos:])
     clean = re.sub(r"\s+", " ", " ".join(out)).strip()
+    clean = re.sub(r"(?:\s*[,;:\-\u2013\u2014]\s*){2,}", ", ", clean)  # "no rash, no fever - headache" -> ", headache"
+    clean = re.sub(r"^[\s,;:.\-\u2013\u2014]+", "", clean).strip()
+    if not clean:
+        return None
     return clean if clean != text.strip() else None
 
 
@@ -163,26 +170,34 @@ def respect_mentions(
     age_years: float | None = None,
     sex: str | None = None,
     pregnant: bool | None = None,
+    scopes: bool = True,
 ) -> UrgencyModel | None:
-    """The red flags' negation / history rules applied to the urgency head.
+    """The red flags' negation / history rules, and the same idea for any finding, applied to the urgency head.
 
-    When the head alone would raise the level (no red flag at that level fired) and the text mentions a cited
-    urgent or emergency presentation only as denied, hypothetical, past or someone else's ("no stiff neck", "my dad
-    had a stroke"), the head is asked again (``rescore``, one more encoder pass, for these texts only) on the text
-    without those words, and its answer there stands unless it is more urgent than the full-text one (removing
-    words removes evidence, so that reading is kept): a denied presentation cannot raise the level by itself.
-    Everything else is unchanged; a red flag that fired is never touched."""
+    When the head alone would raise the level (no red flag at that level fired) and the text mentions something
+    only as denied, resolved, hypothetical, past or someone else's - a cited presentation the red-flag matcher
+    stopped ("no stiff neck") or, with ``scopes`` (default), any finding in a NegEx-style scope of
+    ``triage.mentions`` ("nil CP", "my nan had a stroke last week", "worried I might have meningitis", "covid -ve") -
+    the head is asked again (``rescore``, one more encoder pass, for these texts only) on the text without those
+    words. Its answer there stands unless it is more urgent than the full-text one (removing words removes evidence,
+    so that reading is kept): a denied presentation cannot raise the level by itself. Words a red flag fired on are
+    never removed, and a red flag that fired is never touched (it is a proposal of its own)."""
     if model is None or not model_outranks_flags(model, flags):
         return model
     mentions = matcher.blocked_mentions(text, age_years=age_years, sex=sex, pregnant=pregnant, fired=flags)
-    clean = discount_text(text, mentions)
+    protect = [(sp.start, sp.end) for h in flags for sp in h.matched]
+    found = context_scopes(text) if scopes else []
+    extra = removable_spans(text, protect, matcher.is_finding_word, found) if found else []
+    clean = discount_text(text, mentions, extra)
     if clean is None:
         return model
     again = rescore(clean)
     if again is None or _RANK[model_level(again)[0]] > _RANK[model_level(model)[0]]:
         return model  # removing a denied mention removes evidence: it never raises the level
-    ids = ", ".join(sorted({h.rule_id for h in mentions if h.urgency in DISCOUNTED_LEVELS}))
-    note = (f"scored without the denied / past mention(s) of {ids}; on the full text p(emergency) was "
+    ids = sorted({h.rule_id for h in mentions if h.urgency in DISCOUNTED_LEVELS})
+    kinds = sorted({sc.kind for sc in found}) if extra else []
+    what = ", ".join(ids + [f"{k} scope" for k in kinds])
+    note = (f"scored without the denied / past mention(s) of {what}; on the full text p(emergency) was "
             f"{model.probabilities.get('emergency', 0.0):.2f}")
     return replace(again, note=note)
 
