@@ -22,7 +22,7 @@ TRAP_GROUPS = ("negation_trap", "history_trap")
 
 
 def pipeline(matcher: RedFlagMatcher, classifier=None, respect_negation: bool = True,
-             scopes: bool = True) -> Callable[[dict], UrgencyDecision]:
+             scopes: bool = False) -> Callable[[dict], UrgencyDecision]:
     """The service's urgency decision for one row (classifier optional: rules and red flags only without it).
     ``respect_negation=False`` leaves out ``triage.urgency.respect_mentions`` (to measure what it changes);
     ``scopes=False`` keeps it to the red-flag matcher's blocked mentions (as before issue 11's negation scopes)."""

@@ -242,6 +242,13 @@ class Settings(BaseSettings):
         description="With RXT_SHADOW_IDLE_ONLY: how long the worker must have been without a request in flight before "
         "the scorer starts (it looks again between every few texts).",
     )
+    negation_scopes: bool = Field(
+        default=False,
+        description="Issue 11: when the urgency head alone raises the level, also remove NegEx-style negation / "
+        "history / family / hypothetical scopes around any finding (triage.mentions) before re-scoring, not only the "
+        "red-flag matcher's denied mentions. Off by default: on the blind v3 set's first run it cut traps raised to "
+        "emergency 37.0% -> 33.3% but lost one of 37 emergencies (docs/urgency.md).",
+    )
     monitor_window: int = Field(
         default=500, ge=10,
         description="The last N recorded answers behind the rxt_triage_live_* gauges.",

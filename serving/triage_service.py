@@ -181,7 +181,7 @@ class TriageService:
                 urgency_model = respect_mentions(
                     item.text, flags, urgency_model, matcher,
                     lambda text, v=head_version: _rescore(model, head, text, v),
-                    age_years=item.age, sex=item.sex, pregnant=item.pregnant)
+                    age_years=item.age, sex=item.sex, pregnant=item.pregnant, scopes=self.settings.negation_scopes)
             decision = decide(item.text, pred.centers, flags, age_years=item.age, pregnant=item.pregnant,
                               model=urgency_model)
             level = str(_plain(decision.level))

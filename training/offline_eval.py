@@ -153,9 +153,10 @@ def urgency_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-respect-negation", action="store_true",
                         help="leave out the re-scoring of texts whose urgent mentions are denied or past "
                              "(triage.urgency.respect_mentions), to measure what it changes")
-    parser.add_argument("--no-negation-scopes", action="store_true",
-                        help="re-score only without the red-flag matcher's blocked mentions, not the NegEx-style "
-                             "scopes of triage.mentions (the behaviour before issue 11's scopes), to measure them")
+    parser.add_argument("--negation-scopes", action=argparse.BooleanOptionalAction, default=False,
+                        help="also remove the NegEx-style scopes of triage.mentions before the re-score, not only the "
+                             "red-flag matcher's blocked mentions (off by default, as in the service: "
+                             "RXT_NEGATION_SCOPES), to measure them")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     settings = get_settings()
@@ -171,7 +172,7 @@ def urgency_main(argv: list[str] | None = None) -> int:
     sets = {name: loaders[name]() for name in args.sets.split(",")}
     matcher = RedFlagMatcher()
     with_model = urgency_train.evaluate(classifier, sets, matcher, respect_negation=not args.no_respect_negation,
-                                        scopes=not args.no_negation_scopes)
+                                        scopes=args.negation_scopes)
     rules_only = {name: evaluate_urgency(rows, pipeline(matcher, None)) for name, rows in sets.items()}
     reports = {name: (with_model[name], rules_only[name]) for name in sets}
     if args.json:

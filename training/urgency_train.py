@@ -306,7 +306,7 @@ def validation_rows(seed: int = 11) -> list[dict]:
 
 
 def evaluate(classifier, sets: dict[str, list[dict]], matcher: RedFlagMatcher | None = None,
-             respect_negation: bool = True, scopes: bool = True) -> dict:
+             respect_negation: bool = True, scopes: bool = False) -> dict:
     decide = pipeline(matcher or RedFlagMatcher(), classifier, respect_negation=respect_negation, scopes=scopes)
     return {name: evaluate_urgency(rows, decide) for name, rows in sets.items()}
 

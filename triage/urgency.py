@@ -170,13 +170,13 @@ def respect_mentions(
     age_years: float | None = None,
     sex: str | None = None,
     pregnant: bool | None = None,
-    scopes: bool = True,
+    scopes: bool = False,
 ) -> UrgencyModel | None:
     """The red flags' negation / history rules, and the same idea for any finding, applied to the urgency head.
 
     When the head alone would raise the level (no red flag at that level fired) and the text mentions something
     only as denied, resolved, hypothetical, past or someone else's - a cited presentation the red-flag matcher
-    stopped ("no stiff neck") or, with ``scopes`` (default), any finding in a NegEx-style scope of
+    stopped ("no stiff neck") or, with ``scopes`` (opt-in, the service's RXT_NEGATION_SCOPES), any finding in a NegEx-style scope of
     ``triage.mentions`` ("nil CP", "my nan had a stroke last week", "worried I might have meningitis", "covid -ve") -
     the head is asked again (``rescore``, one more encoder pass, for these texts only) on the text without those
     words. Its answer there stands unless it is more urgent than the full-text one (removing words removes evidence,

@@ -122,7 +122,7 @@ def _head(seen: list[str], alarming: tuple[str, ...]):
 def test_a_trap_the_head_alone_raised_is_rescored_without_its_denied_words(matcher, text, gone):
     seen: list[str] = []
     out = respect_mentions(text, matcher.match(text), ALARM, matcher,
-                           _head(seen, ("cp", "stroke", "meningitis", "covid", "chest pain")))
+                           _head(seen, ("cp", "stroke", "meningitis", "covid", "chest pain")), scopes=True)
     assert len(seen) == 1 and gone.lower() not in seen[0].lower()
     assert decide_urgency(text, [], matcher.match(text), model=out).level != "emergency"
 
@@ -136,26 +136,27 @@ def test_a_trap_the_head_alone_raised_is_rescored_without_its_denied_words(match
 ])
 def test_a_real_emergency_beside_a_negation_stays_an_emergency(matcher, text, live):
     seen: list[str] = []
-    out = respect_mentions(text, matcher.match(text), ALARM, matcher, _head(seen, (live,)))
+    out = respect_mentions(text, matcher.match(text), ALARM, matcher, _head(seen, (live,)), scopes=True)
     assert all(live in s for s in seen)  # the live finding is never removed
     assert decide_urgency(text, [], matcher.match(text), model=out).level == "emergency"
 
 
-def test_scopes_can_be_left_out_and_a_fired_flag_is_never_rescored(matcher):
+def test_scopes_are_opt_in_and_a_fired_flag_is_never_rescored(matcher):
     text = "nil CP, nil SOB. chesty cough for 5 days after a cold"
 
     def never(_):
         raise AssertionError("must not re-score")
 
     assert respect_mentions(text, matcher.match(text), ALARM, matcher, never, scopes=False) is ALARM
+    assert respect_mentions(text, matcher.match(text), ALARM, matcher, never) is ALARM  # off by default
     live = "no fever, but his face has dropped and he can't lift his arm"
     assert matcher.match(live)
-    assert respect_mentions(live, matcher.match(live), ALARM, matcher, never) is ALARM
+    assert respect_mentions(live, matcher.match(live), ALARM, matcher, never, scopes=True) is ALARM
 
 
 def test_the_rescored_reading_names_the_scopes_it_removed(matcher):
     text = "FHx CVA. asymptomatic, wants a BP check"
-    out = respect_mentions(text, matcher.match(text), ALARM, matcher, lambda _: CALM)
+    out = respect_mentions(text, matcher.match(text), ALARM, matcher, lambda _: CALM, scopes=True)
     assert "family scope" in out.note and "0.80" in out.note
 
 
