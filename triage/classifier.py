@@ -337,7 +337,9 @@ class TriageClassifier:
         return cleaned
 
     def _encode(self, texts: list[str]) -> dict[str, np.ndarray]:
-        encodings = self._tokenizer.encode_batch(texts)
+        # one text (the served int8 path runs each text alone): encode() skips encode_batch's thread-pool dispatch
+        # (~100 vs ~115-140 us of CPU per text, same ids)
+        encodings = [self._tokenizer.encode(texts[0])] if len(texts) == 1 else self._tokenizer.encode_batch(texts)
         feeds = {
             "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
