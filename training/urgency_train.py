@@ -46,6 +46,9 @@ BLIND_SET_V2 = BLIND_SET.parent / "urgency_blind_v2.csv"
 # third blind set (issue 11: 54 negation / history traps in outside registers, 37 emergencies each beside a denied or
 # past mention; written before any model or rule ran on it; evaluation only): eval-urgency --sets blind3
 BLIND_SET_V3 = BLIND_SET.parent / "urgency_blind_v3.csv"
+# fourth blind set (issue 11, second pass: 34 past / history / denied-after traps, 37 emergencies in lay and atypical
+# words; written before any model or rule ran on it; evaluation only): eval-urgency --sets blind4
+BLIND_SET_V4 = BLIND_SET.parent / "urgency_blind_v4.csv"
 # team-written negation / history traps and emergencies beside a denial, in outside registers (issue 11): for choosing
 # and checking the negation / history scopes; validation only, never test or training: eval-urgency --sets valtraps
 VALIDATION_TRAPS = PROJECT_ROOT / "datasets" / "triage" / "validation" / "urgency_traps_val.csv"
@@ -271,6 +274,10 @@ def blind_rows_v2() -> list[dict]:
 
 def blind_rows_v3() -> list[dict]:
     return blind_rows(BLIND_SET_V3)
+
+
+def blind_rows_v4() -> list[dict]:
+    return blind_rows(BLIND_SET_V4)
 
 
 def validation_trap_rows() -> list[dict]:

@@ -9,6 +9,8 @@ Pattern language (column ``patterns``)
 * ``A|B|C``      one *group*: any of the alternative *terms* A, B or C.
 * ``G1 & G2``    every group must match somewhere in the text (not negated, not history).
 * ``& !X|Y``     an *exclusion* group: the rule does not fire when X or Y occurs (not negated).
+* the word ``manynum`` in a term stands for any whole number from 10 to 999 written in digits ("took 30
+  paracetamol" matches ``take manynum paracetamol``); it is never a term's only word.
 * a term is plain lay words, e.g. ``can not lift my arm``.  Both the term and the text are
   normalised the same way (lower case, contractions expanded by the spaCy tokenizer, a
   misspelling/variant list, irregular verb forms, light suffix stripping: "sweating", "sweaty",
@@ -92,6 +94,8 @@ CONDITION_KEYS = {
     "window": float,  # max tokens spanned by all groups (default GROUP_WINDOW)
     "transient": ("yes",),  # post-negation ("went away", "resolved") does not block this rule
 }
+NUM_WORD = "manynum"  # a term word standing for any whole number 10-999 in digits
+MANY_NUMBERS = [str(i) for i in range(10, 1000)]
 REPEAT_LIMIT = 8  # a table word this often in one text switches to the strict patterns
 WINDOW_CAP = 48  # tokens per Matcher call at most (bounds work on repetitive input)
 GROUP_WINDOW = 40  # all groups of a combination rule must lie within this many tokens
@@ -229,7 +233,10 @@ PSEUDO_NEG = [
     "not gone away", "not going away", "not get better", "not getting better", "not improve",
 ]
 POST_NEG = ["ruled out", "went away", "gone away", "has gone", "have gone", "is gone", "resolved",
-            "denied", "free", "normal", "negative", "is fine", "are fine", "is okay", "is ok", "seems fine"]
+            "denied", "free", "normal", "negative", "is fine", "are fine", "is okay", "is ok", "seems fine",
+            # a finding denied just after it is named, in text speak or clipped: "lips r fine", "tongue looks normal"
+            "r fine", "r ok", "r okay", "are ok", "are okay", "all fine", "looks fine", "look fine", "looks normal",
+            "look normal", "looks ok", "look ok", "nope", "not at all"]
 HYPOTHETICAL = [
     "risk of", "risks of", "signs of", "sign of", "symptoms of", "symptom of", "chance of",
     "chances of", "prevent", "preventing", "worried about", "worry about", "afraid of", "scared of",
@@ -246,9 +253,41 @@ HISTORY = [
     "when i was little", "when i was small", "when i was at school", "when i was in school",
     "when i was pregnant", "when i was born", "childhood", "back in", "once had", "a while ago",
     "long time ago", "family history", "runs in", "run in", "genetic",
+    # general time expressions (issue 11): "6 yrs ago", "two summers ago", "last winter", "in my twenties"
+    "yrs ago", "yr ago", "ages ago", "decades ago", "decade ago", "summers ago", "winters ago", "christmases ago",
+    "years back", "year back", "way back", "last week", "last winter", "last summer", "last spring",
+    "last autumn", "last christmas", "last easter", "the year before", "in my teens", "in my twenties",
+    "in my thirties", "in my forties", "in my fifties", "in my sixties", "in my 20s", "in my 30s", "in my 40s",
+    "in his twenties", "in her twenties", "in his teens", "in her teens", "as a teenager", "as a baby",
+    # a past hospital stay: "was taken into hospital with", "was admitted with", "blue-lighted in with"
+    "admitted with", "admitted for", "taken into hospital with", "taken into hospital for", "taken in with",
+    "taken in for", "rushed in with", "rushed into hospital with", "rushed to hospital with", "blue - lighted in",
+    "blue lighted in", "blue lighted to", "blue - lighted to", "hospitalised with", "hospitalized with",
+    "hospitalised for", "hospitalized for", "in hospital with", "recovered from", "survived",
+]
+# a time expression right after an onset word is when it started, not history: "chest pain since last week",
+# "started 2 weeks ago" (ONSET_REACH tokens before the marker)
+ONSET_WORDS = frozenset({"since", "started", "start", "starting", "began", "begun", "begin", "from", "for", "over"})
+ONSET_REACH = 3
+# a presentation placed "yesterday" / "last night" that the text says is over ("went down within the hour", "fine
+# today") is history for the rules that need it now (not for ``transient=yes`` rules such as a TIA)
+PAST_DAY = ["yesterday", "last night", "the other day", "the other night", "at the weekend", "over the weekend"]
+RESOLVED_MARKERS = [
+    "went away", "gone away", "went down", "gone down", "settled", "settled down", "back to normal", "all normal",
+    "normal today", "normal now", "fine today", "fine now", "ok today", "ok now", "okay today", "okay now",
+    "better today", "better now", "cleared up", "cleared", "resolved", "passed", "eased off", "wore off",
+    "was gone", "had gone", "is gone", "has gone", "all good", "recovered",
+]
+# someone else's words reported, not a finding of the writer: "I read that ...", "I saw on TikTok that ..." (the
+# scope runs to the end of the clause)
+READ_ABOUT = [
+    "i read that", "read that", "read online", "read somewhere", "i read", "saw online", "seen online",
+    "saw on tiktok", "saw on facebook", "saw on instagram", "saw on youtube", "saw on the news", "saw on tv",
+    "saw a video", "saw a post", "heard that", "googled", "google says", "says online", "an article",
 ]
 # "again"/"another" only override a history marker when the sentence also says it is recent
-HISTORY_OVERRIDE = ["again", "another", "once more"]
+HISTORY_OVERRIDE = ["again", "another", "once more", "is back", "'s back", "come back", "came back", "coming back",
+                    "has returned", "returned"]
 HISTORY_OVERRIDE_RECENT = ["today", "tonight", "now", "right now", "just", "this morning", "minutes ago", "hours ago"]
 OTHER_PERSON = frozenset(
     {
@@ -371,6 +410,7 @@ class _Context:
     clause_bounds: dict[int, list[int]] = field(default_factory=dict)
     sentence_bounds: dict[int, list[int]] = field(default_factory=dict)
     clause_facts: dict[int, tuple[bool, bool, bool]] = field(default_factory=dict)
+    resolved_past: list[bool] = field(default_factory=list)  # in a "yesterday ... went away" sentence
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,6 +492,8 @@ class RedFlagMatcher:
                 words = self._term_words(term)
                 if not words:
                     raise ValueError(f"term {term!r} has no words")
+                if set(words) == {NUM_WORD}:
+                    raise ValueError(f"term {term!r} is only a number placeholder")
                 terms.append(words)
                 self._vocab_words.update(t.lower() for t in term.split())
             (excludes if exclude else groups).append(terms)
@@ -526,8 +568,9 @@ class RedFlagMatcher:
                                 # strict: a gap token may not be the next word itself, so matching is
                                 # leftmost and linear even on "can't can't can't ..." (slower per call)
                                 strict.append(dict(gap, LEMMA={"NOT_IN": [word]}))
-                            fast.append({"LEMMA": word})
-                            strict.append({"LEMMA": word})
+                            spec = {"LEMMA": {"IN": MANY_NUMBERS}} if word == NUM_WORD else {"LEMMA": word}
+                            fast.append(spec)
+                            strict.append(dict(spec))
                         self._pattern_words.update(words)
                         by_first.setdefault(words[0], {}).setdefault(key, []).append((fast, strict, words[-1]))
         self.matchers: dict[str, Matcher] = {}
@@ -556,7 +599,10 @@ class RedFlagMatcher:
                     strict_matcher.add(key, [st for _, st in pairs])
                     for pat, _ in pairs:
                         reach = max(reach, sum(MAX_GAP if "OP" in p else 1 for p in pat))
-                        needs.add(frozenset(p["LEMMA"] for p in pat if "LEMMA" in p))
+                        needs.add(frozenset(
+                            NUM_WORD if isinstance(p["LEMMA"], dict) else p["LEMMA"]
+                            for p in pat if "LEMMA" in p and not (isinstance(p["LEMMA"], dict) and "NOT_IN" in p["LEMMA"])
+                        ))
                 if part == "":  # every term of this first word (API, tests)
                     self.matchers[first] = matcher
                     self.strict_matchers[first] = strict_matcher
@@ -611,6 +657,8 @@ class RedFlagMatcher:
                 lemma = self._fix(norm)
                 tok.lemma_ = lemma
                 positions.setdefault(lemma, []).append(tok.i)
+                if norm.isdigit() and 10 <= int(norm) <= 999:
+                    positions.setdefault(NUM_WORD, []).append(tok.i)
             norms.append(norm)
         return doc, norms, positions
 
@@ -642,6 +690,25 @@ class RedFlagMatcher:
                 if clause[j] != clause[start]:
                     break
                 ctx.hypothetical[j] = True
+        for start, end in _seq_index(norms, READ_ABOUT):
+            for j in range(end, n):
+                if clause[j] != clause[start] or norms[j] in SENTENCE_BREAKS or norms[j] == "\n":
+                    break
+                ctx.hypothetical[j] = True
+        # a day already over whose presentation the text says has passed: the tokens of that sentence are history
+        # for rules that need the finding now (``_blocked`` with post_negation)
+        ctx.resolved_past = [False] * n
+        for start, end in _seq_index(norms, PAST_DAY):
+            if {"since", "from"} & set(norms[max(0, start - 2) : start]):
+                continue
+            s_id = sentence[start]
+            # the resolution must be said in this sentence or the next one
+            span = [k for k in range(n) if sentence[k] in (s_id, s_id + 1)]
+            words = [norms[k] for k in span]
+            if any(not {"not", "never"} & set(words[max(0, a - 2) : a]) for a, _ in _seq_index(words, RESOLVED_MARKERS)):
+                for k in span:
+                    if sentence[k] == s_id:
+                        ctx.resolved_past[k] = True
         ctx.post_neg_starts = [
             s for s, _ in _seq_index(norms, POST_NEG) if not {"not", "never"} & set(norms[max(0, s - 2) : s])
         ]
@@ -743,7 +810,11 @@ class RedFlagMatcher:
         while phi < hi and norms[phi] not in PHRASE_BREAKS:
             phi += 1
         phrase = norms[plo:phi]
-        history = fronted or bool(_seq_index(phrase, HISTORY)) or any(
+        # "since last week", "started 2 weeks ago": an onset word just before the marker makes it current
+        history_marks = [
+            (a, b) for a, b in _seq_index(phrase, HISTORY) if not ONSET_WORDS & set(phrase[max(0, a - ONSET_REACH) : a])
+        ]
+        history = fronted or bool(history_marks) or any(
             s + 3 < len(phrase) and phrase[s + 3].isdigit() for s, _ in _seq_index(phrase, ["when i was"])
         ) or any(
             len(t) == 4 and t.isdigit() and t[:2] in ("19", "20") and {"in", "since"} & set(phrase[max(0, k - 3) : k])
@@ -751,6 +822,8 @@ class RedFlagMatcher:
         )
         if history and not recent_again:
             return True
+        if post_negation and ctx.resolved_past[start] and not recent_again:
+            return True  # "Yesterday my lips swelled ... it went down within the hour"
         # someone else's past: within the comma-bounded phrase, an other-person word and a past
         # marker before the finding ("my father had a stroke"); "has had" is ongoing, not past
         past_before = any(
