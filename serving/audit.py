@@ -42,7 +42,7 @@ from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from serving.db.models import GENESIS_HASH, AuditChainHead, AuditEntryRow, Review
-from serving.db.session import DatabaseUnavailable, database_for, describe
+from serving.db.session import DatabaseUnavailable, database_for, describe, insert_rows
 from serving.settings import get_settings
 
 __all__ = ["AuditEntry", "VerifyResult", "append", "append_many", "canonical_entry_hash", "canonical_json", "entry_hash",
@@ -78,8 +78,8 @@ def entry_hash(*, id: int, ts: str, actor: str, action: str, subject: str, befor
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
-def _string(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
+# json.dumps(value, ensure_ascii=False) for a str, without dumps' per-call set-up (the encoder it uses)
+_string = json.encoder.encode_basestring
 
 
 def canonical_entry_hash(*, id: int, ts: str, actor: str, action: str, subject: str, before_json: str | None,
@@ -202,8 +202,8 @@ def append(session: Session, *, actor: str, action: str, subject: str, before: d
 def append_many(session: Session, entries: list[dict[str, Any]]) -> list[tuple[int, str]]:
     """Append several entries (dicts with ``actor``, ``action``, ``subject`` and optional ``before`` /
     ``after``) in the caller's transaction, in list order, with three statements whatever their number: the
-    head is taken once for all of them (``last_id + n``), the entries are chained in memory and inserted in one
-    executemany, and the head is moved once.  Used by the group commit of prescription checks
+    head is taken once for all of them (``last_id + n``), the entries are chained in memory and inserted at once
+    (``insert_rows``: one multi-row INSERT on PostgreSQL, executemany on SQLite), and the head is moved once.  Used by the group commit of prescription checks
     (``serving.group_commit``); the chain is the same as ``n`` calls of :func:`append`.  Returns ``(id, hash)``
     per entry."""
     if not entries:
@@ -233,7 +233,7 @@ def append_many(session: Session, entries: list[dict[str, Any]]) -> list[tuple[i
                        "hash": digest})
         out.append((new_id, digest))
         prev_hash = digest
-    session.execute(_INSERT_ENTRY, params)
+    insert_rows(session, AuditEntryRow.__table__, params)
     session.execute(_MOVE_HEAD, {"digest": prev_hash})
     return out
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from serving import review_queue
 from serving.db.models import CheckIdempotencyKey, utcnow
-from serving.db.session import Database, DatabaseUnavailable, describe
+from serving.db.session import Database, DatabaseUnavailable, describe, insert_rows
 from serving.logs import SERVICE_LOGGER
 from serving.review_queue import CheckJob, CheckOutcome, ReviewError
 
@@ -98,8 +98,7 @@ def write_batch(db: Database, jobs: list[tuple[CheckJob, str | None]]) -> list[C
             if key is not None:
                 keyed.append({"key": key, "request_hash": hashes[i], "actor": job.actor,
                               "audit_id": record.audit_id, "response": body, "created_at": utcnow()})
-        if keyed:
-            session.execute(CheckIdempotencyKey.__table__.insert(), keyed)
+        insert_rows(session, CheckIdempotencyKey.__table__, keyed)
     for i in later:
         outcomes[i] = _one(db, *jobs[i])
     return outcomes  # type: ignore[return-value]

@@ -203,3 +203,39 @@ def test_setting_switches_the_write_path(review_app, tmp_path, enabled):
         assert r.status_code == 200
         db = app.state.rxt.db
         assert (db in group_commit._committers) is enabled  # noqa: SLF001
+
+
+def test_insert_rows_writes_what_executemany_writes(review_db, monkeypatch):
+    """serving.db.session.insert_rows (one multi-row INSERT per chunk on PostgreSQL, executemany on SQLite; issue
+    #16): every row lands, in chunks too, and a table with a processed column type (JSON) still goes through
+    SQLAlchemy's binding."""
+    from datetime import UTC, datetime
+
+    from serving.db import session as db_session
+    from serving.db.models import CheckIdempotencyKey
+
+    monkeypatch.setattr(db_session, "INSERT_ROWS_CHUNK", 3)
+    with review_db.session() as s:
+        ids = list(s.execute(review_queue._INSERT_REVIEW.returning(Review.__table__.c.id, sort_by_parameter_order=True),  # noqa: SLF001
+                             [review_queue._review_row(job(i, True).prescription, FLAGGED, "prescriber:k1",  # noqa: SLF001
+                                                       FLAGGED["findings"], "review", "major") for i in range(2)]
+                             ).scalars())
+        rows = [{"review_id": ids[i % 2], "rule_id": f"R-{i}", "category": "interaction", "severity": "major"}
+                for i in range(8)]
+        db_session.insert_rows(s, ReviewFinding.__table__, rows)
+        db_session.insert_rows(s, ReviewFinding.__table__, [])
+        db_session.insert_rows(s, ReviewFinding.__table__, [{"review_id": ids[0], "rule_id": "R-single",
+                                                             "category": "dose", "severity": "minor"}])
+        keyed = [{"key": f"k-{i}", "request_hash": "h" * 64, "actor": "prescriber:k1", "audit_id": i + 1,
+                  "response": {"verdict": "pass", "n": i, "text": "ñ"}, "created_at": datetime.now(UTC)}
+                 for i in range(4)]
+        db_session.insert_rows(s, CheckIdempotencyKey.__table__, keyed)
+    with review_db.sessions() as s:
+        got = s.execute(select(ReviewFinding.review_id, ReviewFinding.rule_id).order_by(ReviewFinding.id)).all()
+        assert [tuple(r) for r in got] == [(r["review_id"], r["rule_id"]) for r in rows] + [(ids[0], "R-single")]
+        stored = {k.key: k.response for k in s.scalars(select(CheckIdempotencyKey))}
+        assert stored == {f"k-{i}": {"verdict": "pass", "n": i, "text": "ñ"} for i in range(4)}
+    if review_db.dialect == "postgresql":  # the driver keeps its parse of the long batch statements
+        from psycopg import _queries
+
+        assert _queries.MAX_CACHED_STATEMENT_PARAMS >= 20_000
