@@ -210,7 +210,8 @@ async def _check_and_record(rx: Prescription, principal: Principal, settings: Se
     try:
         if settings.db_group_commit:
             job = review_queue.CheckJob(rx.model_dump(mode="json"), result, actor, settings.queue_min_severity)
-            outcome = await group_commit.committer_for(db, settings.db_group_commit_max, metrics).submit(job, key)
+            outcome = await group_commit.committer_for(
+                db, settings.db_group_commit_max, metrics, settings.db_group_commit_wait_ms / 1000).submit(job, key)
         else:
             outcome = await db.run(
                 review_queue.record_check_once, db, prescription=rx.model_dump(mode="json"), result=result,
