@@ -27,6 +27,11 @@ a larger one (up to 50 items and 100 current medications, and with the DDI model
 in the thread pool, so it cannot hold the event loop.  The answer is serialised with pydantic-core's JSON
 encoder (the same document as ``JSONResponse``'s ``json.dumps``, in a tenth of the time).  Dependency overrides
 (``app.dependency_overrides``) reach the standard handler only: the fast path reads the app's state itself.
+
+In the app built by ``serving.app.create_app`` this method and path do not even reach the route: :class:`CheckLane`
+(the app's ``check_lane``) takes them in front of Starlette's/FastAPI's generic per-request stack, runs the same
+fast path inside the app's own request-context and body-limit middleware, and hands anything else, with its body,
+to the full stack, where :class:`CheckRoute` sends it straight to the standard handler.
 """
 
 from __future__ import annotations
