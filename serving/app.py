@@ -127,12 +127,27 @@ async def lifespan(app: FastAPI):
         await state.triage.stop()
 
 
+class RxtApp(FastAPI):
+    """FastAPI, with ``POST /v1/prescriptions/check`` sent to its :class:`serving.routes.prescriptions.CheckLane`
+    (issue #16): the busiest endpoint skips the generic per-request stack; everything else goes through it."""
+
+    check_lane = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        lane = self.check_lane
+        if (lane is not None and scope["type"] == "http" and scope["path"] == prescriptions.CHECK_PATH
+                and scope["method"] == "POST" and not self.root_path and not scope.get("root_path")):
+            await lane(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, checker: Checker | None = None, *, freeze_gc: bool = False) -> FastAPI:
     settings = settings or get_settings()
     if settings.blas_threads:
         # process-wide and lasting (not a context): every later numpy product of this worker uses it
         threadpool_limits(limits=settings.blas_threads, user_api="blas")
-    app = FastAPI(
+    app = RxtApp(
         title="rxtriage",
         version="0.1.0",
         description="Triage of patient complaints and review of prescriptions for internet hospitals.\n\n"
@@ -173,4 +188,10 @@ def create_app(settings: Settings | None = None, checker: Checker | None = None,
     for module in (prescriptions, health, triage, outcomes, admin, alert_tiers, reviews, dashboard, review_page, docs):
         app.include_router(module.router)
     app.include_router(cds_hooks_routes.router)
+    # the check's own front: the same request-id / log / metrics / 500 and body-limit middleware around it
+    app.check_lane = prescriptions.CheckLane(
+        app, super(RxtApp, app).__call__,
+        lambda endpoint: RequestContextMiddleware(
+            BodyLimitMiddleware(endpoint, max_bytes=settings.max_request_bytes), metrics=metrics,
+            activity=shadow.activity if shadow is not None and shadow.enabled else None))
     return app

@@ -42,11 +42,11 @@ from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session
 
 from serving.db.models import GENESIS_HASH, AuditChainHead, AuditEntryRow, Review
-from serving.db.session import DatabaseUnavailable, database_for, describe
+from serving.db.session import DatabaseUnavailable, database_for, describe, insert_rows
 from serving.settings import get_settings
 
-__all__ = ["AuditEntry", "VerifyResult", "append", "append_many", "canonical_json", "entry_hash", "history", "record",
-           "verify_chain", "verify_reviews"]
+__all__ = ["AuditEntry", "VerifyResult", "append", "append_many", "canonical_entry_hash", "canonical_json", "entry_hash",
+           "history", "record", "verify_chain", "verify_reviews"]
 
 # the decision fields of a review row that its review.decision entry's ``after`` records
 DECISION_FIELDS = ("status", "decision", "reason_code", "note", "version")
@@ -76,6 +76,30 @@ def entry_hash(*, id: int, ts: str, actor: str, action: str, subject: str, befor
         "prev_hash": prev_hash,
     }
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+# json.dumps(value, ensure_ascii=False) for a str, without dumps' per-call set-up (the encoder it uses)
+_string = json.encoder.encode_basestring
+
+
+def canonical_entry_hash(*, id: int, ts: str, actor: str, action: str, subject: str, before_json: str | None,
+                         after_json: str | None, prev_hash: str) -> str:
+    """:func:`entry_hash` for ``before_json`` / ``after_json`` that are :func:`canonical_json` texts (what
+    :func:`append` and :func:`append_many` store): the same digest, without parsing those texts back and
+    serialising them again (``canonical_json(json.loads(t)) == t`` for a canonical text ``t``).  The payload's
+    text is put together in canonical_json's key order (action, actor, after, before, id, prev_hash, subject,
+    ts).  Appending runs this once per check (issue #16); :func:`verify_chain` keeps :func:`entry_hash`, which
+    does not assume the stored texts are canonical."""
+    if type(id) is not int:  # noqa: E721 - a bool or an int subclass would print differently
+        raise TypeError("audit entry id must be an int")
+    text = "".join((
+        '{"action":', _string(action), ',"actor":', _string(actor),
+        ',"after":', "null" if after_json is None else after_json,
+        ',"before":', "null" if before_json is None else before_json,
+        ',"id":', str(id), ',"prev_hash":', _string(prev_hash), ',"subject":', _string(subject),
+        ',"ts":', _string(ts), "}",
+    ))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -165,8 +189,8 @@ def append(session: Session, *, actor: str, action: str, subject: str, before: d
         raise RuntimeError("audit_chain_head row is missing: run the migrations (alembic upgrade head)")
     new_id, prev_hash = int(row[0]), row[1]
     ts = format_ts(datetime.now(UTC))
-    digest = entry_hash(id=new_id, ts=ts, actor=actor, action=action, subject=subject,
-                        before_json=before_json, after_json=after_json, prev_hash=prev_hash)
+    digest = canonical_entry_hash(id=new_id, ts=ts, actor=actor, action=action, subject=subject,
+                                  before_json=before_json, after_json=after_json, prev_hash=prev_hash)
     # plain Core statements (no ORM unit of work): this runs once per check, on the request path
     session.execute(_INSERT_ENTRY, {"id": new_id, "ts": ts, "actor": actor, "action": action, "subject": subject,
                                     "before_json": before_json, "after_json": after_json,
@@ -178,8 +202,8 @@ def append(session: Session, *, actor: str, action: str, subject: str, before: d
 def append_many(session: Session, entries: list[dict[str, Any]]) -> list[tuple[int, str]]:
     """Append several entries (dicts with ``actor``, ``action``, ``subject`` and optional ``before`` /
     ``after``) in the caller's transaction, in list order, with three statements whatever their number: the
-    head is taken once for all of them (``last_id + n``), the entries are chained in memory and inserted in one
-    executemany, and the head is moved once.  Used by the group commit of prescription checks
+    head is taken once for all of them (``last_id + n``), the entries are chained in memory and inserted at once
+    (``insert_rows``: one multi-row INSERT on PostgreSQL, executemany on SQLite), and the head is moved once.  Used by the group commit of prescription checks
     (``serving.group_commit``); the chain is the same as ``n`` calls of :func:`append`.  Returns ``(id, hash)``
     per entry."""
     if not entries:
@@ -202,14 +226,14 @@ def append_many(session: Session, entries: list[dict[str, Any]]) -> list[tuple[i
     params, out = [], []
     for offset, (actor, action, subject, before_json, after_json) in enumerate(prepared):
         new_id = first_id + offset
-        digest = entry_hash(id=new_id, ts=ts, actor=actor, action=action, subject=subject,
-                            before_json=before_json, after_json=after_json, prev_hash=prev_hash)
+        digest = canonical_entry_hash(id=new_id, ts=ts, actor=actor, action=action, subject=subject,
+                                      before_json=before_json, after_json=after_json, prev_hash=prev_hash)
         params.append({"id": new_id, "ts": ts, "actor": actor, "action": action, "subject": subject,
                        "before_json": before_json, "after_json": after_json, "prev_hash": prev_hash,
                        "hash": digest})
         out.append((new_id, digest))
         prev_hash = digest
-    session.execute(_INSERT_ENTRY, params)
+    insert_rows(session, AuditEntryRow.__table__, params)
     session.execute(_MOVE_HEAD, {"digest": prev_hash})
     return out
 

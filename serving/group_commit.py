@@ -19,6 +19,13 @@ idle service writes batches of one (no timer, no added wait).
 - When a batch fails for any reason other than an unreachable database (e.g. a key committed at the same moment by
   another process: a unique violation), every job of it is retried on its own
   (:func:`serving.review_queue.record_check_once`), so one bad job never fails the others.
+- **Bounded gathering** (``wait_s``, ``RXT_DB_GROUP_COMMIT_WAIT_MS``, default 2 ms): a batch is written at once
+  when it already holds as many checks as the largest of the last few batches; otherwise the writer waits at most
+  ``wait_s`` for that many to arrive.  Under steady load with c concurrent clients, the answers of one batch bring
+  the next c requests a fraction of a millisecond later: without the wait the writer took whatever had arrived
+  (with 2 worker processes, 4-5 checks per transaction against 8-9 with one), paying the per-transaction cost
+  (session, ~7 statements, commit; on PostgreSQL ~7 round trips) for fewer checks.  An idle service (recent
+  batches of one) never waits; when the load drops, one batch waits ``wait_s`` and the expectation falls with it.
 - An unreachable or frozen database fails the whole batch with :class:`DatabaseUnavailable` (-> 503, nothing
   reported).  A job that already waited ``socket_timeout_s`` before its batch starts is answered 503 without
   being written, so a frozen database cannot build an unbounded queue of waiting requests; and a batch is given
@@ -32,11 +39,12 @@ import asyncio
 import logging
 import time
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 
 from serving import review_queue
 from serving.db.models import CheckIdempotencyKey, utcnow
-from serving.db.session import Database, DatabaseUnavailable, describe
+from serving.db.session import Database, DatabaseUnavailable, describe, insert_rows
 from serving.logs import SERVICE_LOGGER
 from serving.review_queue import CheckJob, CheckOutcome, ReviewError
 
@@ -98,8 +106,7 @@ def write_batch(db: Database, jobs: list[tuple[CheckJob, str | None]]) -> list[C
             if key is not None:
                 keyed.append({"key": key, "request_hash": hashes[i], "actor": job.actor,
                               "audit_id": record.audit_id, "response": body, "created_at": utcnow()})
-        if keyed:
-            session.execute(CheckIdempotencyKey.__table__.insert(), keyed)
+        insert_rows(session, CheckIdempotencyKey.__table__, keyed)
     for i in later:
         outcomes[i] = _one(db, *jobs[i])
     return outcomes  # type: ignore[return-value]
@@ -129,15 +136,22 @@ def _write_or_split(db: Database, jobs: list[tuple[CheckJob, str | None]]) -> li
 class GroupCommitter:
     """One per :class:`Database` and event loop (see the module docstring)."""
 
-    def __init__(self, db: Database, max_batch: int = 64, observe=None) -> None:
+    RECENT = 4  # batches whose largest size is the next one's expectation
+
+    def __init__(self, db: Database, max_batch: int = 64, observe=None, wait_s: float = 0.0) -> None:
         self.db = db
         self.max_batch = max(1, max_batch)
         self.observe = observe  # called with each committed batch's size (the rxt_check_commit_batch_size metric)
+        self.wait_s = max(0.0, wait_s)
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._recent: deque[int] = deque(maxlen=self.RECENT)
+        self._want = 0  # queue length the writer is waiting for (0: not waiting)
+        self._enough: asyncio.Event | None = None
         self.batches = 0
         self.jobs = 0
+        self.waits = 0  # batches that waited (informative; tests)
 
     def _ensure_writer(self) -> asyncio.Queue:
         loop = asyncio.get_running_loop()
@@ -153,12 +167,42 @@ class GroupCommitter:
         queue = self._ensure_writer()
         future = asyncio.get_running_loop().create_future()
         queue.put_nowait(_Item(job, idempotency_key, future))
+        if self._want and queue.qsize() >= self._want:
+            self._want = 0
+            self._enough.set()
         return await future
+
+    async def _gather(self, queue: asyncio.Queue, have: int) -> None:
+        """Wait at most ``wait_s`` until ``have`` + the queue reach the recent batches' size (see the module
+        docstring); return at once when they already do, or when recent batches were of one."""
+        expected = min(self.max_batch, max(self._recent, default=1))
+        missing = expected - have
+        if missing <= 0 or queue.qsize() >= missing:
+            return
+        if self._enough is None:
+            self._enough = asyncio.Event()
+        self._enough.clear()
+        self._want = missing
+        self.waits += 1
+        try:
+            await asyncio.wait_for(self._enough.wait(), self.wait_s)
+        except TimeoutError:
+            pass
+        finally:
+            self._want = 0
 
     async def _writer(self, queue: asyncio.Queue) -> None:
         limit = self.db.timeouts.socket_timeout_s
         while True:
             items = [await queue.get()]
+            if self.wait_s > 0:
+                try:
+                    await self._gather(queue, len(items))
+                except asyncio.CancelledError:  # stopping: the taken job is answered, not left waiting
+                    for item in items:
+                        if not item.future.done():
+                            item.future.set_exception(DatabaseUnavailable("the service is shutting down"))
+                    raise
             while len(items) < self.max_batch and not queue.empty():
                 items.append(queue.get_nowait())
             now = time.monotonic()
@@ -192,6 +236,7 @@ class GroupCommitter:
                 continue
             self.batches += 1
             self.jobs += len(live)
+            self._recent.append(len(items))
             if self.observe is not None:
                 self.observe(len(live))
             for item, outcome in zip(live, outcomes):
@@ -223,12 +268,12 @@ class GroupCommitter:
 _committers: "weakref.WeakKeyDictionary[Database, GroupCommitter]" = weakref.WeakKeyDictionary()
 
 
-def committer_for(db: Database, max_batch: int = 64, metrics=None) -> GroupCommitter:
+def committer_for(db: Database, max_batch: int = 64, metrics=None, wait_s: float = 0.0) -> GroupCommitter:
     """This process's writer for ``db`` (created on first use); ``metrics`` (:class:`serving.metrics.Metrics`)
-    gets each batch's size."""
+    gets each batch's size; ``wait_s``: see :class:`GroupCommitter` (bounded gathering)."""
     committer = _committers.get(db)
     if committer is None:
-        committer = _committers[db] = GroupCommitter(db, max_batch)
+        committer = _committers[db] = GroupCommitter(db, max_batch, wait_s=wait_s)
     if metrics is not None and committer.observe is None:
         committer.observe = metrics.commit_batch_size.observe
     return committer

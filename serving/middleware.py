@@ -30,6 +30,37 @@ access_log = logging.getLogger(ACCESS_LOGGER)
 service_log = logging.getLogger(SERVICE_LOGGER)
 
 
+# in the scope of a request that ``serving.routes.prescriptions.CheckLane`` (with its own RequestContextMiddleware:
+# request id, access log, metrics) handed to the app's full stack: the stack's RequestContextMiddleware then only
+# keeps its last-resort JSON 500, so the request is counted, logged and given an id once
+HANDED_OVER = "rxt.check_lane"
+
+
+async def _send_500(exc: Exception, scope, rid: str, started: bool, send) -> None:
+    """Log ``exc`` without its messages (they may quote prescription or patient values) and, when no response
+    has started, answer a JSON 500 quoting the request id."""
+    service_log.error("unhandled error on %s %s (%s)", scope.get("method"), scope.get("path"),
+                      exc.__class__.__name__, extra={"fields": {"exc": redacted_exception(exc)},
+                                                     "request_id": rid})
+    if started:
+        return
+    body = json.dumps(
+        {
+            "detail": f"internal error ({exc.__class__.__name__}); quote request_id {rid} to the operators",
+            "errors": [],
+            "request_id": rid,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 class RequestContextMiddleware:
     def __init__(self, app, metrics, activity=None) -> None:
         self.app = app
@@ -58,6 +89,9 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if HANDED_OVER in scope:
+            await self._last_resort_only(scope, receive, send)
+            return
         presented = None
         for name, value in scope.get("headers", ()):
             if name == b"x-request-id":
@@ -83,26 +117,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:  # noqa: BLE001 - the last resort: a JSON 500, never a bare reset
-            # logged without the exception messages (they may quote prescription or patient values)
-            service_log.error("unhandled error on %s %s (%s)", scope.get("method"), scope.get("path"),
-                              exc.__class__.__name__, extra={"fields": {"exc": redacted_exception(exc)},
-                                                             "request_id": rid})
-            if not status["started"]:
-                body = json.dumps(
-                    {
-                        "detail": f"internal error ({exc.__class__.__name__}); quote request_id {rid} to the operators",
-                        "errors": [],
-                        "request_id": rid,
-                    }
-                ).encode()
-                await send_wrapper(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+            await _send_500(exc, scope, rid, status["started"], send_wrapper)
         finally:
             if activity is not None:
                 activity.leave()
@@ -127,6 +142,23 @@ class RequestContextMiddleware:
                     fields["role"] = principal.role
                 access_log.info("request", extra={"fields": fields, "request_id": rid})
             request_id_var.reset(token)
+
+
+    async def _last_resort_only(self, scope, receive, send) -> None:
+        """A request handed over by the check lane: id, log and metrics are the lane's; the JSON 500 stays here
+        (inside Starlette's ServerErrorMiddleware, which would answer a plain-text 500 first)."""
+        started = False
+
+        async def watch_send(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch_send)
+        except Exception as exc:  # noqa: BLE001 - the last resort, as in __call__
+            await _send_500(exc, scope, request_id_var.get() or "-", started, watch_send)
 
 
 class _BodyTooLarge(BaseException):

@@ -39,7 +39,7 @@ from serving.db.models import (
     ReviewFinding,
     utcnow,
 )
-from serving.db.session import Database
+from serving.db.session import Database, insert_rows
 
 # --- reason codes ---------------------------------------------------------------------------
 
@@ -257,7 +257,7 @@ class CheckJob:
 def record_checks(session: Session, jobs: list[CheckJob]) -> list[CheckRecord]:
     """:func:`record_check` for several checks in the caller's transaction, with a number of statements that
     does not grow with the number of checks: the flagged ones' reviews in one INSERT ... RETURNING, their
-    findings in one executemany, every audit entry through :func:`serving.audit.append_many` (the head taken
+    findings in one statement (``insert_rows``), every audit entry through :func:`serving.audit.append_many` (the head taken
     and moved once).  The reviews, findings and chain are the same as ``len(jobs)`` calls of
     :func:`record_check` in list order.  Used by the group commit (``serving.group_commit``)."""
     prepared = []
@@ -275,8 +275,7 @@ def record_checks(session: Session, jobs: list[CheckJob]) -> list[CheckRecord]:
         ).scalars())
         finding_rows = [row for (_, findings, *_), rid in zip(queued, review_ids)
                         for row in _finding_rows(rid, findings)]
-        if finding_rows:
-            session.execute(_INSERT_FINDING, finding_rows)
+        insert_rows(session, ReviewFinding.__table__, finding_rows)
     ids = iter(review_ids)
     entries, review_of = [], []
     for job, _, _, _, summary, is_queued in prepared:

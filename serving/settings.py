@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         "each answer is still sent only after its check is committed). False: one transaction per request.",
     )
     db_group_commit_max: int = Field(default=64, ge=1, description="Most checks one group commit records.")
+    db_group_commit_wait_ms: float = Field(
+        default=2.0, ge=0, le=50,
+        description="Longest a group commit waits for the checks it expects (as many as its recent batches held) "
+        "before writing fewer; 0: write whatever is waiting at once. An idle service never waits (batches of one).",
+    )
     workers: int = Field(
         default=1, ge=1,
         description="Worker processes of 'python -m serving' (--workers wins; scripts/run defaults to one per core).",

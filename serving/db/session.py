@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, exc as sa_exc, text
+from sqlalchemy import Engine, Table, create_engine, event, exc as sa_exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -250,6 +250,7 @@ def make_engine(url: str, timeouts: DbTimeouts | None = None, **kwargs) -> Engin
         kwargs.setdefault("pool_size", 5)
         kwargs.setdefault("max_overflow", 10)
         pre_ping = kwargs.pop("pool_pre_ping", True)
+        _cache_converted_statements()
         engine = create_engine(url, connect_args=connect_args, pool_pre_ping=False, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -276,6 +277,70 @@ def make_engine(url: str, timeouts: DbTimeouts | None = None, **kwargs) -> Engin
     raise ValueError(
         f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:///path or postgresql+psycopg://..."
     )
+
+
+# rows per multi-row INSERT (9 columns x 500 = 4,500 parameters: far below PostgreSQL's 65,535)
+INSERT_ROWS_CHUNK = 500
+
+
+@functools.lru_cache(maxsize=512)
+def _multi_row_insert(dialect, table: Table, columns: tuple[str, ...], n: int) -> str | None:
+    """``INSERT INTO t (a, b) VALUES (%s, %s), ...`` for ``n`` rows, or None when a column's type processes
+    its values before they reach the driver (JSON, some DateTimes: then SQLAlchemy must bind them)."""
+    quote = dialect.identifier_preparer.quote
+    for name in columns:
+        if table.c[name].type._cached_bind_processor(dialect) is not None:  # noqa: SLF001 - SQLAlchemy's own cache
+            return None
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    return (f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({', '.join(quote(c) for c in columns)}) "
+            f"VALUES {', '.join([row] * n)}")
+
+
+def _cache_converted_statements() -> None:
+    """Let psycopg cache its parse of our statements with more than 50 parameters or 4 KB of text.
+
+    psycopg converts a query's ``%(name)s`` / ``%s`` placeholders with a regex pass over the text and caches the
+    result (an LRU of 128 texts) only for statements of at most 50 parameters and 4,096 bytes
+    (``psycopg._queries.MAX_CACHED_STATEMENT_*``: meant to keep ORM-generated one-off texts out of the cache).  The
+    group commit's statements are exactly those: the reviews' ``INSERT ... VALUES (...) x n RETURNING`` and the
+    multi-row inserts of :func:`insert_rows` for n = the batch size, a few dozen texts used over and over.  Parsed
+    anew each time they cost ~30% of the writer's CPU on PostgreSQL (issue #16, docs/benchmarks.md).  psycopg is
+    pinned to 3.3; if the constants move, this does nothing and only the speed is lost."""
+    try:
+        from psycopg import _queries
+    except ImportError:  # pragma: no cover - no PostgreSQL driver installed
+        return
+    if hasattr(_queries, "MAX_CACHED_STATEMENT_PARAMS") and hasattr(_queries, "MAX_CACHED_STATEMENT_LENGTH"):
+        _queries.MAX_CACHED_STATEMENT_PARAMS = max(_queries.MAX_CACHED_STATEMENT_PARAMS, 20_000)
+        _queries.MAX_CACHED_STATEMENT_LENGTH = max(_queries.MAX_CACHED_STATEMENT_LENGTH, 256 * 1024)
+
+
+def insert_rows(session: Session, table: Table, rows: list[dict]) -> None:
+    """INSERT ``rows`` (dicts with the same keys) into ``table`` in the session's transaction.
+
+    On PostgreSQL: one multi-row ``INSERT ... VALUES (...), (...)`` per :data:`INSERT_ROWS_CHUNK` rows, i.e. one
+    round trip, sent as the driver's SQL (its text built once per table, columns and row count: SQLAlchemy would
+    compile a multi-row statement anew for every call) when no column's type processes its values; else, and
+    on SQLite, the driver's ``executemany``.  psycopg's ``executemany`` (pipeline mode) sends and syncs row by
+    row: a group-commit batch of ~8 checks spent ~14 client/server waits and most of its client CPU in it
+    (issue #16, docs/benchmarks.md).  SQLite's ``executemany`` is one C loop in this process: kept.
+    """
+    if not rows:
+        return
+    bind = session.get_bind()
+    if len(rows) > 1 and bind.dialect.name == "postgresql":
+        columns = tuple(rows[0])
+        connection = session.connection()
+        for start in range(0, len(rows), INSERT_ROWS_CHUNK):
+            chunk = rows[start:start + INSERT_ROWS_CHUNK]
+            sql = _multi_row_insert(bind.dialect, table, columns, len(chunk))
+            if sql is None:
+                break
+            connection.exec_driver_sql(sql, tuple(row[c] for row in chunk for c in columns))
+        else:
+            return
+        rows = rows[start:]
+    session.execute(table.insert(), rows)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -27,6 +27,11 @@ a larger one (up to 50 items and 100 current medications, and with the DDI model
 in the thread pool, so it cannot hold the event loop.  The answer is serialised with pydantic-core's JSON
 encoder (the same document as ``JSONResponse``'s ``json.dumps``, in a tenth of the time).  Dependency overrides
 (``app.dependency_overrides``) reach the standard handler only: the fast path reads the app's state itself.
+
+In the app built by ``serving.app.create_app`` this method and path do not even reach the route: :class:`CheckLane`
+(the app's ``check_lane``) takes them in front of Starlette's/FastAPI's generic per-request stack, runs the same
+fast path inside the app's own request-context and body-limit middleware, and hands anything else, with its body,
+to the full stack, where :class:`CheckRoute` sends it straight to the standard handler.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from prescription_check.schemas import Prescription
 from serving import group_commit, review_queue
 from serving.db.session import Database, DatabaseUnavailable
 from serving.metrics import Metrics
+from serving.middleware import HANDED_OVER
 from serving.deps import CHECK_ROLES, CheckerDep, DbDep, MetricsDep, PrescriberOrPharmacist, SettingsDep
 from serving.review_schemas import CheckResponse
 from serving.schemas import error_responses
@@ -55,6 +61,10 @@ from serving.state import get_state
 INLINE_MAX_DRUGS = 12  # checks of at most this many drugs run on the event loop (see the module docstring)
 
 
+CHECK_PATH = "/v1/prescriptions/check"
+LANE_SCOPE_KEY = HANDED_OVER  # set in the scope of a request the lane handed to the app's full stack
+
+
 class CheckRoute(APIRoute):
     """FastAPI's route with a fast path for requests of the ordinary shape (see the module docstring)."""
 
@@ -62,10 +72,74 @@ class CheckRoute(APIRoute):
         standard = super().get_route_handler()
 
         async def handler(request: Request) -> Response:
-            response = await _fast_check(request)
+            # a request handed over by the CheckLane was already tried on the fast path
+            response = None if LANE_SCOPE_KEY in request.scope else await _fast_check(request)
             return response if response is not None else await standard(request)
 
         return handler
+
+
+class CheckLane:
+    """The ASGI front of ``POST /v1/prescriptions/check`` (issue #16): the app calls it *instead of* its whole
+    Starlette/FastAPI stack for that method and path (``serving.app.RxtApp``).
+
+    ``context`` is this app's own request-id / access-log / metrics / last-resort-500 middleware and body limit,
+    wrapped around :meth:`endpoint`, so the answer carries the same ``X-Request-ID``, log line, metrics (under the
+    route's template) and 413 as before.  What it skips, per request: Starlette's ServerErrorMiddleware, FastAPI's
+    exception-telemetry check and body-limit layers, the /review headers layer (not this path), the
+    ExceptionMiddleware, the AsyncExitStack, routing through the included routers and the request/response wrapper
+    -- ~9% of the service's Python time per check in the profile (docs/benchmarks.md).  The endpoint runs
+    :func:`_fast_check`; an error it raises is answered by the app's own exception handler for it (503 for an
+    unreachable database, 422 for a bad Idempotency-Key ...) exactly as the ExceptionMiddleware would, and any
+    other error ends in the context middleware's JSON 500.  A request that is not of the ordinary shape is handed,
+    with its body, to the app's full stack (``full``), which answers it as it always did (401/403/400/422/503);
+    the scope's :data:`LANE_SCOPE_KEY` tells the context middleware there not to count or log it twice."""
+
+    def __init__(self, app, full, wrap) -> None:
+        self.app = app
+        self.full = full  # the app's whole stack: ``Starlette.__call__``
+        self.route = next(r for r in router.routes if isinstance(r, CheckRoute) and r.path == CHECK_PATH)
+        self.asgi = wrap(self.endpoint)  # context and body-limit middleware around the endpoint
+
+    async def __call__(self, scope, receive, send) -> None:
+        scope["app"] = self.app
+        scope["route"] = self.route  # the metrics' and access log's route template, as routing would set it
+        await self.asgi(scope, receive, send)
+
+    async def endpoint(self, scope, receive, send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await _fast_check(request)
+        except Exception as exc:  # noqa: BLE001 - answered by the app's handler for it, else re-raised (-> 500)
+            handler = _handler_for(self.app, exc)
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+        if response is not None:
+            await response(scope, receive, send)
+            return
+        body = await request.body()  # read by _fast_check (or empty): handed on with the request
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        scope[LANE_SCOPE_KEY] = True
+        await self.full(scope, replay, send)
+
+
+def _handler_for(app, exc: Exception):
+    """The app's exception handler for ``exc`` (by class, nearest first: as Starlette's ExceptionMiddleware
+    looks it up), or None.  Every handler of this app is async (serving.errors)."""
+    handlers = app.exception_handlers
+    for cls in type(exc).__mro__:
+        if cls in handlers and cls is not Exception:
+            return handlers[cls]
+    return None
 
 
 router = APIRouter(tags=["prescriptions"], route_class=CheckRoute)
@@ -81,7 +155,7 @@ class JSONBytesResponse(Response):
 
 
 @router.post(
-    "/v1/prescriptions/check",
+    CHECK_PATH,
     summary="Check a prescription; flagged ones are queued for a pharmacist",
     response_model=CheckResponse,
     responses=error_responses(400, 401, 403, 413, 422, 503),
@@ -141,7 +215,8 @@ async def _check_and_record(rx: Prescription, principal: Principal, settings: Se
     try:
         if settings.db_group_commit:
             job = review_queue.CheckJob(rx.model_dump(mode="json"), result, actor, settings.queue_min_severity)
-            outcome = await group_commit.committer_for(db, settings.db_group_commit_max, metrics).submit(job, key)
+            outcome = await group_commit.committer_for(
+                db, settings.db_group_commit_max, metrics, settings.db_group_commit_wait_ms / 1000).submit(job, key)
         else:
             outcome = await db.run(
                 review_queue.record_check_once, db, prescription=rx.model_dump(mode="json"), result=result,

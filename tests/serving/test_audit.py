@@ -291,3 +291,27 @@ def test_truncate_of_the_audit_log_is_refused_on_postgresql(pg_review_db):
                 s.execute(text(f"TRUNCATE {table} CASCADE"))
     with review_db.session() as s:
         assert audit.verify_chain(s).checked == 2
+
+
+@pytest.mark.parametrize("before, after", [
+    (None, None),
+    ({"status": "pending"}, {"status": "approved", "dose": 1.5, "note": "ñ✓ \"quoted\" \\ back\nline"}),
+    (None, {"verdict": "review", "max_severity": "major", "rule_ids": ["DDI-1", None], "tiers": [1, 2.0, -0.0],
+            "big": 10**30, "tiny": 1e-300, "huge": 1.5e300, "nested": {"z": [], "a": {"b": True, "c": None}},
+            "unicode": "\u2028\u00e9\U0001F600", "queued": False}),
+    ({"a": []}, None),
+])
+def test_canonical_entry_hash_is_entry_hash_without_the_round_trip(before, after):
+    """append/append_many hash the canonical texts they store in one pass (issue #16); the digest is the
+    documented one (entry_hash: the texts parsed back into the payload), which verify_chain keeps using."""
+    fields = {"id": 12345, "ts": "2026-12-07T18:00:00.000001Z", "actor": "prescriber:k-ñ\"1",
+              "action": "prescription.check", "subject": "prescription:rx-\u00e9/1",
+              "before_json": None if before is None else audit.canonical_json(before),
+              "after_json": None if after is None else audit.canonical_json(after), "prev_hash": "ab" * 32}
+    assert audit.canonical_entry_hash(**fields) == audit.entry_hash(**fields)
+    payload = {"id": 12345, "ts": fields["ts"], "actor": fields["actor"], "action": fields["action"],
+               "subject": fields["subject"], "before": before, "after": after, "prev_hash": fields["prev_hash"]}
+    assert audit.canonical_entry_hash(**fields) == hashlib.sha256(
+        json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    with pytest.raises(TypeError):
+        audit.canonical_entry_hash(**{**fields, "id": True})

@@ -223,3 +223,85 @@ def test_served_process_freezes_its_start_up_heap(review_app, tmp_path):
             assert r.status_code == 200
     finally:
         gc.unfreeze()
+
+
+class _SeenByStack:
+    """A pure-ASGI middleware in the app's generic stack: records which requests went through it."""
+
+    def __init__(self, app, seen: list) -> None:
+        self.app, self.seen = app, seen
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            self.seen.append((scope["method"], scope["path"]))
+        await self.app(scope, receive, send)
+
+
+class _FailingChecker(Checker):
+    def __init__(self, base: Checker) -> None:
+        super().__init__(base.kb, base.policy, None, "rules-only: test")
+
+    def check(self, rx):
+        raise RuntimeError("patient value 123-45-6789 in a message")
+
+
+def _count(app, status: int) -> float:
+    from serving.routes.prescriptions import CHECK_PATH
+
+    return app.state.rxt.metrics.requests.labels(route=CHECK_PATH, method="POST", status=str(status))._value.get()  # noqa: SLF001
+
+
+def test_check_lane_skips_the_generic_stack_and_keeps_id_log_and_metrics(review_app, tmp_path, caplog):
+    """POST /v1/prescriptions/check goes to the CheckLane (issue #16), not through Starlette's/FastAPI's generic
+    per-request stack; the answer keeps its X-Request-ID, access-log line and metrics (once each); a request not
+    of the ordinary shape is handed to the full stack with its body and answered there, counted once."""
+    from serving.logs import ACCESS_LOGGER
+
+    app = review_app(f"sqlite:///{tmp_path / 'lane.db'}")
+    seen: list = []
+    app.add_middleware(_SeenByStack, seen=seen)
+    caplog.set_level("INFO", logger=ACCESS_LOGGER)
+    with TestClient(app) as client:
+        seen.clear()
+        fast = client.post("/v1/prescriptions/check", json=CLEAN, headers={**auth("prescriber"),
+                                                                            "X-Request-ID": "trace-lane-1"})
+        assert fast.status_code == 200, fast.text
+        assert fast.headers["x-request-id"] == "trace-lane-1"
+        assert seen == []  # answered by the lane
+        refused = client.post("/v1/prescriptions/check", json=CLEAN, headers={"Authorization": "Bearer nope"})
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert refused.json()["request_id"] == refused.headers["x-request-id"]
+        standard = client.post("/v1/prescriptions/check", content=json.dumps(FLAGGED).encode(),
+                               headers={**auth("prescriber"), "Content-Type": "application/vnd.rxt+json"})
+        assert standard.status_code == 200 and standard.json()["queued"], standard.text  # the body was handed on
+        assert seen == [("POST", "/v1/prescriptions/check")] * 2
+        assert client.get("/healthz").status_code == 200 and seen[-1] == ("GET", "/healthz")
+        assert _count(app, 200) == 2 and _count(app, 401) == 1
+        with app.state.rxt.db.sessions() as s:
+            assert verify_chain(s).checked == 2
+    lines = [r for r in caplog.records if r.name == ACCESS_LOGGER
+             and getattr(r, "fields", {}).get("route") == "/v1/prescriptions/check"]
+    assert [r.fields["status"] for r in lines] == [200, 401, 200]
+    assert lines[0].request_id == "trace-lane-1" and lines[0].fields["role"] == "prescriber"
+
+
+def test_check_lane_errors_are_the_apps_answers(review_app, tmp_path, caplog):
+    """On the lane: a body over the limit is a 413, a bad Idempotency-Key a 422 by the app's handler, a bug a JSON
+    500 quoting the request id without the exception's message -- on the lane and on the handed-over path."""
+    app = review_app(f"sqlite:///{tmp_path / 'lane-errors.db'}", max_request_bytes=2000)
+    with TestClient(app) as client:
+        big = client.post("/v1/prescriptions/check", json={**CLEAN, "id": "x" * 3000}, headers=auth("prescriber"))
+        assert big.status_code == 413 and big.json()["errors"][0]["field"] == "body"
+        blank_key = client.post("/v1/prescriptions/check", json=CLEAN,
+                                headers={**auth("prescriber"), "Idempotency-Key": "   "})
+        assert blank_key.status_code == 422 and blank_key.json()["errors"][0]["field"] == "Idempotency-Key"
+        app.state.rxt.checker.current = _FailingChecker(app.state.rxt.checker.current)
+        for content_type in ("application/json", "application/vnd.rxt+json"):
+            r = client.post("/v1/prescriptions/check", content=json.dumps(CLEAN).encode(),
+                            headers={**auth("prescriber"), "Content-Type": content_type})
+            assert r.status_code == 500 and r.headers["content-type"] == "application/json", r.text
+            assert r.json()["request_id"] == r.headers["x-request-id"] and "123-45" not in r.text
+        assert _count(app, 500) == 2 and _count(app, 413) == 1 and _count(app, 422) == 1
+        with app.state.rxt.db.sessions() as s:
+            assert verify_chain(s).checked == 0
+    assert "123-45" not in caplog.text

@@ -203,3 +203,85 @@ def test_setting_switches_the_write_path(review_app, tmp_path, enabled):
         assert r.status_code == 200
         db = app.state.rxt.db
         assert (db in group_commit._committers) is enabled  # noqa: SLF001
+
+
+def test_insert_rows_writes_what_executemany_writes(review_db, monkeypatch):
+    """serving.db.session.insert_rows (one multi-row INSERT per chunk on PostgreSQL, executemany on SQLite; issue
+    #16): every row lands, in chunks too, and a table with a processed column type (JSON) still goes through
+    SQLAlchemy's binding."""
+    from datetime import UTC, datetime
+
+    from serving.db import session as db_session
+    from serving.db.models import CheckIdempotencyKey
+
+    monkeypatch.setattr(db_session, "INSERT_ROWS_CHUNK", 3)
+    with review_db.session() as s:
+        ids = list(s.execute(review_queue._INSERT_REVIEW.returning(Review.__table__.c.id, sort_by_parameter_order=True),  # noqa: SLF001
+                             [review_queue._review_row(job(i, True).prescription, FLAGGED, "prescriber:k1",  # noqa: SLF001
+                                                       FLAGGED["findings"], "review", "major") for i in range(2)]
+                             ).scalars())
+        rows = [{"review_id": ids[i % 2], "rule_id": f"R-{i}", "category": "interaction", "severity": "major"}
+                for i in range(8)]
+        db_session.insert_rows(s, ReviewFinding.__table__, rows)
+        db_session.insert_rows(s, ReviewFinding.__table__, [])
+        db_session.insert_rows(s, ReviewFinding.__table__, [{"review_id": ids[0], "rule_id": "R-single",
+                                                             "category": "dose", "severity": "minor"}])
+        keyed = [{"key": f"k-{i}", "request_hash": "h" * 64, "actor": "prescriber:k1", "audit_id": i + 1,
+                  "response": {"verdict": "pass", "n": i, "text": "ñ"}, "created_at": datetime.now(UTC)}
+                 for i in range(4)]
+        db_session.insert_rows(s, CheckIdempotencyKey.__table__, keyed)
+    with review_db.sessions() as s:
+        got = s.execute(select(ReviewFinding.review_id, ReviewFinding.rule_id).order_by(ReviewFinding.id)).all()
+        assert [tuple(r) for r in got] == [(r["review_id"], r["rule_id"]) for r in rows] + [(ids[0], "R-single")]
+        stored = {k.key: k.response for k in s.scalars(select(CheckIdempotencyKey))}
+        assert stored == {f"k-{i}": {"verdict": "pass", "n": i, "text": "ñ"} for i in range(4)}
+    if review_db.dialect == "postgresql":  # the driver keeps its parse of the long batch statements
+        from psycopg import _queries
+
+        assert _queries.MAX_CACHED_STATEMENT_PARAMS >= 20_000
+
+
+def test_bounded_gathering_waits_for_the_expected_batch_and_never_when_idle(review_db):
+    """RXT_DB_GROUP_COMMIT_WAIT_MS (issue #16): after a batch of 8, a lone check waits for the 7 the writer expects
+    and they are recorded in one transaction; a service whose batches are of one never waits; a wait that is not
+    met ends at its bound and writes what it has; a writer stopped while gathering answers the job it holds."""
+
+    async def main() -> None:
+        idle = group_commit.GroupCommitter(review_db, max_batch=64, wait_s=30.0)
+        for i in range(3):  # one at a time: never waits (the 30 s bound would show as a hung test)
+            await idle.submit(job(i, i % 2 == 0))
+        assert (idle.batches, idle.waits) == (3, 0)
+        await idle.stop()
+
+        committer = group_commit.GroupCommitter(review_db, max_batch=64, wait_s=30.0)
+        await asyncio.gather(*(committer.submit(job(10 + i, i % 2 == 0)) for i in range(8)))
+        assert committer.batches == 1  # all 8 were waiting when the writer first ran
+        lone = asyncio.ensure_future(committer.submit(job(20, True)))
+        while committer.waits == 0:  # the writer took the lone job and waits for 7 more
+            await asyncio.sleep(0.01)
+        assert not lone.done()
+        rest = [asyncio.ensure_future(committer.submit(job(21 + i, i % 2 == 0))) for i in range(7)]
+        outcomes = await asyncio.gather(lone, *rest)
+        assert committer.batches == 2 and committer.jobs == 16  # the 8 in one transaction
+        assert all(o.body["audit_id"] for o in outcomes)
+        await committer.stop()
+
+        short = group_commit.GroupCommitter(review_db, max_batch=64, wait_s=0.02)
+        await asyncio.gather(*(short.submit(job(40 + i, False)) for i in range(8)))
+        alone = await short.submit(job(50, True))  # expected 8, none came: written after the bound
+        assert alone.body["queued"] and short.batches == 2 and short.waits == 1
+        await short.stop()
+
+        stopping = group_commit.GroupCommitter(review_db, max_batch=64, wait_s=30.0)
+        await asyncio.gather(*(stopping.submit(job(60 + i, False)) for i in range(4)))
+        held = asyncio.ensure_future(stopping.submit(job(70, False)))
+        while stopping.waits == 0:
+            await asyncio.sleep(0.01)
+        await stopping.stop()
+        with pytest.raises(group_commit.DatabaseUnavailable):
+            await held
+
+    asyncio.run(main())
+    with review_db.sessions() as s:
+        assert audit.verify_chain(s).ok
+    assert counts(review_db)[2] == 3 + 16 + 9 + 4  # the held job of the stopped writer was not recorded
