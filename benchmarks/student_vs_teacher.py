@@ -88,6 +88,21 @@ def quality(clf, texts: list[str], y: np.ndarray) -> dict:
             "coverage": sel["coverage"], "pred": probs.argmax(1)}
 
 
+def paired_bootstrap(y: np.ndarray, teacher_pred: np.ndarray, student_pred: np.ndarray, n: int = 10000,
+                     seed: int = 0) -> dict:
+    """Student minus teacher accuracy (points) with a 95% percentile interval: rows resampled with replacement,
+    both models' answers on a row kept together (paired)."""
+    t_ok = (teacher_pred == y).astype(float)
+    s_ok = (student_pred == y).astype(float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y), size=(n, len(y)))
+    diffs = 100 * (s_ok[idx].mean(1) - t_ok[idx].mean(1))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {"diff_points": float(100 * (s_ok.mean() - t_ok.mean())), "ci95": [float(lo), float(hi)],
+            "student_only_right": int(((s_ok == 1) & (t_ok == 0)).sum()),
+            "teacher_only_right": int(((s_ok == 0) & (t_ok == 1)).sum()), "n": int(len(y)), "resamples": n}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--teacher", default=None,
@@ -184,6 +199,12 @@ def main(argv=None) -> int:
               f"{r['selective_accuracy']:.1%} | {r['coverage']:.1%} |")
         out["quality"][name] = {k: v for k, v in r.items() if k != "pred"}
     out["quality"]["top1_agreement"] = agreement
+    boot = paired_bootstrap(y, q["teacher"]["pred"], q["student"]["pred"])
+    out["quality"]["accuracy_difference"] = boot
+    print(f"\nstudent - teacher accuracy: {boot['diff_points']:+.1f} points, paired bootstrap 95% interval "
+          f"[{boot['ci95'][0]:+.1f}, {boot['ci95'][1]:+.1f}] ({boot['resamples']} resamples of the {boot['n']} rows); "
+          f"rows only the student gets right: {boot['student_only_right']}, only the teacher: "
+          f"{boot['teacher_only_right']}")
 
     metrics = models["student"].meta.get("metrics", {})
     xs = sorted({k[len("xsrc_"):-len("_accuracy")] for k in metrics if k.startswith("xsrc_") and

@@ -92,6 +92,10 @@ def test_bad_training_input_is_named(settings):
         train_triage(settings, few_shot="magic")
     with pytest.raises(ValueError, match="epochs"):
         train_triage(settings, epochs=0)
+    with pytest.raises(ValueError, match="int8 scheme 'int4'"):
+        train_triage(settings, int8_scheme="int4")
+    with pytest.raises(ValueError, match="static-qdq: distill only"):
+        train_triage(settings, int8_scheme="static-qdq")
 
 
 @pytest.mark.slow  # trains or exports a model
