@@ -135,7 +135,7 @@ class DistillOptions:
     center_statements: bool = False
     # int8 graph of the served model (training.onnx_export.QUANT_SCHEMES; benchmarks/int8_schemes.py compares them on
     # validation texts); int8_exclude: node-name substrings kept fp32; int8_calibration: training texts (static-qdq)
-    int8_scheme: str = "dynamic"
+    int8_scheme: str = "dynamic-per-channel"  # 2-layer student: mean logit error to fp32 0.366 -> 0.122 (validation)
     int8_exclude: tuple[str, ...] = ()
     int8_calibration: int = 300
     seed: int | None = None  # None: the teacher's seed (its split)

@@ -261,7 +261,7 @@ def test_int8_options_are_parsed_and_checked_before_the_teacher_is_read(tmp_path
     args = distill.build_parser().parse_args(["--int8-scheme", "static-qdq", "--int8-exclude", " classifier, layer.0/output",
                                               "--int8-calibration", "50", "--center-statements"])
     assert args.int8_scheme == "static-qdq" and args.int8_calibration == 50 and args.center_statements
-    assert DistillOptions().int8_scheme == "dynamic" and DistillOptions().int8_exclude == ()  # default unchanged
+    assert DistillOptions().int8_scheme == "dynamic-per-channel" and DistillOptions().int8_exclude == ()
     with pytest.raises(SystemExit):
         distill.build_parser().parse_args(["--int8-scheme", "int4"])
     assert "invalid choice" in capsys.readouterr().err
