@@ -147,8 +147,10 @@ def register_folder(folder: str | Path, settings: Settings | None = None, *, pro
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training register --folder DIR``: register a triage artefact folder built elsewhere (e.g. a
-    distilled student) as a new version of triage-classifier, evaluate it and hand it to the gated promotion."""
+    """Register a triage artefact folder built elsewhere as a new triage-classifier version, evaluated and gated.
+
+    ``python -m training register --folder DIR``: e.g. a distilled student from another worktree; the lifecycle
+    evaluation runs and the version is handed to the gated promotion (never forced)."""
     p = argparse.ArgumentParser(prog="python -m training register", description=main.__doc__.splitlines()[0])
     p.add_argument("--folder", required=True, type=Path, help="artefact folder (model.onnx, model.int8.onnx, "
                    "tokenizer/, labels.json, meta.json, ...)")
