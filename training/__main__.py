@@ -18,6 +18,8 @@ COMMANDS = {
     "kb": ("training.kb_build", "main", "build the prescription knowledge-base artefact"),
     "urgency-head": ("training.urgency_refit", "main", "refit the urgency head of a copy; --register: own version, gated"),
     "distill": ("training.distill", "main", "distil a registered triage model into a smaller student (own version)"),
+    "register": ("training.register_folder", "main",
+                 "register a triage artefact folder built elsewhere (own version, evaluated, gated)"),
     "gold": ("training.rx_gold", "main", "rebuild the prescription gold set datasets/drugs/gold_prescriptions.jsonl"),
     "eval-rx": ("training.offline_eval", "rx_main", "the checker on the gold set, the sig parser on its line set"),
     "eval-regimens": ("training.offline_eval", "regimens_main", "everyday guideline regimens: share sent to review"),

@@ -53,7 +53,7 @@ import pandas as pd
 from evaluation import triage_eval as ev
 from serving.registry import resolve_model_dir
 from serving.settings import Settings, get_settings
-from training import lifecycle, onnx_export, registry, urgency_train
+from training import center_statements, lifecycle, onnx_export, registry, urgency_train
 from training.onnx_export import _by_length
 from training.sources import hashes_for
 from training.triage_data import (
@@ -130,6 +130,14 @@ class DistillOptions:
     unlabelled_limit: int | None = None  # cap on unlabelled rows (fast runs)
     limit_per_center: int | None = None  # cap labelled rows per center and split (fast runs)
     freeze_embeddings: bool = True
+    # the teacher's training rows derived from public condition pages (training.center_statements; a teacher trained
+    # with `triage --center-statements` saw them): labelled transfer rows, training split only
+    center_statements: bool = False
+    # int8 graph of the served model (training.onnx_export.QUANT_SCHEMES; benchmarks/int8_schemes.py compares them on
+    # validation texts); int8_exclude: node-name substrings kept fp32; int8_calibration: training texts (static-qdq)
+    int8_scheme: str = "dynamic-per-channel"  # 2-layer student: mean logit error to fp32 0.366 -> 0.122 (validation)
+    int8_exclude: tuple[str, ...] = ()
+    int8_calibration: int = 300
     seed: int | None = None  # None: the teacher's seed (its split)
     threads: int = 1  # one thread: a busy shared machine runs a 2-thread torch far slower than twice one thread
     progress: bool = True
@@ -370,6 +378,10 @@ def teacher_layer_count(state: dict) -> int:
 # ---------------------------------------------------------------------------- pipeline steps
 def prepare(settings: Settings, opts: DistillOptions) -> Distillation:
     """The teacher's artefact and split, the run's folders."""
+    if opts.int8_scheme not in onnx_export.QUANT_SCHEMES:
+        raise DistillError(f"unknown int8 scheme {opts.int8_scheme!r}; choose one of {sorted(onnx_export.QUANT_SCHEMES)}")
+    if opts.int8_scheme == "static-qdq" and opts.int8_calibration < 1:
+        raise DistillError("static-qdq needs --int8-calibration >= 1 training texts")
     try:
         folder, version = resolve_model_dir(opts.teacher, settings)
     except registry.ModelNotFoundError as exc:
@@ -386,6 +398,9 @@ def prepare(settings: Settings, opts: DistillOptions) -> Distillation:
     teacher_layers = int(meta.get("layers") or 0)
     seed = int(opts.seed if opts.seed is not None else meta.get("seed", 13))
     df = make_splits(load_examples(settings), seed=seed)
+    if opts.center_statements:  # as triage_train adds them: training split only, nothing near a held-out text
+        heldout = list(df.loc[df["split"] != "train", "text"])
+        df = pd.concat([df, center_statements.center_rows(heldout, seed=seed)], ignore_index=True)
     unknown = sorted(set(df["center"]) - set(labels))
     if unknown:
         raise DistillError(f"the teacher's labels lack centers of the training data: {unknown}")
@@ -827,7 +842,7 @@ def export(run: Distillation) -> None:
     """ONNX (logits + embedding), parity with torch, int8; the teacher's tokenizer; labels; meta."""
     fp32 = onnx_export.export_onnx(run.student, run.tokenizer, run.model_dir / "model.onnx", run.max_length)
     par = onnx_export.parity(run.student, run.tokenizer, fp32, run.texts["test"][:256], run.max_length)
-    int8 = onnx_export.quantize_int8(fp32, run.model_dir / "model.int8.onnx")
+    int8 = quantize(run, fp32)
     y = run.y["test"]
     acc = {name: float((onnx_export.onnx_logits(onnx_export.session(path), run.tokenizer, run.texts["test"],
                                                  run.max_length).argmax(1) == y).mean())
@@ -842,6 +857,24 @@ def export(run: Distillation) -> None:
     torch.save({"state_dict": run.student.state_dict(), "labels": run.labels, "layers": run.opts.layers,
                 "max_length": run.max_length, "layer_map": list(run.layer_map)}, run.out / "torch_model.pt")
     write_meta(run)
+
+
+def quantize(run: Distillation, fp32: Path) -> Path:
+    """The served int8 graph by the run's scheme; static calibration on training-split texts (never val/test)."""
+    opts = run.opts
+    calibration = None
+    if opts.int8_scheme == "static-qdq":
+        order = np.random.default_rng(run.seed).permutation(len(run.texts["train"]))[: opts.int8_calibration]
+        calibration = onnx_export.calibration_feeds(run.tokenizer, [run.texts["train"][i] for i in order],
+                                                    run.max_length)
+    try:
+        int8 = onnx_export.quantize_int8(fp32, run.model_dir / "model.int8.onnx", opts.int8_scheme,
+                                         exclude=opts.int8_exclude, calibration=calibration)
+    except ValueError as exc:  # an exclusion pattern that matches no node
+        raise DistillError(str(exc)) from exc
+    run.results["quantization"] = {"scheme": opts.int8_scheme, "exclude": list(opts.int8_exclude),
+                                   "calibration_texts": len(calibration or [])}
+    return int8
 
 
 def urgency(run: Distillation) -> None:
@@ -1135,10 +1168,12 @@ def write_meta(run: Distillation) -> None:
         "seed": run.seed,  # the teacher's split: lifecycle evaluation re-scores the same test rows
         "few_shot": run.teacher_meta.get("few_shot"),
         "parity_max_abs_diff": run.results.get("onnx", {}).get("max_abs_diff"),
+        "quantization": run.results.get("quantization", {"scheme": "dynamic", "exclude": []}),
         "distillation": {"teacher_uri": run.opts.teacher, "teacher_version": run.teacher_version,
                          "teacher_run_id": run.teacher_meta.get("run_id"), "teacher_layers": run.results["teacher"]["layers"],
                          "layer_map": list(run.layer_map), "temperature": run.opts.temperature, "alpha": run.opts.alpha,
-                         "embedding_weight": run.opts.embedding_weight, "n_transfer": run.results["transfer"]["n"]},
+                         "embedding_weight": run.opts.embedding_weight, "n_transfer": run.results["transfer"]["n"],
+                         "center_statements": run.opts.center_statements},
         "metrics": run.flat,
         "git_commit": run.commit,
         "run_id": run.run_id,
@@ -1250,6 +1285,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unlabelled-limit", type=int, default=None)
     p.add_argument("--limit-per-center", type=int, default=None, help="cap labelled rows per center (fast runs)")
     p.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=d.freeze_embeddings)
+    p.add_argument("--center-statements", action=argparse.BooleanOptionalAction, default=d.center_statements,
+                   help="add the complaints derived from public condition pages to the training rows (use it when "
+                        "the teacher was trained with `triage --center-statements`)")
+    p.add_argument("--int8-scheme", choices=sorted(onnx_export.QUANT_SCHEMES), default=d.int8_scheme,
+                   help="int8 graph: " + "; ".join(f"{k}: {v}" for k, v in onnx_export.QUANT_SCHEMES.items()))
+    p.add_argument("--int8-exclude", default="",
+                   help="comma-separated node-name substrings kept fp32 in the int8 graph, e.g. "
+                        "'embeddings,classifier' (benchmarks/int8_schemes.py --sensitivity ranks the nodes)")
+    p.add_argument("--int8-calibration", type=int, default=d.int8_calibration,
+                   help="training texts that calibrate static-qdq's activation scales")
     p.add_argument("--seed", type=int, default=None, help="split and training seed (default: the teacher's)")
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -1291,6 +1336,7 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError:
                 parser.error(f"--{key.replace('_', '-')} {options[key]!r}: comma-separated layer numbers, e.g. 0,2,5")
     options["cross_source_variants"] = tuple(options["cross_source_variants"])
+    options["int8_exclude"] = tuple(x.strip() for x in options["int8_exclude"].split(",") if x.strip())
     try:
         result = distil_triage(get_settings(), **options)
     except DistillError as exc:

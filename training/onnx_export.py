@@ -79,12 +79,94 @@ def export_onnx(model, tokenizer, path: str | Path, max_length: int = 128) -> Pa
     return path
 
 
-def quantize_int8(fp32_path: str | Path, int8_path: str | Path) -> Path:
-    """Dynamic (weight-only int8, activations quantised on the fly) quantisation for CPU."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+# int8 schemes (issue 16: a 2-layer student lost its last points in quantisation, so the scheme is an option).
+# "dynamic" is the project's original one and stays the default of every export path.
+QUANT_SCHEMES = {
+    "dynamic": "dynamic int8: int8 weights, one scale per tensor; activations quantised per call (uint8)",
+    "dynamic-per-channel": "dynamic int8 with one weight scale per output channel",
+    "dynamic-reduce-range": "dynamic int8 with 7-bit weights (reduce_range; avoids u8s8 saturation without VNNI)",
+    "static-qdq": "static int8 (QDQ): weights per channel, activation scales fixed from calibration texts (MinMax)",
+}
 
+
+def quantizable_nodes(fp32_path: str | Path) -> list[str]:
+    """Names of the nodes the int8 quantisers act on: MatMul/Gemm with a weight initialiser, Gather of an embedding
+    table (word, position, token type)."""
+    import onnx
+
+    model = onnx.load(str(fp32_path), load_external_data=False)
+    weights = {i.name for i in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm") and any(x in weights for x in node.input[:2]):
+            out.append(node.name)
+        elif node.op_type == "Gather" and node.input and node.input[0] in weights:
+            out.append(node.name)
+    return out
+
+
+def excluded_nodes(fp32_path: str | Path, patterns) -> list[str]:
+    """Quantisable node names containing any of ``patterns`` (substrings such as ``word_embeddings``,
+    ``classifier``, ``layer.1/output``); a pattern that matches nothing is an error (a typo would otherwise
+    silently quantise everything)."""
+    names = quantizable_nodes(fp32_path)
+    out = []
+    for pattern in patterns:
+        hits = [n for n in names if pattern in n]
+        if not hits:
+            raise ValueError(f"int8 exclusion {pattern!r} matches no quantisable node of {Path(fp32_path).name}")
+        out += [n for n in hits if n not in out]
+    # the dynamic quantiser first rewrites a Gemm as MatMul + Add and names the MatMul "<gemm>_MatMul"
+    return out + [f"{n}_MatMul" for n in out if n.endswith("Gemm")]
+
+
+class _Feeds:
+    """onnxruntime CalibrationDataReader over a list of input dicts (one text per call, as served)."""
+
+    def __init__(self, feeds: list[dict]):
+        self._it = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):  # pragma: no cover - not called by the MinMax calibrator
+        raise NotImplementedError
+
+
+def calibration_feeds(tokenizer, texts: list[str], max_length: int) -> list[dict]:
+    """One input dict per text (unpadded, the way the service runs int8), for static calibration."""
+    feeds = []
+    for text in texts:
+        enc = tokenizer([text], truncation=True, max_length=max_length, return_tensors="np")
+        feeds.append({k: np.asarray(enc[k], dtype=np.int64) for k in INPUT_NAMES if k in enc})
+    return feeds
+
+
+def quantize_int8(fp32_path: str | Path, int8_path: str | Path, scheme: str = "dynamic", *, exclude=(),
+                  calibration: list[dict] | None = None) -> Path:
+    """int8 graph of ``fp32_path`` by ``scheme`` (``QUANT_SCHEMES``); ``exclude``: node-name substrings kept fp32
+    (``excluded_nodes``); ``calibration``: input dicts for ``static-qdq`` (``calibration_feeds`` of training
+    texts).  "dynamic" with nothing excluded is the original plain ``quantize_dynamic(weight_type=QInt8)``."""
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+
+    if scheme not in QUANT_SCHEMES:
+        raise ValueError(f"unknown int8 scheme {scheme!r}; choose one of {sorted(QUANT_SCHEMES)}")
     logging.getLogger("root").setLevel(logging.ERROR)  # the quantiser warns about pre-processing
-    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
+    skip = excluded_nodes(fp32_path, exclude) if exclude else []
+    if scheme == "static-qdq":
+        if not calibration:
+            raise ValueError("static-qdq needs calibration inputs (calibration_feeds of training texts)")
+        quantize_static(str(fp32_path), str(int8_path), _Feeds(calibration), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=skip, calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"MatMulConstBOnly": True})
+        return Path(int8_path)
+    options = {"per_channel": scheme == "dynamic-per-channel", "reduce_range": scheme == "dynamic-reduce-range"}
+    if skip:
+        options["nodes_to_exclude"] = skip
+    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, **options)
     return Path(int8_path)
 
 

@@ -255,6 +255,37 @@ def test_a_missing_teacher_is_a_clear_error(tmp_path, capsys):
         distill.distil_triage(Settings(work_dir=tmp_path / "var", api_keys={}), teacher=str(tmp_path / "nope"))
 
 
+def test_int8_options_are_parsed_and_checked_before_the_teacher_is_read(tmp_path, capsys):
+    from serving.settings import Settings
+
+    args = distill.build_parser().parse_args(["--int8-scheme", "static-qdq", "--int8-exclude", " classifier, layer.0/output",
+                                              "--int8-calibration", "50", "--center-statements"])
+    assert args.int8_scheme == "static-qdq" and args.int8_calibration == 50 and args.center_statements
+    assert DistillOptions().int8_scheme == "dynamic-per-channel" and DistillOptions().int8_exclude == ()
+    with pytest.raises(SystemExit):
+        distill.build_parser().parse_args(["--int8-scheme", "int4"])
+    assert "invalid choice" in capsys.readouterr().err
+    settings = Settings(work_dir=tmp_path / "var", api_keys={})
+    with pytest.raises(DistillError, match="unknown int8 scheme 'int4'"):
+        distill.distil_triage(settings, teacher=str(tmp_path / "nope"), int8_scheme="int4")
+    with pytest.raises(DistillError, match="int8-calibration"):
+        distill.distil_triage(settings, teacher=str(tmp_path / "nope"), int8_scheme="static-qdq", int8_calibration=0)
+
+
+@pytest.mark.slow
+def test_center_statement_rows_join_the_training_split_only(triage_model_dir, tmp_path):
+    from serving.settings import Settings
+
+    settings = Settings(work_dir=tmp_path / "var", api_keys={})
+    plain = distill.prepare(settings, DistillOptions(teacher=str(triage_model_dir), output_dir=tmp_path / "a"))
+    run = distill.prepare(settings, DistillOptions(teacher=str(triage_model_dir), center_statements=True,
+                                                   output_dir=tmp_path / "b"))
+    added = run.df[run.df["source"] == "center_guidance"]
+    assert len(added) > 0 and set(added["split"]) == {"train"}
+    assert run.texts["val"] == plain.texts["val"] and run.texts["test"] == plain.texts["test"]  # same held-out rows
+    assert len(run.texts["train"]) == len(plain.texts["train"]) + len(added)
+
+
 @pytest.mark.slow
 def test_distilled_student_is_served_unchanged_and_registered_with_its_evaluation(triage_model_dir, tmp_path):
     """2 -> 1 layer on a few texts per center, into a registry of its own (the fixture's stays untouched)."""
@@ -270,7 +301,7 @@ def test_distilled_student_is_served_unchanged_and_registered_with_its_evaluatio
     result = distill.distil_triage(
         settings, teacher=str(triage_model_dir), layers=1, epochs=1, limit_per_center=4, unlabelled_limit=40,
         urgency_per_statement=2, urgency_limit=3, urgency_external=False, cross_source=False, progress=False,
-        output_dir=tmp_path / "run")
+        int8_scheme="static-qdq", int8_calibration=20, output_dir=tmp_path / "run")
     assert result.version == "1"
     details = result.metrics["details"]
     assert details["layer_map"] == [0] and details["teacher"]["layers"] == 2
@@ -286,6 +317,9 @@ def test_distilled_student_is_served_unchanged_and_registered_with_its_evaluatio
     [pred] = clf.predict(["I have had a dry cough and a fever for three days"])
     assert len(pred.centers) == len(teacher_labels) and set(pred.urgency) == set(URGENCY_LEVELS)
     assert clf.meta["layers"] == 1 and clf.meta["distillation"]["teacher_layers"] == 2
+    # the int8 graph is the chosen scheme's: static QDQ calibrated on 20 training texts
+    assert clf.meta["quantization"] == {"scheme": "static-qdq", "exclude": [], "calibration_texts": 20}
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(clf.folder / "model.int8.onnx")).graph.node}
     graph = onnx.load(str(clf.folder / "model.onnx"))
     assert sum(n.op_type == "Softmax" for n in graph.graph.node) == 1  # one attention block
     teacher_graph = onnx.load(str(triage_model_dir / "model.onnx"))

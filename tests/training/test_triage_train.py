@@ -92,6 +92,13 @@ def test_bad_training_input_is_named(settings):
         train_triage(settings, few_shot="magic")
     with pytest.raises(ValueError, match="epochs"):
         train_triage(settings, epochs=0)
+    from training.triage_train import TrainOptions
+
+    assert TrainOptions().int8_scheme == "dynamic-per-channel"  # chosen on validation fidelity (issue 16)
+    with pytest.raises(ValueError, match="int8 scheme 'int4'"):
+        train_triage(settings, int8_scheme="int4")
+    with pytest.raises(ValueError, match="static-qdq: distill only"):
+        train_triage(settings, int8_scheme="static-qdq")
 
 
 @pytest.mark.slow  # trains or exports a model
