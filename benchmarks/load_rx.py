@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wrk_support import cpu_seconds, run_wrk, tree_pids, wrk_available  # noqa: E402
+from wrk_support import cpu_seconds, py_spy_record, run_wrk, tree_pids, wrk_available  # noqa: E402
 
 KEY = "bench-prescriber-key-not-secret"
 VARIANTS = {"per-request": {"RXT_DB_GROUP_COMMIT": "false"}, "group-commit": {"RXT_DB_GROUP_COMMIT": "true"}}
@@ -210,16 +210,6 @@ def commit_batches(url: str) -> tuple[float, float] | None:
     return values["rxt_check_commit_batch_size_sum"], values["rxt_check_commit_batch_size_count"]
 
 
-def py_spy_top(pids: list[int], seconds: float, out: Path) -> str:
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    procs = [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "-f", "raw",
-                               "-o", str(out.with_suffix(f".{pid}.txt")), "--nonblocking"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for pid in pids]
-    for p in procs:
-        p.wait(timeout=seconds + 60)
-    return " ".join(str(out.with_suffix(f".{pid}.txt")) for pid in pids)
-
-
 def summarise_raw(paths: list[Path], top: int = 18) -> list[tuple[str, float, float]]:
     """Own-time and total-time shares per function from py-spy raw (collapsed) stacks."""
     own: dict[str, int] = {}
@@ -305,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                     pids = [server.proc.pid] + [int(p) for p in subprocess.run(
                         ["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()]
                     out = log_dir / f"pyspy-{db}-{workers}w-{variant}"
-                    t = threading.Thread(target=py_spy_top, args=(pids, args.profile, out))
+                    t = threading.Thread(target=py_spy_record, args=(pids, args.profile, out))
                     t.start()
                 pids = tree_pids(server.proc.pid)
                 batches0 = commit_batches(server.url)
