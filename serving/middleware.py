@@ -147,18 +147,26 @@ class RequestContextMiddleware:
     async def _last_resort_only(self, scope, receive, send) -> None:
         """A request handed over by the check lane: id, log and metrics are the lane's; the JSON 500 stays here
         (inside Starlette's ServerErrorMiddleware, which would answer a plain-text 500 first)."""
-        started = False
-
-        async def watch_send(message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = _WatchedSend(send)
         try:
-            await self.app(scope, receive, watch_send)
+            await self.app(scope, receive, watched)
         except Exception as exc:  # noqa: BLE001 - the last resort, as in __call__
-            await _send_500(exc, scope, request_id_var.get() or "-", started, watch_send)
+            await _send_500(exc, scope, request_id_var.get() or "-", watched.started, watched)
+
+
+class _WatchedSend:
+    """An ASGI ``send`` that remembers whether the response has started (a JSON 500 or a 413 can only be answered
+    before it has)."""
+
+    __slots__ = ("send", "started")
+
+    def __init__(self, send) -> None:
+        self.send, self.started = send, False
+
+    async def __call__(self, message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
 
 
 class _BodyTooLarge(BaseException):
@@ -197,7 +205,6 @@ class BodyLimitMiddleware:
                     return
                 break
         received = 0
-        started = False
 
         async def limited_receive():
             nonlocal received
@@ -208,16 +215,11 @@ class BodyLimitMiddleware:
                     raise _BodyTooLarge()
             return message
 
-        async def watch_send(message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = _WatchedSend(send)
         try:
-            await self.app(scope, limited_receive, watch_send)
+            await self.app(scope, limited_receive, watched)
         except _BodyTooLarge:
-            if started:
+            if watched.started:
                 raise RuntimeError("request body over the limit after the response started") from None
             await self._refuse(send)
 
