@@ -45,7 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wrk_support import cpu_seconds, py_spy_record, run_wrk, tree_pids, wrk_available  # noqa: E402
+from wrk_support import (  # noqa: E402
+    cpu_seconds, py_spy_record, raw_stacks, run_wrk, tree_pids, wrk_available)
 
 KEY = "bench-prescriber-key-not-secret"
 VARIANTS = {"per-request": {"RXT_DB_GROUP_COMMIT": "false"}, "group-commit": {"RXT_DB_GROUP_COMMIT": "true"}}
@@ -215,21 +216,14 @@ def summarise_raw(paths: list[Path], top: int = 18) -> list[tuple[str, float, fl
     own: dict[str, int] = {}
     total: dict[str, int] = {}
     samples = 0
-    for path in paths:
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not count.isdigit():
-                continue
-            n = int(count)
-            samples += n
-            frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
-                      if " (" in f else f for f in stack.split(";")]
-            if frames:
-                own[frames[-1]] = own.get(frames[-1], 0) + n
-            for f in set(frames):
-                total[f] = total.get(f, 0) + n
+    for stack, n in raw_stacks(paths):
+        samples += n
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                  if " (" in f else f for f in stack.split(";")]
+        if frames:
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+        for f in set(frames):
+            total[f] = total.get(f, 0) + n
     rows = sorted(own.items(), key=lambda kv: -kv[1])[:top]
     return [(name, 100 * n / max(samples, 1), 100 * total.get(name, 0) / max(samples, 1)) for name, n in rows]
 

@@ -107,23 +107,29 @@ def py_spy_record(pids: list[int], seconds: float, out: Path) -> list[Path]:
     return [p for p in paths if p.exists()]
 
 
+def raw_stacks(paths: list[Path]):
+    """(stack, samples) of each line of py-spy raw (collapsed) output files; missing files are skipped."""
+    for path in paths:
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if count.isdigit():
+                yield stack, int(count)
+
+
 def categorise_stacks(paths: list[Path], categories: list[tuple[str, tuple[str, ...]]]) -> tuple[int, list]:
     """Share of the samples in each category: a sample belongs to the first category (in the given order) any of
     whose markers occurs in one of its frames; the rest is "other". Returns (samples, [(name, share %)])."""
     counts = {name: 0 for name, _ in categories}
     counts["other"] = 0
     samples = 0
-    for path in paths:
-        for line in path.read_text().splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not count.isdigit():
-                continue
-            n = int(count)
-            samples += n
-            for name, markers in categories:
-                if any(marker in stack for marker in markers):
-                    counts[name] += n
-                    break
-            else:
-                counts["other"] += n
+    for stack, n in raw_stacks(paths):
+        samples += n
+        for name, markers in categories:
+            if any(marker in stack for marker in markers):
+                counts[name] += n
+                break
+        else:
+            counts["other"] += n
     return samples, [(name, round(100 * c / max(samples, 1), 1)) for name, c in counts.items()]
