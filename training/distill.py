@@ -1205,14 +1205,8 @@ def register(run: Distillation) -> tuple[str | None, dict | None]:
     run.results["registered_evaluation"] = {k: v for k, v in evaluation.items() if k != "per_class"}
     promotion = None
     if run.opts.promote:
-        try:
-            result = lifecycle.promote("triage", version, settings=run.settings, reason="distilled student: gated")
-        except lifecycle.LifecycleError as exc:
-            result = {"promoted": False, "error": str(exc)}
-        gate = result.get("gate")
-        promotion = {"promoted": bool(result.get("promoted")), "error": result.get("error"),
-                     "previous_champion": result.get("previous") or result.get("champion"),
-                     "failures": [asdict(c) for c in gate.failures()] if gate is not None else []}
+        promotion = lifecycle.gated_promotion("triage", version, settings=run.settings,
+                                              reason="distilled student: gated")
         mlflow.log_dict(promotion, "report/promotion.json")
         mlflow.set_tag("promotion", "champion" if promotion["promoted"] else "not promoted")
     return version, promotion

@@ -228,6 +228,20 @@ def promote(kind_key: str, version: str, *, settings: Settings | None = None, ga
             "gate": report, "audit_id": entry, "candidate": candidate, "champion_metrics": champion}
 
 
+def gated_promotion(kind_key: str, version: str, *, settings: Settings | None = None, gates_path=None,
+                    actor: str | None = None, reason: str) -> dict:
+    """``promote`` without force, for commands that register a version and hand it to the gate: never raises for a
+    refused or impossible promotion; returns promoted, error, the previous champion and the failed checks."""
+    try:
+        out = promote(kind_key, version, settings=settings, gates_path=gates_path, actor=actor, reason=reason)
+    except LifecycleError as exc:
+        out = {"promoted": False, "error": str(exc)}
+    gate = out.get("gate")
+    return {"promoted": bool(out.get("promoted")), "error": out.get("error"),
+            "previous_champion": out.get("previous") or out.get("champion"),
+            "failures": [asdict(c) for c in gate.failures()] if gate is not None else []}
+
+
 def rollback(kind_key: str, *, to: str | None = None, reason: str | None = None, actor: str | None = None,
              settings: Settings | None = None, alias: str = registry.CHAMPION) -> dict:
     settings = settings or get_settings()

@@ -27,7 +27,7 @@ import argparse
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from serving.settings import Settings, get_settings
@@ -132,15 +132,8 @@ def register_folder(folder: str | Path, settings: Settings | None = None, *, pro
         mlflow.log_dict(evaluation, "report/registered_evaluation.json")
         result = RegisterResult(run_id, version, {k: v for k, v in evaluation.items() if k != "per_class"})
         if promote:
-            try:
-                out = lifecycle.promote("triage", version, settings=settings, gates_path=gates, actor=actor,
-                                        reason=f"registered from {folder}: gated")
-            except lifecycle.LifecycleError as exc:
-                out = {"promoted": False, "error": str(exc)}
-            gate = out.get("gate")
-            result.promotion = {"promoted": bool(out.get("promoted")), "error": out.get("error"),
-                                "previous_champion": out.get("previous") or out.get("champion"),
-                                "failures": [asdict(c) for c in gate.failures()] if gate is not None else []}
+            result.promotion = lifecycle.gated_promotion("triage", version, settings=settings, gates_path=gates,
+                                                         actor=actor, reason=f"registered from {folder}: gated")
             mlflow.log_dict(result.promotion, "report/promotion.json")
             mlflow.set_tag("promotion", "champion" if result.promotion["promoted"] else "not promoted")
     return result

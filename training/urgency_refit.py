@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -121,7 +121,9 @@ def refit(settings: Settings, model: str, output: Path, *, per_statement: int = 
         mlflow.log_dict(evaluation, "report/registered_evaluation.json")
         result.registered_evaluation = {k: v for k, v in evaluation.items() if k != "per_class"}
         if promote:
-            result.promotion = gated_promotion(result.version, refit_of, settings, gates, actor)
+            result.promotion = lifecycle.gated_promotion(
+                "triage", result.version, settings=settings, gates_path=gates, actor=actor,
+                reason=f"urgency head refit of {refit_of}: gated")
             mlflow.log_dict(result.promotion, "report/promotion.json")
             mlflow.set_tag("promotion", "champion" if result.promotion["promoted"] else "not promoted")
     return result
@@ -146,20 +148,6 @@ def evaluate_refit(output: Path, validation_rows: list[dict], meta: dict) -> dic
     metrics = {k: v for k, v in (meta.get("metrics") or {}).items() if not k.startswith("urgency_")}
     meta["metrics"] = {**metrics, **flat}
     return flat
-
-
-def gated_promotion(version: str, refit_of: str, settings: Settings, gates: Path | None,
-                    actor: str | None) -> dict:
-    """Step 7: the gated promotion, never forced; the outcome with the failed checks."""
-    try:
-        out = lifecycle.promote("triage", version, settings=settings, gates_path=gates, actor=actor,
-                                reason=f"urgency head refit of {refit_of}: gated")
-    except lifecycle.LifecycleError as exc:
-        out = {"promoted": False, "error": str(exc)}
-    gate = out.get("gate")
-    return {"promoted": bool(out.get("promoted")), "error": out.get("error"),
-            "previous_champion": out.get("previous") or out.get("champion"),
-            "failures": [asdict(c) for c in gate.failures()] if gate is not None else []}
 
 
 def main(argv: list[str] | None = None) -> int:
