@@ -39,9 +39,10 @@ import numpy as np
 import pandas as pd
 
 from evaluation import triage_eval as ev
+from evaluation.routing_eval import read_rows
 from serving.feedback import REFERENCE_FILE, reference_stats
 from serving.settings import PROJECT_ROOT, Settings, get_settings
-from training import (center_statements, exemplar_blend, feedback_data, onnx_export, registry, urgency_data,
+from training import (center_statements, exemplar_blend, feedback_data, onnx_export, registry, urgency_data, wise_ft,
                       urgency_train)
 from training.onnx_export import _by_length, torch_logits
 from training.sources import hashes_for
@@ -69,6 +70,9 @@ FEW_SHOT_METHODS = ("none", "prototypes", "setfit", "both")
 URGENCY_MODES = ("joint", "frozen")  # urgency head trained with the encoder, or on its frozen embeddings
 URGENCY_BATCH = 16
 URGENCY_LOSS_WEIGHT = 1.0
+# team-written blind routing sets (evaluation only): reported per WiSE-FT alpha, never used to choose it
+ROUTING_BLIND_SETS = {f"blind_{v}": PROJECT_ROOT / "datasets" / "triage" / "blind" / f"routing_blind_{v}.csv"
+                      for v in ("v1", "v2")}
 
 
 @dataclass
@@ -122,6 +126,9 @@ class TrainOptions:
     # issue 12: nearest-exemplar sidecar (triage.exemplars); parameters and on/off chosen by cross-source
     # validation (training.exemplar_blend.decide); without a cross-source run it is written but disabled
     exemplars: bool = True
+    # issue 12: weight-space ensemble of the fine-tuned model with its zero-shot start (training.wise_ft); the
+    # mixing weight and whether it is used at all are chosen by the cross-source models only
+    wise_ft: bool = True
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -357,6 +364,8 @@ def fit(
         setfit_stage(model, tokenizer, train_texts, train_y, opts, desc=f"{desc} setfit")
     if opts.few_shot in ("prototypes", "both"):
         init_prototypes(model, tokenizer, train_texts, train_y, len(labels), opts.max_length)
+    if opts.wise_ft:  # the zero-shot starting point, for the weight-space ensemble (training.wise_ft)
+        model.wise_ft_start = wise_ft.snapshot(model)
     weights = torch.tensor(class_weights(train_y, len(labels)), dtype=torch.float32)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
     u_loss_fn, u_batches = None, None
@@ -537,6 +546,11 @@ def _cross_source(df_all, opts: TrainOptions, taxonomy) -> dict:
                                         embed_texts(model, tok, list(te["text"]), opts.max_length), bank,
                                         np.concatenate([ytr, np.asarray(desc_y, dtype=np.int64)]), yte, len(shared))
         base = ev.tfidf_baseline(list(tr["text"]), ytr, list(te["text"]), len(shared), opts.seed)
+        wise_grid = None
+        if getattr(model, "wise_ft_start", None) is not None:
+            wise_grid = wise_ft.grid(model, model.wise_ft_start,
+                                     lambda m, t: predict_logits(m, tok, t, opts.max_length),
+                                     {"heldout": (list(te["text"]), yte)})
 
         def summary(p):
             pred = p.argmax(1)
@@ -555,6 +569,8 @@ def _cross_source(df_all, opts: TrainOptions, taxonomy) -> dict:
             "epochs": len(history),
             "blend_grid": grid,
         }
+        if wise_grid is not None:
+            results[name]["wise_ft_grid"] = wise_grid
         del model
     return results
 
@@ -687,6 +703,48 @@ def fit_model(run: Run) -> None:
     run.results["best_epoch"] = best_epoch
 
 
+def weight_ensemble(run: Run) -> None:
+    """WiSE-FT (training.wise_ft): alpha decided by the cross-source grids, then applied to the main model before
+    calibration.  The main model's own grid (validation, in-source test, blind routing sets) is reported only."""
+    start = getattr(run.model, "wise_ft_start", None)
+    if start is None:
+        return
+    grids = {n: c["wise_ft_grid"] for n, c in run.results.get("cross_source", {}).items() if "wise_ft_grid" in c}
+    decision = wise_ft.decide(grids)
+    if not grids:  # no cross-source run: nothing decides, the plain fine-tune is kept
+        del run.model.wise_ft_start
+        run.results["wise_ft"] = {"decision": decision}
+        run.flat["wise_ft_alpha"] = decision["alpha"]
+        return
+    sets = {"validation": (run.texts["val"], run.y["val"]), "test": (run.texts["test"], run.y["test"])}
+    index = {c: i for i, c in enumerate(run.labels)}
+    for name, path in ROUTING_BLIND_SETS.items():
+        rows = [r for r in read_rows(path) if r["center"] in index] if path.exists() else []
+        if rows:
+            sets[name] = ([r["text"] for r in rows], np.array([index[r["center"]] for r in rows]))
+    table = wise_ft.grid(run.model, start, lambda m, t: predict_logits(m, run.tokenizer, t, run.opts.max_length),
+                         sets)
+    wise_ft.apply(run.model, start, wise_ft.snapshot(run.model), decision["alpha"])
+    del run.model.wise_ft_start
+    run.results["wise_ft"] = {"decision": decision, "main_model_grid": table}
+    names = list(sets)
+    lines = ["# WiSE-FT grid (top-1 / top-3; torch fp32)", "", f"decision: alpha {decision['alpha']} - "
+             f"{decision['reason']}", "", "| alpha | " + " | ".join(list(grids) + names) + " |",
+             "|---:|" + "---:|" * (len(grids) + len(names))]
+    for i, row in enumerate(table):
+        cells = [f"{grids[n][i]['heldout']['accuracy']:.1%} / {grids[n][i]['heldout']['top3_accuracy']:.1%}"
+                 if i < len(grids[n]) else "-" for n in grids]
+        cells += [f"{row[n]['accuracy']:.1%} / {row[n]['top3_accuracy']:.1%}" for n in names]
+        lines.append(f"| {row['alpha']:.1f} | " + " | ".join(cells) + " |")
+    (run.report_dir / "wise_ft.md").write_text("\n".join(lines) + "\n")
+    run.flat["wise_ft_alpha"] = decision["alpha"]
+    for name, v in decision.get("leave_one_direction_out", {}).items():
+        key = name.replace("->", "_to_")
+        run.flat[f"xsrc_{key}_wise_ft_accuracy"] = v["accuracy"]
+        run.flat[f"xsrc_{key}_fine_tuned_accuracy"] = v["fine_tuned_accuracy"]
+    log.info("WiSE-FT: alpha %.2f (%s)", decision["alpha"], decision["reason"])
+
+
 def calibrate(run: Run) -> None:
     """Temperature and abstention threshold fitted on validation."""
     val_logits = predict_logits(run.model, run.tokenizer, run.texts["val"], run.opts.max_length)
@@ -808,7 +866,7 @@ def train_urgency(run: Run) -> None:
 
 
 def cross_source(run: Run) -> None:
-    if run.opts.cross_source:
+    if run.opts.cross_source and "cross_source" not in run.results:
         run.results["cross_source"] = _cross_source(run.full_df, run.opts, run.taxonomy)
 
 
@@ -820,6 +878,11 @@ def exemplar_sidecar(run: Run) -> None:
         return
     grids = {n: c["blend_grid"] for n, c in run.results.get("cross_source", {}).items() if "blend_grid" in c}
     decision = exemplar_blend.decide(grids)
+    if run.results.get("wise_ft", {}).get("decision", {}).get("enabled"):
+        # the blend grid was scored on the cross-source models as fine-tuned, not on the weight-space ensemble
+        decision = {**decision, "enabled": False,
+                    "reason": "disabled: the model is a WiSE-FT ensemble; the blend was chosen on the fine-tuned "
+                              "cross-source models (" + decision.get("reason", "") + ")"}
     clf = TriageClassifier.from_folder(run.model_dir, variant="int8", intra_op_threads=run.opts.threads)
     texts, ys, prov = exemplar_blend.bank_rows(run.df, run.taxonomy, run.labels,
                                                run.opts.few_shot in ("prototypes", "both"))
@@ -908,6 +971,7 @@ def write_meta(run: Run) -> None:
         "few_shot": opts.few_shot,
         "parity_max_abs_diff": run.results.get("onnx", {}).get("max_abs_diff"),
         "quantization": {"scheme": opts.int8_scheme, "exclude": []},
+        "wise_ft_alpha": run.results.get("wise_ft", {}).get("decision", {}).get("alpha", 1.0),
         "metrics": run.flat,
         "git_commit": run.commit,
         "run_id": run.run_id,
@@ -952,7 +1016,10 @@ def train_triage(settings: Settings | None = None, examples=None, **options) -> 
     with mlflow.start_run(experiment_id=exp, run_name=f"triage-{run.opts.layers}l-{run.stamp}") as active:
         run.run_id = run.results["run_id"] = active.info.run_id
         log_inputs(run)
+        if run.opts.wise_ft:
+            cross_source(run)  # its grids choose the main model's weight-space ensemble
         fit_model(run)
+        weight_ensemble(run)
         calibrate(run)
         probs_raw, probs = evaluate_test(run)
         export(run)
@@ -994,6 +1061,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cross-source", action=argparse.BooleanOptionalAction, default=d.cross_source)
     p.add_argument("--exemplars", action=argparse.BooleanOptionalAction, default=d.exemplars,
                    help="write the nearest-exemplar sidecar (on by default only if it wins cross-source)")
+    p.add_argument("--wise-ft", action=argparse.BooleanOptionalAction, default=d.wise_ft,
+                   help="weight-space ensemble of the fine-tuned model with its zero-shot start; alpha and "
+                        "whether it is used chosen by the cross-source models (training/wise_ft.py)")
     p.add_argument("--cross-source-epochs", type=int, default=None, help="epochs of the cross-source models (default: --epochs)")
     p.add_argument("--few-shot", choices=FEW_SHOT_METHODS, default=d.few_shot,
                    help="help for thin centers: 'prototypes' (class-description rows + prototype-initialised "

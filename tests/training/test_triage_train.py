@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training import exemplar_blend, registry
+from training import exemplar_blend, registry, wise_ft
 from training.triage_train import (
     TRIAGE_MODEL_NAME,
     TrainOptions,
@@ -140,6 +140,12 @@ def test_cross_source_runs_both_directions_with_baseline(settings):
         assert len(grid) == np.prod([len(v) for v in exemplar_blend.GRID.values()])
         assert [r["accuracy"] for r in grid if r["weight"] == 0.0][0] == pytest.approx(res["model"]["accuracy"])
     assert "leave_one_direction_out" in exemplar_blend.decide({n: r["blend_grid"] for n, r in results.items()})
+    # the WiSE-FT grid (issue 12): alpha 1 is the fine-tuned model itself, alpha 0 its zero-shot start
+    for res in results.values():
+        by_alpha = {r["alpha"]: r["heldout"] for r in res["wise_ft_grid"]}
+        assert set(by_alpha) == set(wise_ft.ALPHAS)
+        assert by_alpha[1.0]["accuracy"] == pytest.approx(res["model"]["accuracy"])
+    assert "leave_one_direction_out" in wise_ft.decide({n: r["wise_ft_grid"] for n, r in results.items()})
 
 
 def test_cli_options():
@@ -151,6 +157,7 @@ def test_cli_options():
     assert dataclasses.asdict(opts)["layers"] == 2 and not opts.register and not opts.cross_source
     assert opts.alias == "challenger" and opts.few_shot == "both" and opts.limit_per_center == 5
     assert opts.exemplars and not TrainOptions(**vars(build_parser().parse_args(["--no-exemplars"]))).exemplars
+    assert opts.wise_ft and not TrainOptions(**vars(build_parser().parse_args(["--no-wise-ft"]))).wise_ft
     assert not opts.center_statements  # issue 12: opt-in until a full retrain is measured
     assert TrainOptions(**vars(build_parser().parse_args(["--center-statements"]))).center_statements
     with pytest.raises(SystemExit):
@@ -160,3 +167,26 @@ def test_cli_options():
 
         with contextlib.redirect_stderr(io.StringIO()):
             build_parser().parse_args(["--epochs", "many"])
+
+
+@pytest.mark.slow  # trains three small models
+def test_training_applies_the_cross_source_chosen_weight_ensemble(settings, tmp_path):
+    import json
+
+    from training.triage_train import train_triage
+
+    result = train_triage(settings, layers=1, epochs=1, limit_per_center=3, max_length=32, progress=False,
+                          register=False, urgency=False, exemplars=False, cross_source=True,
+                          output_dir=tmp_path / "run")
+    details = result.metrics["details"]
+    decision = details["wise_ft"]["decision"]
+    assert set(decision["leave_one_direction_out"]) == {"speech->s2d", "s2d->speech"}
+    assert decision["alpha"] in wise_ft.ALPHAS and decision["enabled"] == (decision["alpha"] != 1.0)
+    grid = details["wise_ft"]["main_model_grid"]
+    assert [r["alpha"] for r in grid] == list(wise_ft.ALPHAS)
+    assert {"validation", "test", "blind_v1", "blind_v2"} <= set(grid[0])
+    # the artefact is the chosen ensemble: its in-source test accuracy is the grid's at the chosen alpha
+    chosen = next(r for r in grid if r["alpha"] == decision["alpha"])
+    assert details["test"]["model"]["accuracy"] == pytest.approx(chosen["test"]["accuracy"])
+    assert json.loads((result.model_dir / "meta.json").read_text())["wise_ft_alpha"] == decision["alpha"]
+    assert "decision: alpha" in (result.model_dir.parent / "report" / "wise_ft.md").read_text()
