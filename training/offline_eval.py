@@ -132,7 +132,7 @@ def _urgency_markdown(reports: dict[str, dict], title: str) -> str:
                          f"past found to remove; model_rescored: still an emergency without the denied / past words)")
         if rescored:
             lines.append(f"{name}: re-scored (second encoder pass) {rescored['rescored']} of {rescored['texts']} texts")
-        if with_model["by_group"] and name in ("blind", "blind2", "blind3", "blind4", "valtraps"):
+        if with_model["by_group"] and name in ("blind", "blind2", "blind3", "blind4", "blind5", "valtraps"):
             lines += ["", "| style | n | exact | dichotomised | emergency recall | under-triage |", "|---|---:|---:|---:|---:|---:|"]
             for group, m in with_model["by_group"].items():
                 lines.append(f"| {group} | {m['n']} | {m['exact_accuracy']:.0%} | {m['dichotomised_accuracy']:.0%} | "
@@ -163,7 +163,8 @@ def urgency_main(argv: list[str] | None = None) -> int:
     uri = args.model or settings.triage_model_uri
     classifier = load_triage_classifier(uri, settings)
     loaders = {"blind": urgency_train.blind_rows, "blind2": urgency_train.blind_rows_v2,
-               "blind3": urgency_train.blind_rows_v3, "blind4": urgency_train.blind_rows_v4, "valtraps": urgency_train.validation_trap_rows,
+               "blind3": urgency_train.blind_rows_v3, "blind4": urgency_train.blind_rows_v4,
+               "blind5": urgency_train.blind_rows_v5, "valtraps": urgency_train.validation_trap_rows,
                "acuitybench": urgency_train.acuity_rows,
                "validation": urgency_train.validation_rows}
     unknown = [s for s in args.sets.split(",") if s not in loaders]

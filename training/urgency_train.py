@@ -49,6 +49,9 @@ BLIND_SET_V3 = BLIND_SET.parent / "urgency_blind_v3.csv"
 # fourth blind set (issue 11, second pass: 34 past / history / denied-after traps, 37 emergencies in lay and atypical
 # words; written before any model or rule ran on it; evaluation only): eval-urgency --sets blind4
 BLIND_SET_V4 = BLIND_SET.parent / "urgency_blind_v4.csv"
+# fifth blind set (issue 11, 2026-12-07 night: 175 rows, 53 clinical and 47 lay vignettes, 27 traps; written before any
+# model or rule ran on it, without opening training, rule or earlier blind text; evaluation only): --sets blind5
+BLIND_SET_V5 = BLIND_SET.parent / "urgency_blind_v5.csv"
 # team-written negation / history traps and emergencies beside a denial, in outside registers (issue 11): for choosing
 # and checking the negation / history scopes; validation only, never test or training: eval-urgency --sets valtraps
 VALIDATION_TRAPS = PROJECT_ROOT / "datasets" / "triage" / "validation" / "urgency_traps_val.csv"
@@ -278,6 +281,10 @@ def blind_rows_v3() -> list[dict]:
 
 def blind_rows_v4() -> list[dict]:
     return blind_rows(BLIND_SET_V4)
+
+
+def blind_rows_v5() -> list[dict]:
+    return blind_rows(BLIND_SET_V5)
 
 
 def validation_trap_rows() -> list[dict]:
