@@ -380,7 +380,9 @@ def test_real_table_cites_public_guidance():
              "epilepsysociety.org.uk", "oldwoodsurgery.co.uk", "tommys.org", "zana.com",
              # NHS website content syndicated on a pharmacy / GP-practice site (issue 11 rows, the page named in
              # source_title)
-             "hedgegrailpharmacy.co.uk", "corfecastlesurgery.co.uk")
+             "hedgegrailpharmacy.co.uk", "corfecastlesurgery.co.uk",
+             # Ireland's national health service (issue 11, third pass: ectopic pregnancy when you could be pregnant)
+             "hse.ie")
     for row in rows:
         assert any(h in row["source_url"] for h in hosts), row["rule_id"]
     required = {"chest_pain_cardiac", "stroke_fast", "anaphylaxis_swelling", "severe_breathing", "heavy_bleeding",
