@@ -956,7 +956,20 @@ class RedFlagMatcher:
             opening = context and (not prev or prev[-1] in PHRASE_BREAKS)
             if not (named or ((framed or opening) and ends)):
                 continue
-            if not self._blocked(ctx, i, i + 1):
+            # "I'm nearly / almost 12 weeks": the hedge is a hypothetical marker elsewhere ("nearly fainted"), not here
+            hedge_only = prev[-1:] in (["nearly"], ["almost"]) and ctx.hypothetical[i] and not any(
+                e <= i < e + 8 and ctx.clause[s] == ctx.clause[i] and norms[s:e] not in (["nearly"], ["almost"])
+                for s, e in _seq_index(norms, HYPOTHETICAL)
+            )
+            if hedge_only:
+                ctx.hypothetical[i] = False
+                try:
+                    blocked = self._blocked(ctx, i, i + 1)
+                finally:
+                    ctx.hypothetical[i] = True
+            else:
+                blocked = self._blocked(ctx, i, i + 1)
+            if not blocked:
                 return True
         return False
 

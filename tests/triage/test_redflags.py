@@ -219,6 +219,8 @@ def test_pregnancy_rules_need_pregnancy(matcher):
         ("I am 34+2 and light bleeding", True),
         ("my wife is 36 weeks and has light bleeding", True),
         ("28 wks gone, light bleeding", True),
+        ("I'm nearly 12 weeks. Light bleeding since this morning", True),
+        ("I'm not 12 weeks, light bleeding", False),
         ("34 weeks. light bleeding and my bump aches", True),
         ("she's 34 weeks, the midwife said light bleeding can happen", True),
         ("light bleeding for 6 weeks", False),
