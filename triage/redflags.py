@@ -340,6 +340,37 @@ CLINICAL_SHORTHAND = frozenset({
     "dib", "cough", "fever", "temp", "afebrile", "apyrexial", "headache", "rash", "covid", "flu", "strep",
 })
 PREGNANCY_WORDS = ("pregnant", "pregnancy", "trimester", "weeks along", "expecting a baby")
+# pregnancy stated as a gestational age without the word "pregnant" ("I'm 30 weeks", "34 weeks. my bump ...",
+# "34+2", "28 wks gone"): a number 4-42 of weeks (``_gestation_in_text``)
+GESTATION_WEEKS = frozenset({"weeks", "week", "wks", "wk"})
+GESTATION_MIN, GESTATION_MAX = 4, 42
+# "I'm 30 weeks", "she's 34 weeks", "my wife is 36 weeks": a person said to *be* N weeks
+GESTATION_BE = frozenset({"am", "m", "'m", "is", "'s", "are", "'re"})
+GESTATION_BE_SUBJECTS = frozenset({"i", "wife", "partner", "girlfriend", "fiancee", "fiance"})
+# "she's 34 weeks" counts only beside a pregnancy-only word: "she's 6 weeks" is as often a baby's age
+GESTATION_BE_CONTEXT_SUBJECTS = frozenset({"she"})
+GESTATION_HEDGES = frozenset({"nearly", "almost", "just", "about", "only", "now", "currently", "over", "exactly", "at"})
+# what may follow "I'm N weeks" for it to be a gestational age: the end of the phrase, a conjunction, or a
+# pregnancy word ("I'm 10 weeks sober", "6 weeks postpartum", "3 weeks into my course", "2 weeks post op" are not)
+GESTATION_AFTER = frozenset({
+    "and", "with", "now", "today", "tomorrow", "tonight", "pregnant", "gone", "along", "gestation", "plus", "+",
+    "but", "so", "&", "n", "-", "i", "my", "pg", "preg", "pregnancy",
+})
+# context words that make a bare "34 weeks" at the start of a sentence a gestational age
+GESTATION_CONTEXT = frozenset({
+    "bump", "midwife", "midwives", "maternity", "antenatal", "placenta", "waters", "contractions", "contraction",
+    "labour", "labor", "kicks", "kicking", "fetal", "foetal", "movements", "obstetrician", "gestation", "ctg",
+})
+# words just before the number that make it a duration or a past event, not a gestational age
+GESTATION_NOT_BEFORE = frozenset({
+    "for", "past", "last", "next", "in", "within", "after", "since", "every", "each", "than", "born", "delivered",
+    "birth", "lost", "miscarried", "miscarriage", "until", "till", "ago", "was", "were",
+})
+# words just after "N weeks" that make it an age, a duration or past ("6 weeks old", "2 weeks ago", "6 weeks pp")
+GESTATION_NOT_AFTER = frozenset({
+    "old", "ago", "later", "postpartum", "pp", "post", "after", "since", "into", "out", "off", "sober", "clean",
+    "late", "early", "of", "before", "overdue", "from", "back", "running", "straight", "on", "ill", "sick",
+})
 
 
 @lru_cache(maxsize=64)
@@ -882,6 +913,63 @@ class RedFlagMatcher:
         stems = [_stem(t) for t in ctx.norms]
         for start, end in _seq_index(stems, [" ".join(_stem(w) for w in p.split()) for p in PREGNANCY_WORDS]):
             if not self._blocked(ctx, start, end):
+                return True
+        return self._gestation_in_text(ctx)
+
+    def _gestation_in_text(self, ctx: _Context) -> bool:
+        """Pregnancy stated as a gestational age without the word "pregnant": "I'm 30 weeks", "my wife is 34 weeks
+        and ...", "34+2", "28 wks gone", or a bare "34 weeks" opening a sentence of a text that also names a
+        pregnancy-only word (bump, midwife, maternity, contractions, waters, kicks ...). Not a duration or an age
+        ("for 6 weeks", "6 weeks old", "2 weeks ago", "10 weeks sober", "6 weeks postpartum", "born at 34 weeks"),
+        and not negated, past or hypothetical ("when I was 34 weeks with my son")."""
+        norms = ctx.norms
+        words = [(i, t) for i, t in enumerate(norms) if t not in (" ", "\n")]
+        context = any(t in GESTATION_CONTEXT for _, t in words)
+        for k, (i, tok) in enumerate(words):
+            if not tok.isdigit() or not GESTATION_MIN <= int(tok) <= GESTATION_MAX:
+                continue
+            prev = [t for _, t in words[max(0, k - 3) : k]]
+            nxt = [t for _, t in words[k + 1 : k + 4]]
+            if GESTATION_NOT_BEFORE & set(prev[-2:]):
+                continue
+            # "34+2" (weeks + days, the obstetric notation) stands for "34 weeks"
+            if len(nxt) >= 2 and nxt[0] == "+" and nxt[1].isdigit() and int(nxt[1]) <= 6:
+                nxt = nxt[2:]
+                if nxt and nxt[0] in GESTATION_WEEKS:
+                    nxt = nxt[1:]
+            elif nxt and nxt[0] in GESTATION_WEEKS:
+                nxt = nxt[1:]
+            else:
+                continue
+            after = nxt[0] if nxt else None
+            if after in GESTATION_NOT_AFTER:
+                continue
+            ends = after is None or after in PHRASE_BREAKS or after in GESTATION_AFTER
+            prev_core = [t for t in prev if t not in GESTATION_HEDGES]
+            # "I'm (nearly) 30 weeks", "my wife is 34 weeks", "she's 34 weeks" (beside a pregnancy-only word)
+            framed = len(prev_core) >= 2 and prev_core[-1] in GESTATION_BE and (
+                prev_core[-2] in GESTATION_BE_SUBJECTS or (prev_core[-2] in GESTATION_BE_CONTEXT_SUBJECTS and context)
+            )
+            # "28 wks gone", "34 weeks along / gestation"
+            named = after in ("gone", "along", "gestation", "pg", "preg")
+            # a bare "34 weeks" opening the text or a sentence, in a text with a pregnancy-only word
+            opening = context and (not prev or prev[-1] in PHRASE_BREAKS)
+            if not (named or ((framed or opening) and ends)):
+                continue
+            # "I'm nearly / almost 12 weeks": the hedge is a hypothetical marker elsewhere ("nearly fainted"), not here
+            hedge_only = prev[-1:] in (["nearly"], ["almost"]) and ctx.hypothetical[i] and not any(
+                e <= i < e + 8 and ctx.clause[s] == ctx.clause[i] and norms[s:e] not in (["nearly"], ["almost"])
+                for s, e in _seq_index(norms, HYPOTHETICAL)
+            )
+            if hedge_only:
+                ctx.hypothetical[i] = False
+                try:
+                    blocked = self._blocked(ctx, i, i + 1)
+                finally:
+                    ctx.hypothetical[i] = True
+            else:
+                blocked = self._blocked(ctx, i, i + 1)
+            if not blocked:
                 return True
         return False
 

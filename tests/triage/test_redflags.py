@@ -211,6 +211,35 @@ def test_pregnancy_rules_need_pregnancy(matcher):
     assert "pregnancy_bleeding" in _ids(matcher.match("I'm in my first trimester and spotting"))
 
 
+@pytest.mark.parametrize(
+    "text,pregnant",
+    [
+        ("I'm 30 weeks and light bleeding", True),
+        ("im 28 wks, light bleeding", True),
+        ("I am 34+2 and light bleeding", True),
+        ("my wife is 36 weeks and has light bleeding", True),
+        ("28 wks gone, light bleeding", True),
+        ("I'm nearly 12 weeks. Light bleeding since this morning", True),
+        ("I'm not 12 weeks, light bleeding", False),
+        ("34 weeks. light bleeding and my bump aches", True),
+        ("she's 34 weeks, the midwife said light bleeding can happen", True),
+        ("light bleeding for 6 weeks", False),
+        ("my baby is 6 weeks old, light bleeding from her belly button", False),
+        ("6 weeks ago I had light bleeding", False),
+        ("I'm 10 weeks sober and have light bleeding", False),
+        ("I'm 6 weeks postpartum with light bleeding", False),
+        ("she's 6 weeks and has light bleeding from the cord stump", False),
+        ("my son was born at 34 weeks, light bleeding from a graze", False),
+        ("when I was 34 weeks with my son I had light bleeding", False),
+        ("took 10+2 tablets, light bleeding", False),
+        ("34 weeks. light bleeding", False),  # a bare number of weeks needs a pregnancy-only word
+    ],
+)
+def test_gestational_age_counts_as_pregnancy(matcher, text, pregnant):
+    """Issue 11: "I'm 30 weeks", "34+2", "28 wks gone" say pregnant without the word; durations and ages do not."""
+    assert ("pregnancy_bleeding" in _ids(matcher.match(text))) is pregnant
+
+
 def test_sex_condition(matcher):
     text = "sudden severe pain in my testicle"
     assert "testicular_torsion" in _ids(matcher.match(text))
@@ -353,7 +382,9 @@ def test_real_table_cites_public_guidance():
              "epilepsysociety.org.uk", "oldwoodsurgery.co.uk", "tommys.org", "zana.com",
              # NHS website content syndicated on a pharmacy / GP-practice site (issue 11 rows, the page named in
              # source_title)
-             "hedgegrailpharmacy.co.uk", "corfecastlesurgery.co.uk")
+             "hedgegrailpharmacy.co.uk", "corfecastlesurgery.co.uk",
+             # Ireland's national health service (issue 11, third pass: ectopic pregnancy when you could be pregnant)
+             "hse.ie")
     for row in rows:
         assert any(h in row["source_url"] for h in hosts), row["rule_id"]
     required = {"chest_pain_cardiac", "stroke_fast", "anaphylaxis_swelling", "severe_breathing", "heavy_bleeding",
