@@ -127,8 +127,10 @@ class TrainOptions:
     # validation (training.exemplar_blend.decide); without a cross-source run it is written but disabled
     exemplars: bool = True
     # issue 12: weight-space ensemble of the fine-tuned model with its zero-shot start (training.wise_ft); the
-    # mixing weight and whether it is used at all are chosen by the cross-source models only
-    wise_ft: bool = True
+    # mixing weight and whether it is used at all are chosen by the cross-source models, among the weights that keep
+    # validation top-1; measured once (docs/triage-model.md, "WiSE-FT"): not adopted, so off by default (its grids
+    # cost ~10 minutes of a full run)
+    wise_ft: bool = False
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -710,8 +712,8 @@ def weight_ensemble(run: Run) -> None:
     if start is None:
         return
     grids = {n: c["wise_ft_grid"] for n, c in run.results.get("cross_source", {}).items() if "wise_ft_grid" in c}
-    decision = wise_ft.decide(grids)
-    if not grids:  # no cross-source run: nothing decides, the plain fine-tune is kept
+    if not grids:
+        decision = wise_ft.decide(grids)  # no cross-source run: nothing decides, the plain fine-tune is kept
         del run.model.wise_ft_start
         run.results["wise_ft"] = {"decision": decision}
         run.flat["wise_ft_alpha"] = decision["alpha"]
@@ -724,6 +726,7 @@ def weight_ensemble(run: Run) -> None:
             sets[name] = ([r["text"] for r in rows], np.array([index[r["center"]] for r in rows]))
     table = wise_ft.grid(run.model, start, lambda m, t: predict_logits(m, run.tokenizer, t, run.opts.max_length),
                          sets)
+    decision = wise_ft.decide(grids, validation=table)
     wise_ft.apply(run.model, start, wise_ft.snapshot(run.model), decision["alpha"])
     del run.model.wise_ft_start
     run.results["wise_ft"] = {"decision": decision, "main_model_grid": table}
@@ -1062,7 +1065,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exemplars", action=argparse.BooleanOptionalAction, default=d.exemplars,
                    help="write the nearest-exemplar sidecar (on by default only if it wins cross-source)")
     p.add_argument("--wise-ft", action=argparse.BooleanOptionalAction, default=d.wise_ft,
-                   help="weight-space ensemble of the fine-tuned model with its zero-shot start; alpha and "
+                   help="weight-space ensemble of the fine-tuned model with its zero-shot start (measured once, not adopted); alpha and "
                         "whether it is used chosen by the cross-source models (training/wise_ft.py)")
     p.add_argument("--cross-source-epochs", type=int, default=None, help="epochs of the cross-source models (default: --epochs)")
     p.add_argument("--few-shot", choices=FEW_SHOT_METHODS, default=d.few_shot,

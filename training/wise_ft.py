@@ -13,6 +13,12 @@ chosen on the *other* direction, top-1 must be at least the fine-tuned model's (
 better by ``MIN_GAIN`` on their mean; then the main model gets the alpha with the best mean top-1 over both
 directions (ties: the larger alpha, i.e. closer to the fine-tuned model).  Otherwise alpha = 1 (the plain fine-tune).
 The blind sets play no part in the choice; the in-source and blind figures per alpha are reported only.
+
+**Revised after the first full run (2026-12-07, said so in docs/triage-model.md):** the rule above picked alpha = 0
+(the un-fine-tuned prototype classifier: one cross-source direction +7.9 points, the other +0.2) at a cost of 10.5
+points on the in-source test and 2-3 points on both blind routing sets.  A hospital would not take that trade, so
+only alphas whose **validation** top-1 (the main model's own held-out split) is within ``MAX_VALIDATION_DROP`` of the
+fine-tuned model's are candidates; the cross-source rule then chooses among them.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 
 ALPHAS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 MIN_GAIN = 0.01  # mean leave-one-direction-out top-1 gain (fraction) needed to adopt
+MAX_VALIDATION_DROP = 0.01  # candidates keep the main model's validation top-1 within this of alpha = 1
 
 
 def snapshot(model) -> dict:
@@ -73,16 +80,30 @@ def _best(rows: list[dict], key) -> dict:
     return max(rows, key=lambda r: (round(key(r), 9), r["alpha"]))
 
 
-def decide(grids: dict[str, list[dict]], set_name: str = "heldout") -> dict:
+def allowed_alphas(validation: list[dict] | None, set_name: str = "validation") -> set[float] | None:
+    """Alphas whose validation top-1 is within ``MAX_VALIDATION_DROP`` of alpha = 1 (None: no validation grid)."""
+    if not validation:
+        return None
+    acc = {r["alpha"]: r[set_name]["accuracy"] for r in validation}
+    if 1.0 not in acc:
+        raise ValueError("the validation grid needs alpha = 1 (the fine-tuned model)")
+    return {a for a, v in acc.items() if v >= acc[1.0] - MAX_VALIDATION_DROP - 1e-12}
+
+
+def decide(grids: dict[str, list[dict]], set_name: str = "heldout", validation: list[dict] | None = None) -> dict:
     """Alpha for the main model and whether it differs from 1 (the rule in the module docstring).
 
-    ``grids``: cross-source direction -> ``grid`` rows with ``set_name`` scored on the held-out source."""
+    ``grids``: cross-source direction -> ``grid`` rows with ``set_name`` scored on the held-out source;
+    ``validation``: the main model's ``grid`` rows with a ``validation`` entry (limits the candidates)."""
     if len(grids) < 2:
         return {"alpha": 1.0, "enabled": False,
                 "reason": "fewer than two cross-source directions: no held-out estimate, plain fine-tune kept"}
     names = sorted(grids)
     acc = {n: {r["alpha"]: r[set_name]["accuracy"] for r in grids[n]} for n in names}
     alphas = sorted(acc[names[0]])
+    allowed = allowed_alphas(validation)
+    if allowed is not None:
+        alphas = [a for a in alphas if a in allowed]
     loo = {}
     for n in names:
         others = [m for m in names if m != n]
@@ -96,6 +117,9 @@ def decide(grids: dict[str, list[dict]], set_name: str = "heldout") -> dict:
     best = _best(mean_rows, lambda r: r["s"])
     alpha = best["alpha"] if enabled else 1.0
     reason = (f"leave-one-direction-out top-1 gains {', '.join(f'{g:+.3f}' for g in gains)} "
-              f"(rule: all >= 0 and mean >= {MIN_GAIN}); best mean alpha {best['alpha']} ({best['s']:.3f})")
+              f"(rule: all >= 0 and mean >= {MIN_GAIN}); best mean alpha {best['alpha']} ({best['s']:.3f})"
+              + ("" if allowed is None else f"; candidates within {MAX_VALIDATION_DROP:.0%} of the fine-tuned "
+                                            f"validation top-1: {alphas}"))
     return {"alpha": float(alpha), "enabled": bool(enabled and alpha != 1.0), "reason": reason,
+            "candidates": [float(a) for a in alphas],
             "leave_one_direction_out": loo, "best_mean_alpha": best["alpha"], "best_mean_accuracy": best["s"]}

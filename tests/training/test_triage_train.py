@@ -157,7 +157,7 @@ def test_cli_options():
     assert dataclasses.asdict(opts)["layers"] == 2 and not opts.register and not opts.cross_source
     assert opts.alias == "challenger" and opts.few_shot == "both" and opts.limit_per_center == 5
     assert opts.exemplars and not TrainOptions(**vars(build_parser().parse_args(["--no-exemplars"]))).exemplars
-    assert opts.wise_ft and not TrainOptions(**vars(build_parser().parse_args(["--no-wise-ft"]))).wise_ft
+    assert not opts.wise_ft and TrainOptions(**vars(build_parser().parse_args(["--wise-ft"]))).wise_ft
     assert not opts.center_statements  # issue 12: opt-in until a full retrain is measured
     assert TrainOptions(**vars(build_parser().parse_args(["--center-statements"]))).center_statements
     with pytest.raises(SystemExit):
@@ -176,13 +176,15 @@ def test_training_applies_the_cross_source_chosen_weight_ensemble(settings, tmp_
     from training.triage_train import train_triage
 
     result = train_triage(settings, layers=1, epochs=1, limit_per_center=3, max_length=32, progress=False,
-                          register=False, urgency=False, exemplars=False, cross_source=True,
+                          register=False, urgency=False, exemplars=False, cross_source=True, wise_ft=True,
                           output_dir=tmp_path / "run")
     details = result.metrics["details"]
     decision = details["wise_ft"]["decision"]
     assert set(decision["leave_one_direction_out"]) == {"speech->s2d", "s2d->speech"}
     assert decision["alpha"] in wise_ft.ALPHAS and decision["enabled"] == (decision["alpha"] != 1.0)
     grid = details["wise_ft"]["main_model_grid"]
+    # only alphas that keep the main model's validation top-1 (within MAX_VALIDATION_DROP) were candidates
+    assert decision["candidates"] == sorted(wise_ft.allowed_alphas(grid)) and decision["alpha"] in decision["candidates"]
     assert [r["alpha"] for r in grid] == list(wise_ft.ALPHAS)
     assert {"validation", "test", "blind_v1", "blind_v2"} <= set(grid[0])
     # the artefact is the chosen ensemble: its in-source test accuracy is the grid's at the chosen alpha

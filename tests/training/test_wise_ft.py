@@ -60,3 +60,16 @@ def test_decide_keeps_the_fine_tune_when_a_direction_loses_or_the_gain_is_small(
 def test_decide_breaks_ties_towards_the_fine_tuned_model():
     tie = {"a->b": _rows({0.6: 0.80, 0.8: 0.80, 1.0: 0.70}), "b->a": _rows({0.6: 0.60, 0.8: 0.60, 1.0: 0.50})}
     assert wise_ft.decide(tie)["alpha"] == 0.8
+
+
+def test_validation_limits_the_candidates_to_alphas_that_keep_in_source_accuracy():
+    # the first full run's shape: the zero-shot start wins one cross-source direction, loses 10 points in-source
+    grids = {"a->b": _rows({0.0: 0.762, 0.9: 0.758, 1.0: 0.760}), "b->a": _rows({0.0: 0.642, 0.9: 0.568, 1.0: 0.563})}
+    assert wise_ft.decide(grids)["alpha"] == 0.0  # the rule before the revision
+    validation = [{"alpha": a, "validation": {"accuracy": v}} for a, v in ((0.0, 0.737), (0.9, 0.848), (1.0, 0.853))]
+    assert wise_ft.allowed_alphas(validation) == {0.9, 1.0}
+    d = wise_ft.decide(grids, validation=validation)
+    assert d["candidates"] == [0.9, 1.0] and d["alpha"] == 1.0 and not d["enabled"]
+    assert d["leave_one_direction_out"]["a->b"]["alpha_from_other"] == 0.9  # 0.568 > 0.563 on b->a
+    with pytest.raises(ValueError, match="alpha = 1"):
+        wise_ft.allowed_alphas([{"alpha": 0.5, "validation": {"accuracy": 0.9}}])
