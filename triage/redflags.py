@@ -867,6 +867,14 @@ class RedFlagMatcher:
         return False
 
     # -- conditions -------------------------------------------------------------------------
+    def text_pregnant(self, text: str) -> bool:
+        """A current, non-negated pregnancy in the text: the word ("I'm 9 weeks pregnant") or a gestational age
+        ("I'm 30 weeks", "34+2"); not "I'm not pregnant" or "when I was pregnant with my son"."""
+        if not isinstance(text, str) or not text.strip():
+            return False
+        _, norms, _ = self._doc(text)
+        return self._pregnant_in_text(self._context(norms))
+
     @staticmethod
     def text_age_months(text: str) -> float | None:
         """An age stated in the text ("6 week old", "3-month-old", "newborn", "aged 2"), in months."""

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from triage.mentions import context_scopes, removable_spans
-from triage.redflags import FlagHit, RedFlagMatcher
+from triage.redflags import FlagHit, RedFlagMatcher, default_matcher
 from triage.taxonomy import URGENCY_LEVELS, Urgency  # noqa: F401 - re-exported
 
 SOURCE_NG51 = "NICE NG51 Sepsis, 'Who is more at risk of sepsis?' (https://www.nice.org.uk/guidance/ng51/ifp/chapter/Who-is-more-at-risk-of-sepsis)"
@@ -248,7 +248,8 @@ def decide_urgency(
             vulnerable.append("baby under 1 year")
         if age_months is not None and age_months > 75 * 12:
             vulnerable.append("over 75")
-        if pregnant is True or re.search(r"\bpregnan", text, flags=re.IGNORECASE):
+        # the matcher's reading: "I'm 30 weeks" and "34+2" count, "not pregnant" and "when I was pregnant" do not
+        if pregnant is True or default_matcher().text_pregnant(text):
             vulnerable.append("pregnant")
         if vulnerable:
             proposals.append(("urgent", "rule:sepsis_risk_group",

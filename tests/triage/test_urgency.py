@@ -41,6 +41,7 @@ def test_urgent_flag():
         ("fever and aching since yesterday", {"age_years": 80}, "urgent", "over 75"),
         ("I have a fever", {"pregnant": True}, "urgent", "pregnant"),
         ("I'm pregnant and have a temperature of 38.4", {}, "urgent", "pregnant"),
+        ("I'm 30 weeks and I've had a fever since this morning", {}, "urgent", "pregnant"),  # gestation, no word
         ("temperature of 39.6 and shivery", {"age_years": 30}, "urgent", "39"),
         ("severe pain in my knee after a fall", {}, "urgent", "severe"),
         ("the rash is getting worse quickly", {}, "urgent", "worse"),
@@ -55,6 +56,13 @@ def test_rule_set(text, kwargs, level, reason_part):
     d = decide_urgency(text, [], [], **kwargs)
     assert d.level == level, d
     assert any(reason_part in r for r in d.reasons), d.reasons
+
+
+def test_a_past_or_denied_pregnancy_is_not_a_sepsis_risk_group():
+    for text in ("when I was 30 weeks with my son I had a fever, now I have a fever again",
+                 "not pregnant, just a fever and a cough"):
+        d = decide_urgency(text, [], [])
+        assert not any("pregnant" in r for r in d.reasons), d.reasons
 
 
 def test_negated_modifiers_do_not_count():
