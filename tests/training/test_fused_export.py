@@ -102,3 +102,19 @@ def test_nothing_to_fuse_and_static_qdq_are_refused(tiny):
     with pytest.raises(ValueError, match="dynamic int8 schemes"):
         onnx_export.fused_int8(sdpa, folder / "x.int8.onnx", "static-qdq", 12, 384)
     assert not (folder / "x.onnx").exists() and not (folder / "x.int8.onnx").exists()
+
+
+def test_fuse_is_an_export_option_off_by_default_and_refused_with_static_qdq(tmp_path):
+    from serving.settings import Settings
+    from training import distill, triage_train
+    from training.distill import DistillError, DistillOptions
+    from training.triage_train import TrainOptions
+
+    assert TrainOptions().fuse is False and DistillOptions().fuse is False  # benchmarks/fused_int8.py: no faster
+    assert triage_train.build_parser().parse_args(["--fuse"]).fuse is True
+    assert triage_train.build_parser().parse_args([]).fuse is False
+    assert distill.build_parser().parse_args(["--fuse"]).fuse is True
+    assert distill.build_parser().parse_args(["--no-fuse"]).fuse is False
+    with pytest.raises(DistillError, match="--fuse is for the dynamic int8 schemes"):
+        distill.distil_triage(Settings(work_dir=tmp_path / "var", api_keys={}), teacher=str(tmp_path / "nope"),
+                              fuse=True, int8_scheme="static-qdq")
