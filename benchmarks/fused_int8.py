@@ -11,7 +11,8 @@ into ``SkipLayerNormalization``, bias + GELU into ``BiasGelu``; the dynamic quan
 ``QEmbedLayerNormalization``.  This compares, on the artefact's own weights:
 
 - ``fp32``: the artefact's ``model.onnx`` (the reference of every error column);
-- ``int8``: today's export, ``quantize_int8(model.onnx, scheme)``;
+- ``int8``: today's export, ``quantize_int8(model.onnx, scheme)``, and ``int8, A/A copy``, the same file in its
+  own sessions (the run's noise: two identical engines should give 1.00x);
 - ``int8, eager export``: the same weights re-exported with eager attention (the graph the optimizer recognises;
   ``export_onnx(eager=True)``) and quantised the same way, unfused: separates the export change from the fusion;
 - ``fused fp32`` and ``fused int8``: that eager graph through ``fuse_transformer``, then the same scheme.
@@ -165,6 +166,9 @@ def main(argv=None) -> int:
     started = time.time()
     onnx_export.quantize_int8(model / "model.onnx", d / FILES["int8"], args.scheme)
     built["int8"] = {"seconds": time.time() - started}
+    # A/A control: the same file in its own sessions (how far two identical engines drift apart in this run)
+    d = dirs["int8, A/A copy"] = variant_dir(model, work, "int8, A/A copy")
+    shutil.copy(dirs["int8"] / FILES["int8"], d / FILES["int8"])
     eager = onnx_export.export_onnx(torch_model, tokenizer, work / "eager.onnx", max_length, eager=True)
     d = dirs["int8, eager export"] = variant_dir(model, work, "int8, eager export")
     started = time.time()
