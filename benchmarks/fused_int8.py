@@ -49,9 +49,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from evaluation.cpu_info import describe_cpu  # noqa: E402
-
 from training import onnx_export  # noqa: E402
-from training.distill import load_state, load_tokenizer, state_dict_from_onnx, teacher_layer_count  # noqa: E402
+from training.distill import (  # noqa: E402
+    load_state,
+    load_tokenizer,
+    state_dict_from_onnx,
+    teacher_layer_count,
+)
 from training.triage_train import TrainOptions, new_model  # noqa: E402
 from triage.classifier import VARIANTS as FILES  # noqa: E402
 from triage.classifier import TriageClassifier  # noqa: E402

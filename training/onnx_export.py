@@ -42,8 +42,6 @@ def export_onnx(model, tokenizer, path: str | Path, max_length: int = 128, *, ea
     can pool, ``embedding``.  ``eager``: trace transformers' eager attention instead of its default (SDPA); the
     eager graph is the one onnxruntime's transformer optimizer recognises (``fuse_transformer``), the SDPA graph's
     mask arithmetic is not (nothing fuses but the GELU and the residual LayerNorms)."""
-    import torch
-
     path = Path(path)
     configs = [c for c in (getattr(model, "config", None), getattr(getattr(model, "bert", None), "config", None))
                if c is not None]

@@ -82,7 +82,7 @@ def test_the_classifier_serves_a_fused_int8_graph_with_its_embedding(tiny):
     (art / "meta.json").write_text(json.dumps({"temperature": 1.0, "threshold": 0.0, "max_length": 32}))
     (art / "urgency_head.json").write_text(json.dumps({"labels": ["routine", "urgent"], "weights": [[0.0] * 384,
                                                        [0.01] * 384], "bias": [0.0, 0.0], "thresholds": {}}))
-    ref_logits, ref_emb = TriageClassifier.from_folder(art, variant="fp32").predict_outputs(TEXTS)
+    _, ref_emb = TriageClassifier.from_folder(art, variant="fp32").predict_outputs(TEXTS)
     for threads in (1, 2):
         clf = TriageClassifier.from_folder(art, variant="int8", intra_op_threads=threads)
         logits, emb = clf.predict_outputs(TEXTS)
