@@ -138,6 +138,9 @@ class DistillOptions:
     int8_scheme: str = "dynamic-per-channel"  # 2-layer student: mean logit error to fp32 0.366 -> 0.122 (validation)
     int8_exclude: tuple[str, ...] = ()
     int8_calibration: int = 300
+    # fuse the graph before int8 (onnx_export.fused_int8; dynamic schemes): off, as it measured no faster than the
+    # unfused int8 at equal fidelity on this project's CPU (benchmarks/fused_int8.py, issue 16)
+    fuse: bool = False
     seed: int | None = None  # None: the teacher's seed (its split)
     threads: int = 1  # one thread: a busy shared machine runs a 2-thread torch far slower than twice one thread
     progress: bool = True
@@ -382,6 +385,8 @@ def prepare(settings: Settings, opts: DistillOptions) -> Distillation:
         raise DistillError(f"unknown int8 scheme {opts.int8_scheme!r}; choose one of {sorted(onnx_export.QUANT_SCHEMES)}")
     if opts.int8_scheme == "static-qdq" and opts.int8_calibration < 1:
         raise DistillError("static-qdq needs --int8-calibration >= 1 training texts")
+    if opts.fuse and opts.int8_scheme == "static-qdq":
+        raise DistillError("--fuse is for the dynamic int8 schemes, not static-qdq")
     try:
         folder, version = resolve_model_dir(opts.teacher, settings)
     except registry.ModelNotFoundError as exc:
@@ -840,7 +845,8 @@ def evaluate_test(run: Distillation) -> None:
 
 def export(run: Distillation) -> None:
     """ONNX (logits + embedding), parity with torch, int8; the teacher's tokenizer; labels; meta."""
-    fp32 = onnx_export.export_onnx(run.student, run.tokenizer, run.model_dir / "model.onnx", run.max_length)
+    fp32 = onnx_export.export_onnx(run.student, run.tokenizer, run.model_dir / "model.onnx", run.max_length,
+                                   eager=run.opts.fuse)
     par = onnx_export.parity(run.student, run.tokenizer, fp32, run.texts["test"][:256], run.max_length)
     int8 = quantize(run, fp32)
     y = run.y["test"]
@@ -867,13 +873,19 @@ def quantize(run: Distillation, fp32: Path) -> Path:
         order = np.random.default_rng(run.seed).permutation(len(run.texts["train"]))[: opts.int8_calibration]
         calibration = onnx_export.calibration_feeds(run.tokenizer, [run.texts["train"][i] for i in order],
                                                     run.max_length)
+    int8, fused = run.model_dir / "model.int8.onnx", None
     try:
-        int8 = onnx_export.quantize_int8(fp32, run.model_dir / "model.int8.onnx", opts.int8_scheme,
-                                         exclude=opts.int8_exclude, calibration=calibration)
+        if opts.fuse:
+            config = run.student.config
+            fused = onnx_export.fused_int8(fp32, int8, opts.int8_scheme, config.num_attention_heads,
+                                           config.hidden_size, exclude=opts.int8_exclude)
+        else:
+            onnx_export.quantize_int8(fp32, int8, opts.int8_scheme, exclude=opts.int8_exclude,
+                                      calibration=calibration)
     except ValueError as exc:  # an exclusion pattern that matches no node
         raise DistillError(str(exc)) from exc
     run.results["quantization"] = {"scheme": opts.int8_scheme, "exclude": list(opts.int8_exclude),
-                                   "calibration_texts": len(calibration or [])}
+                                   "calibration_texts": len(calibration or []), **({"fused": fused} if fused else {})}
     return int8
 
 
@@ -1289,6 +1301,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'embeddings,classifier' (benchmarks/int8_schemes.py --sensitivity ranks the nodes)")
     p.add_argument("--int8-calibration", type=int, default=d.int8_calibration,
                    help="training texts that calibrate static-qdq's activation scales")
+    p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=d.fuse,
+                   help="fuse attention, embeddings, LayerNorms and GELU (onnxruntime's transformer optimizer) "
+                        "before int8 (dynamic schemes; benchmarks/fused_int8.py compares)")
     p.add_argument("--seed", type=int, default=None, help="split and training seed (default: the teacher's)")
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--no-progress", dest="progress", action="store_false")

@@ -37,12 +37,28 @@ def _with_embedding(model):
     return _Outputs(model)
 
 
-def export_onnx(model, tokenizer, path: str | Path, max_length: int = 128) -> Path:
+def export_onnx(model, tokenizer, path: str | Path, max_length: int = 128, *, eager: bool = False) -> Path:
     """Write ``model`` (a MeanPoolClassifier) to ``path`` with dynamic axes; outputs ``logits`` and, when the model
-    can pool, ``embedding``."""
+    can pool, ``embedding``.  ``eager``: trace transformers' eager attention instead of its default (SDPA); the
+    eager graph is the one onnxruntime's transformer optimizer recognises (``fuse_transformer``), the SDPA graph's
+    mask arithmetic is not (nothing fuses but the GELU and the residual LayerNorms)."""
+    path = Path(path)
+    configs = [c for c in (getattr(model, "config", None), getattr(getattr(model, "bert", None), "config", None))
+               if c is not None]
+    previous = [getattr(c, "_attn_implementation", None) for c in configs]
+    if eager:
+        for c in configs:
+            c._attn_implementation = "eager"
+    try:
+        return _export(model, tokenizer, path, max_length)
+    finally:
+        for c, value in zip(configs, previous):
+            c._attn_implementation = value
+
+
+def _export(model, tokenizer, path: Path, max_length: int) -> Path:
     import torch
 
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
     sample = tokenizer(
@@ -77,6 +93,55 @@ def export_onnx(model, tokenizer, path: str | Path, max_length: int = 128) -> Pa
 
     onnx.checker.check_model(str(path))
     return path
+
+
+# onnxruntime's offline transformer optimizer (issue 16, benchmarks/fused_int8.py): one Attention node per layer
+# (Q/K/V in one MatMul, mask and softmax inside), EmbedLayerNormalization, SkipLayerNormalization, BiasGelu.  The
+# dynamic quantiser turns Attention into QAttention and EmbedLayerNormalization into QEmbedLayerNormalization.
+FUSED_OPS = ("Attention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu")
+
+
+def fuse_transformer(fp32_path: str | Path, fused_path: str | Path, num_heads: int, hidden_size: int) -> dict:
+    """``fp32_path`` (an ``export_onnx(..., eager=True)`` graph) with onnxruntime's BERT fusions, written to
+    ``fused_path``; returns the fused-operator counts.  Python fusions only (opt_level 0): the graph holds no
+    hardware-specific kernels, onnxruntime's own graph optimisations still run when a session loads it.  Raises
+    ``ValueError`` when no attention fused (an SDPA export, another architecture): a silent no-op would be
+    recorded as a fused model.  Inputs and outputs (``logits``, ``embedding``) keep their names and shapes."""
+    import onnx
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    model = optimize_model(str(fp32_path), model_type="bert", num_heads=int(num_heads), hidden_size=int(hidden_size),
+                           opt_level=0)
+    stats = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if k in FUSED_OPS}
+    if not stats.get("Attention"):
+        raise ValueError(f"{Path(fp32_path).name}: no attention fused ({stats}); export it with eager attention")
+    before = onnx.load(str(fp32_path), load_external_data=False).graph
+    after = model.model.graph
+    sig = lambda graph: [(v.name, v.type.SerializeToString()) for v in graph.output]  # noqa: E731
+    if sig(before) != sig(after) or [i.name for i in before.input] != [i.name for i in after.input]:
+        raise ValueError(f"fusing {Path(fp32_path).name} changed its inputs or outputs")
+    Path(fused_path).parent.mkdir(parents=True, exist_ok=True)
+    model.save_model_to_file(str(fused_path))
+    onnx.checker.check_model(str(fused_path))
+    return stats
+
+
+def fused_int8(fp32_path: str | Path, int8_path: str | Path, scheme: str, num_heads: int, hidden_size: int, *,
+               exclude=()) -> dict:
+    """The int8 graph of the fused graph: ``fuse_transformer`` (a temporary fp32 file), then ``quantize_int8`` by a
+    dynamic ``scheme``; returns the fused-operator counts.  ``exclude`` patterns are matched against the fused
+    graph's node names (the Q/K/V projections and the embeddings are no longer separate nodes there)."""
+    import tempfile
+
+    if scheme == "static-qdq":
+        raise ValueError("fusing is for the dynamic int8 schemes (static-qdq quantises MatMul/Gemm only; it would "
+                         "leave the fused attention in fp32)")
+    with tempfile.TemporaryDirectory(prefix="fused-") as tmp:
+        fused = Path(tmp) / "fused.onnx"
+        stats = fuse_transformer(fp32_path, fused, num_heads, hidden_size)
+        quantize_int8(fused, int8_path, scheme, exclude=exclude)
+    return stats
 
 
 # int8 schemes (issue 16: a 2-layer student lost its last points in quantisation, so the scheme is an option).
@@ -143,10 +208,13 @@ def calibration_feeds(tokenizer, texts: list[str], max_length: int) -> list[dict
 
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, scheme: str = "dynamic", *, exclude=(),
-                  calibration: list[dict] | None = None) -> Path:
+                  calibration: list[dict] | None = None, op_types: tuple[str, ...] | None = None) -> Path:
     """int8 graph of ``fp32_path`` by ``scheme`` (``QUANT_SCHEMES``); ``exclude``: node-name substrings kept fp32
     (``excluded_nodes``); ``calibration``: input dicts for ``static-qdq`` (``calibration_feeds`` of training
-    texts).  "dynamic" with nothing excluded is the original plain ``quantize_dynamic(weight_type=QInt8)``."""
+    texts); ``op_types`` (dynamic schemes): the operator types quantised (default: every type the quantiser knows,
+    e.g. ``("MatMul", "Gather")`` keeps a fused graph's Attention in fp32).  "dynamic" with nothing excluded is the
+    original plain ``quantize_dynamic(weight_type=QInt8)``."""
+    import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
 
@@ -166,6 +234,11 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, scheme: str = "d
     options = {"per_channel": scheme == "dynamic-per-channel", "reduce_range": scheme == "dynamic-reduce-range"}
     if skip:
         options["nodes_to_exclude"] = skip
+    if op_types:
+        options["op_types_to_quantize"] = list(op_types)
+    # a fused graph (fuse_transformer) holds com.microsoft operators that ONNX shape inference cannot type; every
+    # activation of these graphs is float32 (the default is only consulted where inference returned nothing)
+    options["extra_options"] = {"DefaultTensorType": onnx.TensorProto.FLOAT}
     quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, **options)
     return Path(int8_path)
 

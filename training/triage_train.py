@@ -112,6 +112,9 @@ class TrainOptions:
     # int8 graph (training.onnx_export.QUANT_SCHEMES, compared by benchmarks/int8_schemes.py; issue 16): per-channel
     # weight scales cut the 6-layer teacher's mean logit error to fp32 on validation 0.486 -> 0.182 at equal speed
     int8_scheme: str = "dynamic-per-channel"
+    # fuse the graph before int8 (onnx_export.fused_int8: onnxruntime's BERT fusions, QAttention): off, as it measured
+    # no faster than the unfused int8 at equal fidelity on this project's CPU (benchmarks/fused_int8.py, issue 16)
+    fuse: bool = False
     # frozen (default): a head on the finished encoder; joint: multi-task fine-tuning, measured worse here (center
     # macro-F1 84.5 -> 78.8%, urgency validation AUROC no better: docs/urgency.md)
     urgency_mode: str = "frozen"
@@ -808,9 +811,17 @@ def evaluate_test(run: Run) -> tuple[np.ndarray, np.ndarray]:
 def export(run: Run) -> None:
     """ONNX (logits + pooled embedding), torch/ONNX parity, int8 and its accuracy drop, tokenizer, label map."""
     opts, test_texts, test_y = run.opts, run.texts["test"], run.y["test"]
-    fp32 = onnx_export.export_onnx(run.model, run.tokenizer, run.model_dir / "model.onnx", opts.max_length)
+    # eager attention is the graph onnxruntime's transformer optimizer fuses (same logits: the parity below)
+    fp32 = onnx_export.export_onnx(run.model, run.tokenizer, run.model_dir / "model.onnx", opts.max_length,
+                                   eager=opts.fuse)
     par = onnx_export.parity(run.model, run.tokenizer, fp32, test_texts[:256], opts.max_length)
-    int8 = onnx_export.quantize_int8(fp32, run.model_dir / "model.int8.onnx", opts.int8_scheme)
+    if opts.fuse:
+        config = run.model.config
+        run.results["fused"] = onnx_export.fused_int8(fp32, run.model_dir / "model.int8.onnx", opts.int8_scheme,
+                                                      config.num_attention_heads, config.hidden_size)
+        int8 = run.model_dir / "model.int8.onnx"
+    else:
+        int8 = onnx_export.quantize_int8(fp32, run.model_dir / "model.int8.onnx", opts.int8_scheme)
     fp32_acc = float((onnx_export.onnx_logits(onnx_export.session(fp32), run.tokenizer, test_texts, opts.max_length)
                       .argmax(1) == test_y).mean())
     int8_acc = float((onnx_export.onnx_logits(onnx_export.session(int8), run.tokenizer, test_texts, opts.max_length)
@@ -973,7 +984,8 @@ def write_meta(run: Run) -> None:
         "seed": opts.seed,
         "few_shot": opts.few_shot,
         "parity_max_abs_diff": run.results.get("onnx", {}).get("max_abs_diff"),
-        "quantization": {"scheme": opts.int8_scheme, "exclude": []},
+        "quantization": {"scheme": opts.int8_scheme, "exclude": [],
+                         **({"fused": run.results["fused"]} if run.results.get("fused") else {})},
         "wise_ft_alpha": run.results.get("wise_ft", {}).get("decision", {}).get("alpha", 1.0),
         "metrics": run.flat,
         "git_commit": run.commit,
@@ -1078,6 +1090,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-urgency", dest="urgency", action="store_false", help="train no urgency head")
     p.add_argument("--int8-scheme", choices=sorted(set(onnx_export.QUANT_SCHEMES) - {"static-qdq"}),
                    default=d.int8_scheme, help="int8 graph (benchmarks/int8_schemes.py compares them)")
+    p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=d.fuse,
+                   help="fuse attention, embeddings, LayerNorms and GELU (onnxruntime's transformer optimizer) "
+                        "before int8 (benchmarks/fused_int8.py compares)")
     p.add_argument("--guidance-centers", action=argparse.BooleanOptionalAction, default=d.guidance_centers,
                    help="add public-guidance presentations (with their page's center) to the training split")
     p.add_argument("--center-statements", action=argparse.BooleanOptionalAction, default=d.center_statements,
