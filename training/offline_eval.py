@@ -235,10 +235,12 @@ def routing_main(argv: list[str] | None = None) -> int:
         configure(settings)
         with mlflow.start_run(run_id=run_id):
             o = report["overall"]
-            mlflow.log_metrics({"routing_blind_top1": o["top1"], "routing_blind_top3": o["top3"],
-                                "routing_blind_handed_off": o["handed_off"],
-                                "routing_blind_selective_accuracy": o["selective_accuracy"] or 0.0})
-            mlflow.log_dict(report, "routing_eval/report.json")
+            # the default set keeps its historical keys (routing_blind_*); another set is named by its file
+            key = "routing_blind" if Path(args.set).resolve() == ROUTING_BLIND.resolve() else Path(args.set).stem
+            mlflow.log_metrics({f"{key}_top1": o["top1"], f"{key}_top3": o["top3"],
+                                f"{key}_handed_off": o["handed_off"],
+                                f"{key}_selective_accuracy": o["selective_accuracy"] or 0.0})
+            mlflow.log_dict(report, "routing_eval/report.json" if key == "routing_blind" else f"routing_eval/{key}.json")
     return 0
 
 
