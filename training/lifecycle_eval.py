@@ -7,6 +7,7 @@ fresh on the named held-out data so that two versions are compared on exactly th
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,9 @@ def evaluate_triage(model_dir: Path, dataset: str, settings: Settings) -> dict:
     # hands more of it to a human than the champion (issue 12)
     routing = routing_report(clf, read_rows(urgency_train.BLIND_SET.parent / "routing_blind_v1.csv"))["overall"]
     routing2 = routing_report(clf, read_rows(urgency_train.BLIND_SET.parent / "routing_blind_v2.csv"))["overall"]
+    # the largest sets written blind (2026-12-07, night; first runs in docs/urgency.md and docs/triage-model.md)
+    urgency5 = headline(evaluate_urgency(urgency_train.blind_rows_v5(), pipeline(matcher, clf)))
+    routing3 = routing_report(clf, read_rows(urgency_train.BLIND_SET.parent / "routing_blind_v3.csv"))["overall"]
     return {
         "routing_blind_top1": routing["top1"],
         "routing_blind_top3": routing["top3"],
@@ -65,6 +69,9 @@ def evaluate_triage(model_dir: Path, dataset: str, settings: Settings) -> dict:
         "routing_blind2_top1": routing2["top1"],
         "routing_blind2_top3": routing2["top3"],
         "routing_blind2_coverage": 1.0 - routing2["handed_off"],
+        "routing_blind3_top1": routing3["top1"],
+        "routing_blind3_top3": routing3["top3"],
+        "routing_blind3_coverage": 1.0 - routing3["handed_off"],
         # the training run's cross-source tests (a model of the same recipe trained on one public source, tested on
         # the other): a property of the recipe, read from the artefact's meta; absent when trained without them
         **cross_source_figures(meta),
@@ -74,6 +81,9 @@ def evaluate_triage(model_dir: Path, dataset: str, settings: Settings) -> dict:
         "urgency_blind2_emergency_recall": urgency2["emergency_recall"],
         "urgency_blind2_under_triage_rate": urgency2["under_triage_rate"],
         "urgency_blind2_exact_accuracy": urgency2["exact_accuracy"],
+        "urgency_blind5_emergency_recall": urgency5["emergency_recall"],
+        "urgency_blind5_under_triage_rate": urgency5["under_triage_rate"],
+        "urgency_blind5_exact_accuracy": urgency5["exact_accuracy"],
         "n": metrics["n"],
         "accuracy": metrics["accuracy"],
         "macro_f1": metrics["macro_f1"],
@@ -86,11 +96,15 @@ def evaluate_triage(model_dir: Path, dataset: str, settings: Settings) -> dict:
     }
 
 
+XSRC_TOP1 = re.compile(r"xsrc_[a-z0-9]+_to_[a-z0-9]+_accuracy")
+
+
 def cross_source_figures(meta: dict) -> dict:
     """Mean top-1 / top-3 over the training run's cross-source directions (``xsrc_<a>_to_<b>_accuracy``), or {}."""
     metrics = meta.get("metrics") or {}
-    top1 = [float(v) for k, v in metrics.items() if k.startswith("xsrc_") and k.endswith("_accuracy")
-            and not k.endswith("_baseline_accuracy") and not k.endswith("_top3_accuracy")]
+    # only the cross-source models' own top-1 (xsrc_<a>_to_<b>_accuracy), not the baseline's, the exemplar
+    # blend's / head's or the WiSE-FT grid's figures that share the prefix
+    top1 = [float(v) for k, v in metrics.items() if XSRC_TOP1.fullmatch(k)]
     top3 = [float(v) for k, v in metrics.items() if k.startswith("xsrc_") and k.endswith("_top3_accuracy")]
     out = {}
     if top1:

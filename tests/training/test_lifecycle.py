@@ -188,7 +188,9 @@ GATE_BASE = {"accuracy": 0.9, "macro_f1": 0.85, "top3_accuracy": 0.97, "selectiv
              "urgency_emergency_recall": 0.98, "urgency_under_triage_rate": 0.08,
              "urgency_blind2_emergency_recall": 0.9, "urgency_blind2_under_triage_rate": 0.1,
              "routing_blind_top1": 0.70, "routing_blind_coverage": 0.65,
-             "routing_blind2_top1": 0.74, "routing_blind2_coverage": 0.61}
+             "routing_blind2_top1": 0.74, "routing_blind2_coverage": 0.61,
+             "urgency_blind5_emergency_recall": 0.86, "urgency_blind5_under_triage_rate": 0.126,
+             "routing_blind3_top1": 0.75, "routing_blind3_coverage": 0.68}
 
 
 def test_shipped_triage_gate_refuses_worse_urgency_safety():
@@ -209,6 +211,13 @@ def test_shipped_triage_gate_refuses_worse_urgency_safety():
     assert [c.name for c in report.failures()] == ["not worse: urgency_blind2_emergency_recall"]
     report = apply_gates(gates, {**base, "urgency_blind2_under_triage_rate": 0.11}, base)
     assert [c.name for c in report.failures()] == ["not worse: urgency_blind2_under_triage_rate"]
+    # and the fifth (the largest written blind, first run 2026-12-07)
+    report = apply_gates(gates, {**base, "urgency_blind5_emergency_recall": 0.84}, base)
+    assert [c.name for c in report.failures()] == ["not worse: urgency_blind5_emergency_recall"]
+    report = apply_gates(gates, {**base, "urgency_blind5_under_triage_rate": 0.13}, base)
+    assert [c.name for c in report.failures()] == ["not worse: urgency_blind5_under_triage_rate"]
+    report = apply_gates(gates, {**base, "routing_blind3_top1": 0.72}, base)
+    assert [c.name for c in report.failures()] == ["not worse: routing_blind3_top1"]
     better = {**base, "urgency_blind2_emergency_recall": 0.95, "urgency_blind2_under_triage_rate": 0.05}
     assert apply_gates(gates, better, base).passed
 
@@ -240,7 +249,10 @@ def test_shipped_triage_gate_compares_cross_source_when_the_champion_has_it():
     base = dict(GATE_BASE)
     meta = {"metrics": {"xsrc_speech_to_s2d_accuracy": 0.76, "xsrc_s2d_to_speech_accuracy": 0.56,
                         "xsrc_speech_to_s2d_baseline_accuracy": 0.5, "xsrc_speech_to_s2d_top3_accuracy": 0.9,
-                        "xsrc_s2d_to_speech_top3_accuracy": 0.8, "test_accuracy": 0.88}}
+                        "xsrc_s2d_to_speech_top3_accuracy": 0.8, "test_accuracy": 0.88,
+                        # same prefix, other models: the exemplar blend, the head, the WiSE-FT grid (not counted)
+                        "xsrc_speech_to_s2d_blend_accuracy": 0.1, "xsrc_s2d_to_speech_head_accuracy": 0.1,
+                        "xsrc_s2d_to_speech_wise_ft_accuracy": 0.99, "xsrc_s2d_to_speech_fine_tuned_accuracy": 0.1}}
     figures = cross_source_figures(meta)
     assert figures == {"cross_source_top1": pytest.approx(0.66), "cross_source_top3": pytest.approx(0.85)}
     assert cross_source_figures({"metrics": {"test_accuracy": 0.9}}) == {}
