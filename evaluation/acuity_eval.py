@@ -32,6 +32,9 @@ def _float(value: str | None) -> float | None:
         return None
 
 
+THREE_LEVEL = {"emergency": "emergent", "urgent": "non_emergent", "routine": "non_emergent", "self_care": "self_care"}
+
+
 def acuity_metrics(gold: list[str], pred: list[str]) -> dict:
     """Metric math on aligned lists of urgency levels (exposed for testing)."""
     if len(gold) != len(pred):
@@ -51,11 +54,15 @@ def acuity_metrics(gold: list[str], pred: list[str]) -> dict:
     d_under = sum(g == "emergency" and p != "emergency" for g, p in zip(gold, pred))
     urgent = {"emergency", "urgent"}
     dichotomised = sum((g in urgent) == (p in urgent) for g, p in zip(gold, pred))
+    three = sum(THREE_LEVEL[g] == THREE_LEVEL[p] for g, p in zip(gold, pred))
     return {
         "n": n,
         "exact_accuracy": exact / n if n else 0.0,
         # emergency+urgent vs routine+self-care (the dichotomy of the lay-vignette literature)
         "dichotomised_accuracy": dichotomised / n if n else 0.0,
+        # emergent / non-emergent (urgent + routine) / self-care: the three levels of the symptom-checker studies
+        # (Semigran et al., BMJ 2015) that issue 11's clinical vignettes are scored on
+        "three_level_accuracy": three / n if n else 0.0,
         "emergency_recall": (n_d - d_under) / n_d if n_d else 0.0,
         "safe_accuracy": safe / n if n else 0.0,
         "under_triage_rate": under / n if n else 0.0,

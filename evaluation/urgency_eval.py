@@ -103,8 +103,8 @@ def evaluate_urgency(rows: list[dict], decide: Callable[[dict], UrgencyDecision]
 def headline(report: dict) -> dict[str, float]:
     """The figures the issue and the promotion gate use, flat."""
     o = report["overall"]
-    out = {k: float(o[k]) for k in ("exact_accuracy", "dichotomised_accuracy", "emergency_recall",
-                                    "under_triage_rate", "over_triage_rate")}
+    out = {k: float(o[k]) for k in ("exact_accuracy", "dichotomised_accuracy", "three_level_accuracy",
+                                    "emergency_recall", "under_triage_rate", "over_triage_rate")}
     out["n"] = float(o["n"])
     if report["traps"]["n"]:
         out["trap_emergency_rate"] = report["traps"]["raised_to_emergency"] / report["traps"]["n"]

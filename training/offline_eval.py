@@ -112,8 +112,8 @@ def redflags_main(argv: list[str] | None = None) -> int:
 
 
 def _urgency_markdown(reports: dict[str, dict], title: str) -> str:
-    keys = ("n", "exact_accuracy", "dichotomised_accuracy", "emergency_recall", "under_triage_rate",
-            "over_triage_rate", "trap_emergency_rate")
+    keys = ("n", "exact_accuracy", "dichotomised_accuracy", "three_level_accuracy", "emergency_recall",
+            "under_triage_rate", "over_triage_rate", "trap_emergency_rate")
     lines = [f"### {title}", "", "| set | decision | " + " | ".join(keys) + " |", "|---|---|" + "---:|" * len(keys)]
     for name, (with_model, rules_only) in reports.items():
         for label, report in (("red flags + urgency head + rules", with_model), ("red flags + rules only", rules_only)):
@@ -133,10 +133,12 @@ def _urgency_markdown(reports: dict[str, dict], title: str) -> str:
         if rescored:
             lines.append(f"{name}: re-scored (second encoder pass) {rescored['rescored']} of {rescored['texts']} texts")
         if with_model["by_group"] and name in ("blind", "blind2", "blind3", "blind4", "blind5", "valtraps"):
-            lines += ["", "| style | n | exact | dichotomised | emergency recall | under-triage |", "|---|---:|---:|---:|---:|---:|"]
+            lines += ["", "| style | n | exact | dichotomised | three-level | emergency recall | under-triage |",
+                      "|---|---:|---:|---:|---:|---:|---:|"]
             for group, m in with_model["by_group"].items():
                 lines.append(f"| {group} | {m['n']} | {m['exact_accuracy']:.0%} | {m['dichotomised_accuracy']:.0%} | "
-                             f"{m['emergency_recall']:.0%} | {m['under_triage_rate']:.0%} |")
+                             f"{m['three_level_accuracy']:.0%} | {m['emergency_recall']:.0%} | "
+                             f"{m['under_triage_rate']:.0%} |")
     return "\n".join(lines)
 
 

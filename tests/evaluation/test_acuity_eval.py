@@ -15,6 +15,9 @@ def test_metric_math_by_hand():
     m = acuity_metrics(gold, pred)
     assert m["n"] == 6
     assert m["exact_accuracy"] == pytest.approx(3 / 6)
+    # emergent / non-emergent / self-care: E-E, R-R (non-emergent), S-S right; E->R, U->E, S->R wrong
+    assert m["three_level_accuracy"] == pytest.approx(3 / 6)
+    assert acuity_metrics(["urgent"], ["routine"])["three_level_accuracy"] == 1.0  # both non-emergent
     # under-triaged: emergency->routine only
     assert m["safe_accuracy"] == pytest.approx(5 / 6)
     assert m["under_triage_rate"] == pytest.approx(1 / 6)
