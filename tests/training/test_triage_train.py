@@ -128,7 +128,8 @@ def test_cross_source_runs_both_directions_with_baseline(settings):
 
     df = load_examples(settings)
     # "both" also exercises the SetFit-style pair stage and the prototype head
-    opts = TrainOptions(layers=1, epochs=1, limit_per_center=3, max_length=32, progress=False, few_shot="both")
+    opts = TrainOptions(layers=1, epochs=1, limit_per_center=3, max_length=32, progress=False, few_shot="both",
+                        wise_ft=True)
     results = _cross_source(df, opts, load_taxonomy())
     assert set(results) == {"speech->s2d", "s2d->speech"}
     for res in results.values():
