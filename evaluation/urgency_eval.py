@@ -43,7 +43,7 @@ def pipeline(matcher: RedFlagMatcher, classifier=None, respect_negation: bool = 
         if model is not None and respect_negation:
             model = respect_mentions(text, flags, model, matcher, rescore, age_years=age, sex=sex, pregnant=pregnant,
                                      scopes=scopes)
-        return decide_urgency(text, centers, flags, age_years=age, pregnant=pregnant, model=model)
+        return decide_urgency(text, centers, flags, age_years=age, pregnant=pregnant, model=model, matcher=matcher)
 
     def rescore(text: str) -> UrgencyModel | None:
         decide.rescored += 1  # one more encoder pass: counted, to measure how often the re-scoring costs it

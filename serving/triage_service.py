@@ -183,7 +183,7 @@ class TriageService:
                     lambda text, v=head_version: _rescore(model, head, text, v),
                     age_years=item.age, sex=item.sex, pregnant=item.pregnant, scopes=self.settings.negation_scopes)
             decision = decide(item.text, pred.centers, flags, age_years=item.age, pregnant=item.pregnant,
-                              model=urgency_model)
+                              model=urgency_model, matcher=matcher)
             level = str(_plain(decision.level))
             reasons = [str(r) for r in (getattr(decision, "reasons", None) or [])]
             source = str(getattr(decision, "source", "default"))

@@ -211,7 +211,10 @@ def decide_urgency(
     age_years: float | None = None,
     pregnant: bool | None = None,
     model: UrgencyModel | None = None,
+    matcher: RedFlagMatcher | None = None,
 ) -> UrgencyDecision:
+    """``matcher``: the caller's red-flag matcher, whose reading of pregnancy in the text the sepsis risk group uses
+    (default: the process-wide default matcher, built on first use)."""
     if not isinstance(text, str):
         raise TypeError("text must be a string")
     pairs: list[tuple[str, float]] = []
@@ -249,7 +252,7 @@ def decide_urgency(
         if age_months is not None and age_months > 75 * 12:
             vulnerable.append("over 75")
         # the matcher's reading: "I'm 30 weeks" and "34+2" count, "not pregnant" and "when I was pregnant" do not
-        if pregnant is True or default_matcher().text_pregnant(text):
+        if pregnant is True or (matcher or default_matcher()).text_pregnant(text):
             vulnerable.append("pregnant")
         if vulnerable:
             proposals.append(("urgent", "rule:sepsis_risk_group",
